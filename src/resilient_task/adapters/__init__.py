@@ -1,0 +1,1 @@
+"""Adapters: the only place that touches drivers (SQLAlchemy, psycopg, aiokafka) or the OS."""

@@ -1,0 +1,21 @@
+"""The wall clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import anyio
+
+__all__ = ["SystemClock"]
+
+
+class SystemClock:
+    """UTC wall-clock time and real sleeps."""
+
+    def now(self) -> datetime:
+        """The current UTC time."""
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep ``seconds`` (at least zero)."""
+        await anyio.sleep(max(0.0, seconds))

@@ -1,0 +1,127 @@
+"""Handlers: which tasks they accept, the processor, and their policies."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+from resilient_task.domain.policies import (
+    ConcurrencyPolicy,
+    ExponentialRetryPolicy,
+    ProcessingPolicy,
+    RetryPolicy,
+    SimpleConcurrencyPolicy,
+    SimpleProcessingPolicy,
+)
+from resilient_task.domain.results import ProcessResult
+from resilient_task.domain.task import BaseTask, Task
+from resilient_task.errors import ValidationError
+
+__all__ = ["Processor", "TaskHandler", "TaskHandlerBuilder", "TaskPredicate", "for_types"]
+
+Processor = Callable[[Task], Awaitable[ProcessResult]]
+"""An async function running the business logic; raising means the attempt failed."""
+TaskPredicate = Callable[[BaseTask], bool]
+"""Decides whether a handler accepts a task, from its id, version, type, sub-type, priority."""
+
+
+def for_types(*types: str) -> TaskPredicate:
+    """A predicate accepting tasks whose type is one of ``types``."""
+    wanted = frozenset(types)
+    if not wanted:
+        raise ValidationError("for_types needs at least one task type")
+
+    def accepts(task: BaseTask) -> bool:
+        return task.type in wanted
+
+    accepts.__qualname__ = f"for_types({', '.join(sorted(wanted))})"
+    return accepts
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class TaskHandler:
+    """Processes the tasks its predicate accepts.
+
+    Build one with keywords, ``TaskHandler(types={"payment"}, processor=pay)``, or with the
+    fluent :class:`TaskHandlerBuilder`. ``transactional=True`` runs the processor inside the
+    store's transaction (see :func:`resilient_task.current_transaction`): its writes commit
+    only together with the task's completion.
+    """
+
+    processor: Processor
+    predicate: TaskPredicate | None = None
+    types: Iterable[str] | None = None
+    retry_policy: RetryPolicy = field(default_factory=ExponentialRetryPolicy)
+    concurrency_policy: ConcurrencyPolicy = field(default_factory=SimpleConcurrencyPolicy)
+    processing_policy: ProcessingPolicy = field(default_factory=SimpleProcessingPolicy)
+    transactional: bool = False
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if not callable(self.processor):
+            raise ValidationError("processor must be an async callable (task) -> ProcessResult")
+        if (self.predicate is None) == (self.types is None):
+            raise ValidationError("give exactly one of predicate= or types=")
+        if self.types is not None:
+            if isinstance(self.types, str):
+                object.__setattr__(self, "types", (self.types,))
+            object.__setattr__(self, "types", frozenset(self.types))  # type: ignore[arg-type]
+            object.__setattr__(self, "predicate", for_types(*self.types))  # type: ignore[misc]
+        if self.name is None:
+            label = getattr(self.processor, "__qualname__", None) or repr(self.processor)
+            object.__setattr__(self, "name", label)
+
+    def handles(self, task: BaseTask) -> bool:
+        """Whether this handler accepts ``task``."""
+        assert self.predicate is not None
+        return self.predicate(task)
+
+
+class TaskHandlerBuilder:
+    """Fluent construction, close to the reference: ``TaskHandlerBuilder(pred, proc)...build()``."""
+
+    def __init__(self, predicate: TaskPredicate, processor: Processor) -> None:
+        self._predicate = predicate
+        self._processor = processor
+        self._retry: RetryPolicy = ExponentialRetryPolicy()
+        self._concurrency: ConcurrencyPolicy = SimpleConcurrencyPolicy()
+        self._processing: ProcessingPolicy = SimpleProcessingPolicy()
+        self._transactional = False
+        self._name: str | None = None
+
+    def with_retry_policy(self, policy: RetryPolicy) -> TaskHandlerBuilder:
+        """Set the retry policy (default: exponential, 5 s x2, 3 retries)."""
+        self._retry = policy
+        return self
+
+    def with_concurrency_policy(self, policy: ConcurrencyPolicy) -> TaskHandlerBuilder:
+        """Set the concurrency policy (default: 10 at once per node)."""
+        self._concurrency = policy
+        return self
+
+    def with_processing_policy(self, policy: ProcessingPolicy) -> TaskHandlerBuilder:
+        """Set the processing policy (default: node timeout, RETRY when stuck)."""
+        self._processing = policy
+        return self
+
+    def transactional(self, enabled: bool = True) -> TaskHandlerBuilder:
+        """Run the processor inside the store transaction that completes the task."""
+        self._transactional = enabled
+        return self
+
+    def named(self, name: str) -> TaskHandlerBuilder:
+        """Name the handler in logs."""
+        self._name = name
+        return self
+
+    def build(self) -> TaskHandler:
+        """The configured handler."""
+        return TaskHandler(
+            predicate=self._predicate,
+            processor=self._processor,
+            retry_policy=self._retry,
+            concurrency_policy=self._concurrency,
+            processing_policy=self._processing,
+            transactional=self._transactional,
+            name=self._name,
+        )

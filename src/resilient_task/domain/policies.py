@@ -1,0 +1,185 @@
+"""Retry, concurrency and processing policies: frozen values with pure methods."""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from resilient_task.domain.task import Task
+from resilient_task.errors import ValidationError
+
+__all__ = [
+    "ConcurrencyPolicy",
+    "ExponentialRetryPolicy",
+    "NoRetryPolicy",
+    "ProcessingPolicy",
+    "RetryPolicy",
+    "SimpleConcurrencyPolicy",
+    "SimpleProcessingPolicy",
+    "StuckTaskResolutionStrategy",
+]
+
+
+class RetryPolicy(Protocol):
+    """Decides when a failed (or repeating) task runs next."""
+
+    def next_run(self, task: Task, *, now: datetime,
+                 rand: Callable[[], float] = random.random) -> datetime | None:
+        """The next run time after the attempt ``task.processing_tries_count``, or None to stop."""
+        ...
+
+    @property
+    def reset_tries_on_repeat(self) -> bool:
+        """Whether COMMIT_AND_RETRY starts the tries count again from zero."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ExponentialRetryPolicy:
+    """Retry ``max_count`` times, the n-th retry waiting ``delay * multiplier**(n-1)``.
+
+    The wait is capped at ``max_delay``. With ``jitter`` (a fraction in [0, 1]) the wait is
+    drawn uniformly from ``[wait * (1 - jitter), wait * (1 + jitter)]`` and still capped at
+    ``max_delay``. The reference example ``(5 s, x4, max_count=3)`` runs a task at most 4 times,
+    waiting 5 s, 20 s and 80 s.
+    """
+
+    delay: timedelta = timedelta(seconds=5)
+    multiplier: float = 2.0
+    max_count: int = 3
+    max_delay: timedelta = timedelta(hours=24)
+    jitter: float = 0.0
+    reset_tries_on_repeat: bool = False
+
+    def __post_init__(self) -> None:
+        _non_negative("delay", self.delay)
+        _non_negative("max_delay", self.max_delay)
+        if self.multiplier < 1:
+            raise ValidationError(f"multiplier must be >= 1, got {self.multiplier}")
+        if self.max_count < 0:
+            raise ValidationError(f"max_count must be >= 0, got {self.max_count}")
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ValidationError(f"jitter must be within [0, 1], got {self.jitter}")
+
+    def backoff(self, retry_number: int) -> timedelta:
+        """The wait before retry ``retry_number`` (1-based), without jitter."""
+        seconds = self.delay.total_seconds() * self.multiplier ** (retry_number - 1)
+        return min(timedelta(seconds=min(seconds, 1e12)), self.max_delay)
+
+    def next_run(self, task: Task, *, now: datetime,
+                 rand: Callable[[], float] = random.random) -> datetime | None:
+        """See :meth:`RetryPolicy.next_run`."""
+        retry_number = task.processing_tries_count
+        if retry_number > self.max_count or retry_number < 1:
+            return None
+        wait = self.backoff(retry_number)
+        if self.jitter:
+            factor = 1.0 + self.jitter * (2.0 * rand() - 1.0)
+            wait = min(wait * factor, self.max_delay)
+        return now + wait
+
+
+@dataclass(frozen=True, slots=True)
+class NoRetryPolicy:
+    """Never retry: the first failure puts the task in ERROR."""
+
+    reset_tries_on_repeat: bool = False
+
+    def next_run(self, task: Task, *, now: datetime,
+                 rand: Callable[[], float] = random.random) -> datetime | None:
+        """Always None."""
+        return None
+
+
+class ConcurrencyPolicy(Protocol):
+    """Bounds how many tasks run at once on a node; handlers sharing an instance share it."""
+
+    @property
+    def max_concurrency(self) -> int:
+        """The most tasks that may run at once under this policy on one node."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class SimpleConcurrencyPolicy:
+    """At most ``max_concurrency`` tasks at once, per node, per policy *instance*.
+
+    Equality is identity on purpose: two handlers share a limit only by sharing the instance.
+    """
+
+    max_concurrency: int = 10
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency < 1:
+            raise ValidationError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+
+
+class StuckTaskResolutionStrategy(enum.StrEnum):
+    """What the resumer does with a PROCESSING task whose deadline passed (its node is gone)."""
+
+    RETRY = "RETRY"
+    """Submit it again (up to ``max_recoveries`` times, then ERROR)."""
+    MARK_AS_ERROR = "MARK_AS_ERROR"
+    MARK_AS_FAILED = "MARK_AS_FAILED"
+    IGNORE = "IGNORE"
+    """Leave it PROCESSING; an operator decides. It is reported on every poll."""
+
+
+class ProcessingPolicy(Protocol):
+    """How long a task may run and what happens when its node disappears."""
+
+    @property
+    def timeout(self) -> timedelta | None:
+        """Processing timeout; None means the node default (``TaskProperties.task_stuck_timeout``)."""
+        ...
+
+    @property
+    def stuck_strategy(self) -> StuckTaskResolutionStrategy:
+        """What to do with the task when it is found stuck in PROCESSING."""
+        ...
+
+    @property
+    def max_recoveries(self) -> int:
+        """How many stuck recoveries are allowed before the task goes to ERROR."""
+        ...
+
+    @property
+    def expected_queue_time(self) -> timedelta | None:
+        """How long a SUBMITTED task may wait to be picked up before it is re-triggered."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SimpleProcessingPolicy:
+    """A processing timeout plus the stuck-task strategy.
+
+    An async handler still running at ``timeout`` is cancelled and the attempt counts as a
+    failure for the retry policy.
+    """
+
+    timeout: timedelta | None = None
+    stuck_strategy: StuckTaskResolutionStrategy = StuckTaskResolutionStrategy.RETRY
+    max_recoveries: int = 3
+    expected_queue_time: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and self.timeout <= timedelta(0):
+            raise ValidationError(f"timeout must be positive, got {self.timeout}")
+        if self.expected_queue_time is not None:
+            _non_negative("expected_queue_time", self.expected_queue_time)
+        if self.max_recoveries < 0:
+            raise ValidationError(f"max_recoveries must be >= 0, got {self.max_recoveries}")
+
+
+def _non_negative(name: str, value: timedelta) -> None:
+    if not isinstance(value, timedelta):
+        raise ValidationError(f"{name} must be a datetime.timedelta, got {type(value).__name__}")
+    if value < timedelta(0):
+        raise ValidationError(f"{name} must not be negative, got {value}")
+
+
+DEFAULT_RETRY_POLICY = ExponentialRetryPolicy()

@@ -1,0 +1,217 @@
+"""The task value and the one lifecycle table every status change obeys.
+
+Every transition is a method returning a new :class:`Task` with ``version + 1``; the store then
+writes it only where the stored version still equals the old one (compare-and-set). A transition
+not in :data:`TRANSITIONS` raises :class:`~resilient_task.errors.InvalidTransitionError`.
+Time is always passed in (``now=``); the domain never reads a clock.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from datetime import datetime
+from uuid import UUID
+
+from resilient_task.errors import InvalidTransitionError
+
+__all__ = [
+    "FINAL_STATUSES",
+    "TRANSITIONS",
+    "BaseTask",
+    "Task",
+    "TaskStatus",
+    "Transition",
+]
+
+MAX_ERROR_LENGTH = 4000
+
+
+class TaskStatus(enum.StrEnum):
+    """Where a task is in its lifecycle. Stored by name, readable with plain SQL."""
+
+    WAITING = "WAITING"
+    """Due later (``next_event_time`` is the run time)."""
+    SUBMITTED = "SUBMITTED"
+    """Triggered; ``next_event_time`` is the deadline to be picked up before re-triggering."""
+    PROCESSING = "PROCESSING"
+    """A node runs it; ``next_event_time`` is the deadline after which the node is presumed dead."""
+    DONE = "DONE"
+    """Finished successfully."""
+    ERROR = "ERROR"
+    """Gave up (retries or recoveries exhausted, no handler); waits for an operator."""
+    FAILED = "FAILED"
+    """Acknowledged by an operator as failed; final."""
+    CANCELLED = "CANCELLED"
+    """Cancelled before it ran; final."""
+
+
+FINAL_STATUSES = frozenset({TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+class Transition(enum.StrEnum):
+    """Named status changes; see :data:`TRANSITIONS` for what each allows."""
+
+    SUBMIT = "submit"
+    RESUBMIT = "resubmit"
+    GRAB = "grab"
+    COMPLETE = "complete"
+    SCHEDULE = "schedule"
+    RECOVER = "recover"
+    MARK_ERROR = "mark_error"
+    MARK_FAILED = "mark_failed"
+    RESUME = "resume"
+    RESCHEDULE = "reschedule"
+    CANCEL = "cancel"
+
+
+_S = TaskStatus
+TRANSITIONS: dict[Transition, tuple[frozenset[TaskStatus], TaskStatus]] = {
+    # transition: (allowed from, to)
+    Transition.SUBMIT: (frozenset({_S.WAITING}), _S.SUBMITTED),
+    Transition.RESUBMIT: (frozenset({_S.SUBMITTED}), _S.SUBMITTED),
+    Transition.GRAB: (frozenset({_S.SUBMITTED}), _S.PROCESSING),
+    Transition.COMPLETE: (frozenset({_S.PROCESSING}), _S.DONE),
+    Transition.SCHEDULE: (frozenset({_S.PROCESSING}), _S.WAITING),
+    Transition.RECOVER: (frozenset({_S.PROCESSING}), _S.SUBMITTED),
+    Transition.MARK_ERROR: (frozenset({_S.SUBMITTED, _S.PROCESSING}), _S.ERROR),
+    Transition.MARK_FAILED: (frozenset({_S.PROCESSING, _S.ERROR}), _S.FAILED),
+    Transition.RESUME: (
+        frozenset({_S.WAITING, _S.SUBMITTED, _S.PROCESSING, _S.ERROR}),
+        _S.SUBMITTED,
+    ),
+    Transition.RESCHEDULE: (frozenset({_S.WAITING}), _S.WAITING),
+    Transition.CANCEL: (frozenset({_S.WAITING}), _S.CANCELLED),
+}
+"""The lifecycle table: transition -> (statuses it may start from, status it leads to)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BaseTask:
+    """What a trigger carries and a handler's predicate sees: identity, version and routing."""
+
+    id: UUID
+    version: int
+    type: str
+    sub_type: str | None = None
+    priority: int = 5
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task:
+    """A stored task. Immutable: transitions return a new value with ``version + 1``.
+
+    Attributes:
+        next_event_time: the run time (WAITING), the pick-up deadline (SUBMITTED), the
+            processing deadline (PROCESSING) or the time the task reached ERROR or a final status.
+        processing_tries_count: how many times a handler started on it (the grab counts).
+        recovery_count: how many times it was recovered from PROCESSING after its deadline.
+        processing_node: the node that grabbed it last.
+        last_error: why the last attempt failed, or why it is in ERROR.
+    """
+
+    id: UUID
+    type: str
+    data: bytes
+    status: TaskStatus
+    next_event_time: datetime
+    created_at: datetime
+    updated_at: datetime
+    version: int = 0
+    sub_type: str | None = None
+    priority: int = 5
+    unique_key: str | None = None
+    processing_tries_count: int = 0
+    recovery_count: int = 0
+    processing_node: str | None = None
+    last_error: str | None = None
+
+    @property
+    def base(self) -> BaseTask:
+        """The trigger-sized view of this task."""
+        return BaseTask(self.id, self.version, self.type, self.sub_type, self.priority)
+
+    def _to(self, transition: Transition, *, now: datetime, next_event_time: datetime,
+            **changes: object) -> Task:
+        allowed, target = TRANSITIONS[transition]
+        if self.status not in allowed:
+            raise InvalidTransitionError(transition.value, self.status, self.id)
+        return replace(
+            self,
+            status=target,
+            version=self.version + 1,
+            next_event_time=next_event_time,
+            updated_at=now,
+            **changes,  # type: ignore[arg-type]
+        )
+
+    def submit(self, *, now: datetime, deadline: datetime) -> Task:
+        """WAITING -> SUBMITTED: due; must be picked up before ``deadline``."""
+        return self._to(Transition.SUBMIT, now=now, next_event_time=deadline)
+
+    def resubmit(self, *, now: datetime, deadline: datetime) -> Task:
+        """SUBMITTED -> SUBMITTED: not picked up in time; re-trigger with a new deadline."""
+        return self._to(Transition.RESUBMIT, now=now, next_event_time=deadline)
+
+    def grab(self, *, node_id: str, now: datetime, deadline: datetime) -> Task:
+        """SUBMITTED -> PROCESSING on ``node_id``, counting one more try."""
+        return self._to(
+            Transition.GRAB,
+            now=now,
+            next_event_time=deadline,
+            processing_node=node_id,
+            processing_tries_count=self.processing_tries_count + 1,
+        )
+
+    def complete(self, *, now: datetime) -> Task:
+        """PROCESSING -> DONE."""
+        return self._to(Transition.COMPLETE, now=now, next_event_time=now, last_error=None)
+
+    def schedule(self, *, now: datetime, run_at: datetime, error: str | None = None,
+                 reset_tries: bool = False) -> Task:
+        """PROCESSING -> WAITING: retry after a failure, or repeat (COMMIT_AND_RETRY)."""
+        return self._to(
+            Transition.SCHEDULE,
+            now=now,
+            next_event_time=run_at,
+            last_error=_clip(error),
+            processing_tries_count=0 if reset_tries else self.processing_tries_count,
+        )
+
+    def recover(self, *, now: datetime, deadline: datetime) -> Task:
+        """PROCESSING -> SUBMITTED: its node missed the deadline; count one recovery."""
+        return self._to(
+            Transition.RECOVER,
+            now=now,
+            next_event_time=deadline,
+            recovery_count=self.recovery_count + 1,
+            last_error=self.last_error or "recovered after its processing deadline passed",
+        )
+
+    def mark_error(self, *, now: datetime, reason: str) -> Task:
+        """SUBMITTED or PROCESSING -> ERROR, recording why; an operator must act."""
+        return self._to(Transition.MARK_ERROR, now=now, next_event_time=now,
+                        last_error=_clip(reason))
+
+    def mark_failed(self, *, now: datetime, reason: str | None = None) -> Task:
+        """ERROR (operator) or PROCESSING (stuck strategy) -> FAILED, final."""
+        return self._to(Transition.MARK_FAILED, now=now, next_event_time=now,
+                        last_error=_clip(reason) if reason else self.last_error)
+
+    def resume(self, *, now: datetime, deadline: datetime) -> Task:
+        """Any non-final status -> SUBMITTED now (operator); recovery count starts again."""
+        return self._to(Transition.RESUME, now=now, next_event_time=deadline, recovery_count=0)
+
+    def reschedule(self, *, now: datetime, run_at: datetime) -> Task:
+        """WAITING -> WAITING at another time (operator)."""
+        return self._to(Transition.RESCHEDULE, now=now, next_event_time=run_at)
+
+    def cancel(self, *, now: datetime) -> Task:
+        """WAITING -> CANCELLED (operator), final."""
+        return self._to(Transition.CANCEL, now=now, next_event_time=now)
+
+
+def _clip(text: str | None) -> str | None:
+    if text is None or len(text) <= MAX_ERROR_LENGTH:
+        return text
+    return text[: MAX_ERROR_LENGTH - 3] + "..."

@@ -1,0 +1,33 @@
+"""Time-ordered task ids (UUIDv7, RFC 9562) so inserts stay local in the primary-key index."""
+
+from __future__ import annotations
+
+import os
+import time
+from uuid import UUID
+
+__all__ = ["uuid7"]
+
+_last_ms = 0
+_counter = 0
+
+
+def uuid7() -> UUID:
+    """A new UUIDv7: 48-bit Unix milliseconds, then a 12-bit counter and random bits.
+
+    Ids made in one process are strictly increasing, even within one millisecond.
+    """
+    global _last_ms, _counter
+    ms = time.time_ns() // 1_000_000
+    if ms <= _last_ms:
+        _counter += 1
+        if _counter > 0xFFF:  # counter exhausted: borrow the next millisecond
+            _last_ms += 1
+            _counter = 0
+        ms = _last_ms
+    else:
+        _last_ms = ms
+        _counter = int.from_bytes(os.urandom(2)) & 0x3FF  # leave head-room to count up
+    rand = int.from_bytes(os.urandom(8)) & ((1 << 62) - 1)
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | _counter << 64 | 0b10 << 62 | rand
+    return UUID(int=value)

@@ -1,0 +1,138 @@
+"""The task store port: every read and compare-and-set write of tasks.
+
+Contract (checked by ``tests/contract/test_task_dao_contract.py`` against every adapter):
+
+- Writes are compare-and-set on ``version``: a change applies only where the stored version
+  equals ``expected_version``; otherwise nothing is written and the change reports ``False``.
+  Adapters never raise for a lost race; they return ``False`` so callers can count and log it.
+- Inserts deduplicate by task id and by ``(type, unique_key)``: an existing match is reported
+  with ``created=False`` and the *existing* task id, and nothing is written. Concurrent inserts of
+  the same key produce exactly one task.
+- ``claim_due`` moves due WAITING tasks to SUBMITTED in one step, and two concurrent claimers
+  never receive the same task (``FOR UPDATE SKIP LOCKED`` in PostgreSQL).
+- Times are UTC-aware datetimes in and out.
+- Driver failures surface as :class:`~resilient_task.errors.BackendError` subclasses, never as
+  driver exceptions; a lost connection is a transient :class:`BackendUnavailableError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from resilient_task.domain.task import Task, TaskStatus
+
+__all__ = ["GrabRequest", "InsertOutcome", "TaskChange", "TaskDAO"]
+
+
+@dataclass(frozen=True, slots=True)
+class InsertOutcome:
+    """Result of inserting one task: its id (the existing one on a duplicate) and whether new."""
+
+    task_id: UUID
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TaskChange:
+    """Write ``task`` (a transition's result) where the stored version is ``expected_version``.
+
+    With ``delete=True`` the task is removed instead (DONE_AND_DELETE), under the same check.
+    """
+
+    task: Task
+    expected_version: int
+    delete: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GrabRequest:
+    """Move task ``task_id`` from SUBMITTED at ``version`` to PROCESSING on ``node_id``."""
+
+    task_id: UUID
+    version: int
+    node_id: str
+    deadline: datetime
+
+
+class TaskDAO(Protocol):
+    """Persistence of tasks. See the module docstring for the contract."""
+
+    async def insert_tasks(
+        self, tasks: Sequence[Task], *, transaction: Any = None
+    ) -> list[InsertOutcome]:
+        """Insert new tasks (status WAITING or SUBMITTED, version 0), deduplicating.
+
+        Args:
+            tasks: the tasks to insert, in order; outcomes come back in the same order.
+            transaction: a transaction handle of this adapter (e.g. the caller's SQLAlchemy
+                ``AsyncConnection`` or ``AsyncSession`` for PostgreSQL); None commits alone.
+        """
+        ...
+
+    async def get_task(self, task_id: UUID) -> Task | None:
+        """The task with its payload, or None."""
+        ...
+
+    async def grab(self, requests: Sequence[GrabRequest], *, now: datetime) -> list[Task]:
+        """Apply :meth:`Task.grab` to each request whose task is SUBMITTED at that version.
+
+        Returns the grabbed tasks (with payload); requests that lost a race are left out.
+        """
+        ...
+
+    async def apply(
+        self, changes: Sequence[TaskChange], *, transaction: Any = None
+    ) -> list[bool]:
+        """Compare-and-set each change; ``True`` where it was written, in order."""
+        ...
+
+    async def claim_due(self, *, now: datetime, limit: int, deadline: datetime) -> list[Task]:
+        """Submit up to ``limit`` WAITING tasks due at ``now`` (oldest first), without payload.
+
+        Each returned task is already SUBMITTED with ``next_event_time=deadline``.
+        """
+        ...
+
+    async def find_overdue(
+        self, status: TaskStatus, *, now: datetime, limit: int
+    ) -> list[Task]:
+        """Up to ``limit`` tasks in ``status`` whose ``next_event_time`` is before ``now``.
+
+        Used for SUBMITTED and PROCESSING past their deadlines. Payloads may be left empty.
+        """
+        ...
+
+    async def find_tasks(
+        self,
+        *,
+        status: TaskStatus | None = None,
+        type: str | None = None,
+        limit: int = 100,
+    ) -> list[Task]:
+        """Tasks filtered by status and type, oldest ``next_event_time`` first (operators)."""
+        ...
+
+    async def count_by_status(self) -> dict[TaskStatus, int]:
+        """How many tasks are in each status (absent statuses count zero)."""
+        ...
+
+    async def delete_finished(self, *, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` DONE/FAILED/CANCELLED tasks finished before ``before``."""
+        ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Any]:
+        """A unit of work: commits on normal exit, rolls back on an exception.
+
+        The handle it yields is accepted by ``transaction=`` and handed to transactional
+        handlers through :func:`resilient_task.current_transaction`.
+        """
+        ...
+
+    def after_commit(self, transaction: Any, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` once ``transaction`` has committed; never if it rolls back."""
+        ...

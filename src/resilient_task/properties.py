@@ -1,0 +1,121 @@
+"""Configuration: the reference's knobs, with its defaults where they make sense."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from resilient_task.errors import ConfigurationError
+
+__all__ = ["KafkaProperties", "TaskProperties", "TaskResumerProperties", "default_node_id"]
+
+
+def default_node_id() -> str:
+    """``host-pid-random``: unique per process, readable in ``processing_node``."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResumerProperties:
+    """The resumer: polls due WAITING tasks and tasks stuck in SUBMITTED or PROCESSING.
+
+    Args:
+        batch_size: most tasks claimed per poll and status.
+        polling_interval: time between polls; also the latency of scheduled tasks and of the
+            database-only fallback when the broker is down.
+        concurrency: how many batches are handled at once.
+    """
+
+    batch_size: int = 1000
+    polling_interval: timedelta = timedelta(seconds=2)
+    concurrency: int = 1
+
+    def __post_init__(self) -> None:
+        _positive_int("resumer.batch_size", self.batch_size)
+        _positive_int("resumer.concurrency", self.concurrency)
+        _positive_delta("resumer.polling_interval", self.polling_interval)
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaProperties:
+    """Kafka triggering. Topic ``<namespace>.resilient-task.triggers`` (no dot when empty).
+
+    Args:
+        bootstrap_servers: comma-separated ``host:port`` list.
+        topics_namespace: prefix for topic names, e.g. the service or environment name.
+        consumer_group_id: one group across the nodes that share the work.
+        partitions: partition count for topics this library creates.
+        replication_factor: replication factor for topics this library creates.
+        client_id: client id reported to the broker.
+        extra: passed through to aiokafka's producer, consumer and admin client
+            (``security_protocol``, ``sasl_mechanism``, ``ssl_context`` ...).
+    """
+
+    bootstrap_servers: str = "localhost:9092"
+    topics_namespace: str = ""
+    consumer_group_id: str = "default-consumer-group"
+    partitions: int = 6
+    replication_factor: int = 1
+    client_id: str = "resilient-task"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap_servers.strip():
+            raise ConfigurationError("kafka.bootstrap_servers must not be empty")
+        if not self.consumer_group_id.strip():
+            raise ConfigurationError("kafka.consumer_group_id must not be empty")
+        _positive_int("kafka.partitions", self.partitions)
+        _positive_int("kafka.replication_factor", self.replication_factor)
+
+    @property
+    def triggers_topic(self) -> str:
+        """The topic triggers go to."""
+        base = "resilient-task.triggers"
+        return f"{self.topics_namespace}.{base}" if self.topics_namespace else base
+
+
+@dataclass(frozen=True, slots=True)
+class TaskProperties:
+    """Node-wide settings.
+
+    Args:
+        task_stuck_timeout: processing timeout for handlers whose policy sets none.
+        processing_grace: added to a task's timeout to form its PROCESSING deadline, after
+            which another node may recover it. Covers clock skew and finishing writes.
+        expected_queue_time: default time a SUBMITTED task may wait before re-triggering.
+        shutdown_grace: how long a stopping node lets running tasks finish.
+        max_triggers_in_memory: most triggers accepted but not yet finished on this node.
+        node_id: this node's name in ``processing_node`` and logs.
+    """
+
+    task_stuck_timeout: timedelta = timedelta(minutes=5)
+    processing_grace: timedelta = timedelta(seconds=10)
+    expected_queue_time: timedelta = timedelta(minutes=1)
+    shutdown_grace: timedelta = timedelta(seconds=30)
+    max_triggers_in_memory: int = 1000
+    node_id: str = field(default_factory=default_node_id)
+    resumer: TaskResumerProperties = field(default_factory=TaskResumerProperties)
+    kafka: KafkaProperties = field(default_factory=KafkaProperties)
+
+    def __post_init__(self) -> None:
+        _positive_delta("task_stuck_timeout", self.task_stuck_timeout)
+        _positive_delta("expected_queue_time", self.expected_queue_time)
+        if self.processing_grace < timedelta(0) or self.shutdown_grace < timedelta(0):
+            raise ConfigurationError("processing_grace and shutdown_grace must not be negative")
+        _positive_int("max_triggers_in_memory", self.max_triggers_in_memory)
+        if not self.node_id:
+            raise ConfigurationError("node_id must not be empty")
+
+
+def _positive_int(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
+
+
+def _positive_delta(name: str, value: timedelta) -> None:
+    if not isinstance(value, timedelta) or value <= timedelta(0):
+        raise ConfigurationError(f"{name} must be a positive timedelta, got {value!r}")
