@@ -1,0 +1,189 @@
+"""In-process triggering: the embedded default, and a fake with test helpers.
+
+Triggers go into a bounded in-memory queue; a background loop hands them to the callback, at
+most ``max_in_flight`` at a time. When that many callbacks are running the loop stops pulling
+(backpressure) and the queue absorbs new triggers up to ``max_pending``; beyond that
+:meth:`InMemoryTriggerer.trigger` raises :class:`~resilient_task.errors.TriggerError`, like a
+broker that is down, and the task waits for the resumer. Triggers are lost with the process; the
+store stays the truth.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+
+import anyio
+from anyio.abc import TaskGroup
+
+from resilient_task.domain.task import BaseTask
+from resilient_task.errors import TriggerError
+from resilient_task.ports.triggerer import TriggerCallback
+
+__all__ = ["InMemoryTriggerer"]
+
+logger = logging.getLogger(__name__)
+
+
+class InMemoryTriggerer:
+    """Delivers triggers within one process (implements the ``Triggerer`` port).
+
+    ``start`` enters an internal task group that ``stop`` closes, so both must be called from the
+    same task (anyio's cancel-scope rule), e.g. through an ``AsyncExitStack``, and ``start``
+    must not be wrapped in a cancel scope that closes before ``stop``. ``stop`` stops pulling,
+    waits up to ``stop_timeout`` seconds for running callbacks, then cancels them; cancelled
+    triggers go back to the front of the queue and are delivered again after the next ``start``.
+
+    Test helpers: :attr:`sent`, :meth:`reset`, :meth:`fail_with`, :attr:`pending`,
+    :attr:`in_flight`.
+
+    Args:
+        max_in_flight: most callbacks running at once.
+        max_pending: most triggers queued and not yet delivered; more raise TriggerError.
+        stop_timeout: seconds ``stop`` waits for running callbacks before cancelling them.
+        sent_history: how many of the latest sent triggers :attr:`sent` remembers.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_in_flight: int = 1000,
+        max_pending: int = 100_000,
+        stop_timeout: float = 5.0,
+        sent_history: int = 100_000,
+    ) -> None:
+        if max_in_flight < 1 or max_pending < 1 or sent_history < 0 or stop_timeout < 0:
+            raise ValueError("max_in_flight and max_pending must be positive, others >= 0")
+        self._max_in_flight = max_in_flight
+        self._max_pending = max_pending
+        self._stop_timeout = stop_timeout
+        self._pending: deque[BaseTask] = deque()
+        self._sent: deque[BaseTask] = deque(maxlen=sent_history)
+        self._failure: BaseException | None = None
+        self._wakeup: anyio.Event | None = None
+        self._idle: anyio.Event | None = None
+        self._in_flight = 0
+        self._task_group: TaskGroup | None = None
+        self._pull_scope: anyio.CancelScope | None = None
+
+    @property
+    def sent(self) -> list[BaseTask]:
+        """Every trigger accepted by :meth:`trigger` (the latest ``sent_history``), in order."""
+        return list(self._sent)
+
+    @property
+    def pending(self) -> int:
+        """How many triggers wait to be delivered."""
+        return len(self._pending)
+
+    @property
+    def in_flight(self) -> int:
+        """How many callbacks are running now."""
+        return self._in_flight
+
+    def reset(self) -> None:
+        """Forget sent and queued triggers and clear :meth:`fail_with`."""
+        self._sent.clear()
+        self._pending.clear()
+        self._failure = None
+
+    def fail_with(self, error: BaseException | None) -> None:
+        """Make :meth:`trigger` raise TriggerError caused by ``error`` (None: work again)."""
+        self._failure = error
+
+    async def trigger(self, tasks: Sequence[BaseTask]) -> None:
+        """Queue ``tasks`` for delivery; raise TriggerError when failing or the queue is full."""
+        await anyio.lowlevel.checkpoint()
+        if self._failure is not None:
+            if isinstance(self._failure, TriggerError):
+                raise self._failure
+            raise TriggerError("in-memory triggerer set to fail", transient=True) from (
+                self._failure
+            )
+        if len(self._pending) + len(tasks) > self._max_pending:
+            raise TriggerError(
+                f"in-memory trigger queue is full ({self._max_pending} pending); "
+                f"{len(tasks)} trigger(s) not sent",
+                transient=True,
+            )
+        self._pending.extend(tasks)
+        self._sent.extend(tasks)
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def start(self, on_trigger: TriggerCallback) -> None:
+        """Start delivering queued and future triggers to ``on_trigger`` in the background."""
+        if self._task_group is not None:
+            raise RuntimeError("InMemoryTriggerer is already started")
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        self._pull_scope = anyio.CancelScope()
+        self._idle = anyio.Event()
+        task_group.start_soon(
+            self._pull,
+            on_trigger,
+            anyio.Semaphore(self._max_in_flight),
+            task_group,
+            self._pull_scope,
+        )
+
+    async def stop(self) -> None:
+        """Stop delivering; wait up to ``stop_timeout`` for running callbacks. Idempotent."""
+        task_group, self._task_group = self._task_group, None
+        if task_group is None:
+            return
+        assert self._pull_scope is not None
+        assert self._idle is not None
+        self._pull_scope.cancel()
+        with anyio.move_on_after(self._stop_timeout):
+            while self._in_flight:
+                await self._idle.wait()
+                self._idle = anyio.Event()
+        task_group.cancel_scope.cancel()
+        await task_group.__aexit__(None, None, None)
+
+    async def _pull(
+        self,
+        on_trigger: TriggerCallback,
+        slots: anyio.Semaphore,
+        task_group: TaskGroup,
+        pull_scope: anyio.CancelScope,
+    ) -> None:
+        with pull_scope:
+            while True:
+                # Take a slot before taking a trigger: with every slot busy, triggers stay queued.
+                await slots.acquire()
+                try:
+                    while not self._pending:
+                        self._wakeup = anyio.Event()
+                        await self._wakeup.wait()
+                except BaseException:
+                    slots.release()
+                    raise
+                task = self._pending.popleft()
+                self._in_flight += 1
+                task_group.start_soon(self._deliver, task, on_trigger, slots)
+
+    async def _deliver(
+        self, task: BaseTask, on_trigger: TriggerCallback, slots: anyio.Semaphore
+    ) -> None:
+        handled = False
+        try:
+            await on_trigger(task)
+            handled = True
+        except Exception:
+            # A failed callback counts as handled: the store and the resumer own the retry.
+            handled = True
+            logger.exception(
+                "trigger callback failed for task %s (version %s)", task.id, task.version
+            )
+        finally:
+            if not handled:
+                # Cancelled by stop(): deliver it again after the next start().
+                self._pending.appendleft(task)
+            self._in_flight -= 1
+            slots.release()
+            if self._in_flight == 0 and self._idle is not None:
+                self._idle.set()
