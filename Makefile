@@ -37,9 +37,9 @@ venv: $(STAMP)
 # Re-installs whenever pyproject.toml is newer than the stamp (new dependencies).
 $(STAMP): pyproject.toml
 	@if [[ ! -x $(BIN)/python ]]; then \
-	    $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+	    $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 || { \
 	        echo "error: resilient-task needs Python >= 3.11, but '$(PYTHON)' is" \
-	             "$$($(PYTHON) --version 2>&1 || echo missing)." \
+	             "$$($(PYTHON) --version 2>/dev/null || echo 'not found')." \
 	             "Install a newer Python and run e.g. 'make PYTHON=python3.12 $(MAKECMDGOALS)'." >&2; \
 	        exit 1; }; \
 	    echo "creating $(VENV) with $$($(PYTHON) --version)"; \
