@@ -10,9 +10,14 @@ store stays the truth.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
+import sys
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -26,14 +31,50 @@ __all__ = ["InMemoryTriggerer"]
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """One start..stop period: ``stop`` cancels ``pull_scope``, then ``scope``; ``done`` ends."""
+
+    scope: anyio.CancelScope
+    pull_scope: anyio.CancelScope
+    done: anyio.Event
+
+
+def spawn_detached(function: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``function()`` in the background, outside the caller's task group and cancel scopes.
+
+    ``Triggerer.start`` must return while delivery goes on, and ``stop`` may be called from
+    another task or under a timeout. A task group entered in ``start`` and exited in ``stop``
+    breaks both (cancel scopes must nest in one task), so the delivery loop runs as a trio
+    system task or an asyncio task, owns its task group, and is stopped through cancel scopes.
+    ``function`` must not raise: on trio an error in a system task crashes the event loop.
+    """
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            pass
+        else:
+            trio.lowlevel.spawn_system_task(function, context=contextvars.copy_context())
+            return
+    task = asyncio.get_running_loop().create_task(function())
+    _detached.add(task)  # asyncio keeps only weak references to tasks
+    task.add_done_callback(_detached.discard)
+
+
+_detached: set[asyncio.Task[None]] = set()
+
+
 class InMemoryTriggerer:
     """Delivers triggers within one process (implements the ``Triggerer`` port).
 
-    ``start`` enters an internal task group that ``stop`` closes, so both must be called from the
-    same task (anyio's cancel-scope rule), e.g. through an ``AsyncExitStack``, and ``start``
-    must not be wrapped in a cancel scope that closes before ``stop``. ``stop`` stops pulling,
-    waits up to ``stop_timeout`` seconds for running callbacks, then cancels them; cancelled
-    triggers go back to the front of the queue and are delivered again after the next ``start``.
+    Works on asyncio and trio. ``start`` runs delivery in a detached background task (see
+    :func:`spawn_detached`), so ``start`` and ``stop`` may be called from any task and under
+    timeouts; call ``stop`` before the event loop ends. ``stop`` stops pulling, waits up to
+    ``stop_timeout`` seconds for running callbacks, then cancels them; cancelled triggers go back
+    to the front of the queue and are delivered again after the next ``start``. A callback that
+    raises is logged with the task id and counts as handled (the resumer owns retries).
 
     Test helpers: :attr:`sent`, :meth:`reset`, :meth:`fail_with`, :attr:`pending`,
     :attr:`in_flight`.
@@ -64,8 +105,7 @@ class InMemoryTriggerer:
         self._wakeup: anyio.Event | None = None
         self._idle: anyio.Event | None = None
         self._in_flight = 0
-        self._task_group: TaskGroup | None = None
-        self._pull_scope: anyio.CancelScope | None = None
+        self._run: _Run | None = None
 
     @property
     def sent(self) -> list[BaseTask]:
@@ -114,57 +154,59 @@ class InMemoryTriggerer:
 
     async def start(self, on_trigger: TriggerCallback) -> None:
         """Start delivering queued and future triggers to ``on_trigger`` in the background."""
-        if self._task_group is not None:
+        if self._run is not None:
             raise RuntimeError("InMemoryTriggerer is already started")
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
-        self._pull_scope = anyio.CancelScope()
+        run = _Run(anyio.CancelScope(), anyio.CancelScope(), anyio.Event())
+        self._run = run
         self._idle = anyio.Event()
-        task_group.start_soon(
-            self._pull,
-            on_trigger,
-            anyio.Semaphore(self._max_in_flight),
-            task_group,
-            self._pull_scope,
-        )
+        spawn_detached(lambda: self._deliver_all(run, on_trigger))
 
     async def stop(self) -> None:
         """Stop delivering; wait up to ``stop_timeout`` for running callbacks. Idempotent."""
-        task_group, self._task_group = self._task_group, None
-        if task_group is None:
+        run, self._run = self._run, None
+        if run is None:
             return
-        assert self._pull_scope is not None
-        assert self._idle is not None
-        self._pull_scope.cancel()
-        with anyio.move_on_after(self._stop_timeout):
-            while self._in_flight:
-                await self._idle.wait()
-                self._idle = anyio.Event()
-        task_group.cancel_scope.cancel()
-        await task_group.__aexit__(None, None, None)
+        run.pull_scope.cancel()
+        try:
+            with anyio.move_on_after(self._stop_timeout):
+                while self._in_flight:
+                    assert self._idle is not None
+                    await self._idle.wait()
+                    self._idle = anyio.Event()
+        finally:
+            run.scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await run.done.wait()
+
+    async def _deliver_all(self, run: _Run, on_trigger: TriggerCallback) -> None:
+        try:
+            with run.scope:
+                async with anyio.create_task_group() as task_group:
+                    slots = anyio.Semaphore(self._max_in_flight)
+                    with run.pull_scope:
+                        await self._pull(on_trigger, slots, task_group)
+        except Exception:
+            # A detached task has nobody to raise to; on trio it would crash the event loop.
+            logger.exception("in-memory trigger delivery stopped unexpectedly")
+        finally:
+            run.done.set()
 
     async def _pull(
-        self,
-        on_trigger: TriggerCallback,
-        slots: anyio.Semaphore,
-        task_group: TaskGroup,
-        pull_scope: anyio.CancelScope,
+        self, on_trigger: TriggerCallback, slots: anyio.Semaphore, task_group: TaskGroup
     ) -> None:
-        with pull_scope:
-            while True:
-                # Take a slot before taking a trigger: with every slot busy, triggers stay queued.
-                await slots.acquire()
-                try:
-                    while not self._pending:
-                        self._wakeup = anyio.Event()
-                        await self._wakeup.wait()
-                except BaseException:
-                    slots.release()
-                    raise
-                task = self._pending.popleft()
-                self._in_flight += 1
-                task_group.start_soon(self._deliver, task, on_trigger, slots)
+        while True:
+            # Take a slot before taking a trigger: with every slot busy, triggers stay queued.
+            await slots.acquire()
+            try:
+                while not self._pending:
+                    self._wakeup = anyio.Event()
+                    await self._wakeup.wait()
+            except BaseException:
+                slots.release()
+                raise
+            task = self._pending.popleft()
+            self._in_flight += 1
+            task_group.start_soon(self._deliver, task, on_trigger, slots)
 
     async def _deliver(
         self, task: BaseTask, on_trigger: TriggerCallback, slots: anyio.Semaphore
