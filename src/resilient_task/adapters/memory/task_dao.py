@@ -205,7 +205,7 @@ class InMemoryTaskDAO:
         return MappingProxyType(self._store.tasks)
 
     def put(self, *tasks: Task) -> None:
-        """Store ``tasks`` as given, replacing any with the same id, bypassing every check."""
+        """Store ``tasks`` as given (any status or version), replacing any with the same id."""
         for task in tasks:
             self._store.put(task)
 
