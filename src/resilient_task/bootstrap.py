@@ -1,0 +1,178 @@
+"""The composition root: picks adapters from configuration and wires the services with punq.
+
+The only module that imports punq. Adapters that must be opened and closed (the database
+engine, Kafka clients) are opened in an async exit stack and registered as instances.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import anyio.abc
+import punq
+
+from resilient_task.adapters.memory.task_dao import InMemoryTaskDAO
+from resilient_task.adapters.memory.triggerer import InMemoryTriggerer
+from resilient_task.adapters.system.clock import SystemClock
+from resilient_task.domain.handler import TaskHandler
+from resilient_task.errors import ConfigurationError
+from resilient_task.ports.clock import Clock
+from resilient_task.ports.task_dao import TaskDAO
+from resilient_task.ports.triggerer import Triggerer
+from resilient_task.properties import TaskProperties
+from resilient_task.service.executor import TaskExecutor
+from resilient_task.service.registry import HandlerRegistry
+from resilient_task.service.resumer import TaskResumer
+from resilient_task.service.task_service import TaskService
+
+__all__ = ["ResilientTask"]
+
+log = logging.getLogger("resilient_task")
+
+
+class ResilientTask:
+    """One node: the task service, and (when ``run_workers``) executor and resumer.
+
+    Use as ``async with ResilientTask(...) as app:``; ``app.service`` adds tasks. Adapters:
+
+    - store: ``dao=`` an instance, else PostgreSQL when ``database_url`` is given, else in-memory;
+    - triggers: ``triggerer=`` an instance, else Kafka when ``kafka=True`` (settings from
+      ``properties.kafka``), else in-process;
+    - time: ``clock=`` (e.g. ``FakeClock`` in tests), else the system clock.
+
+    Leaving the block stops taking work, lets running tasks finish for
+    ``properties.shutdown_grace``, then closes adapters. Anything cut off stays in the store
+    and is recovered later -- never lost.
+    """
+
+    def __init__(
+        self,
+        *,
+        handlers: Iterable[TaskHandler] = (),
+        properties: TaskProperties | None = None,
+        database_url: str | None = None,
+        kafka: bool = False,
+        dao: TaskDAO | None = None,
+        triggerer: Triggerer | None = None,
+        clock: Clock | None = None,
+        run_workers: bool = True,
+        postgres_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.properties = properties or TaskProperties()
+        self.registry = HandlerRegistry(handlers)
+        self._database_url = database_url
+        self._kafka = kafka
+        self._dao = dao
+        self._triggerer = triggerer
+        self._clock = clock
+        self._run_workers = run_workers
+        self._postgres_options = postgres_options or {}
+        self._stack: AsyncExitStack | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._container: punq.Container | None = None
+
+    # --- wiring -------------------------------------------------------------------------
+    async def _open_dao(self, stack: AsyncExitStack) -> TaskDAO:
+        if self._dao is not None:
+            return self._dao
+        if self._database_url is None:
+            return InMemoryTaskDAO()
+        from resilient_task.adapters.postgres import open_postgres_dao
+
+        return await stack.enter_async_context(
+            open_postgres_dao(self._database_url, **self._postgres_options)
+        )
+
+    async def _open_triggerer(self, stack: AsyncExitStack) -> Triggerer:
+        if self._triggerer is not None:
+            return self._triggerer
+        if not self._kafka:
+            return InMemoryTriggerer(max_in_flight=self.properties.max_triggers_in_memory)
+        from resilient_task.adapters.kafka import KafkaTriggerer
+
+        triggerer = KafkaTriggerer(properties=self.properties.kafka)
+        await stack.enter_async_context(_closing(triggerer))
+        return triggerer
+
+    def _wire(self, dao: TaskDAO, triggerer: Triggerer) -> punq.Container:
+        container = punq.Container()
+        container.register(TaskProperties, instance=self.properties)
+        container.register(HandlerRegistry, instance=self.registry)
+        container.register(Clock, instance=self._clock or SystemClock())
+        container.register(TaskDAO, instance=dao)
+        container.register(Triggerer, instance=triggerer)
+        container.register(TaskService, scope=punq.Scope.singleton)
+        container.register(TaskExecutor, scope=punq.Scope.singleton)
+        container.register(TaskResumer)
+        return container
+
+    # --- lifecycle ----------------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        if self._stack is not None:
+            raise ConfigurationError("this ResilientTask is already running")
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            dao = await self._open_dao(stack)
+            triggerer = await self._open_triggerer(stack)
+            self._container = self._wire(dao, triggerer)
+            self.dao: TaskDAO = dao
+            self.triggerer: Triggerer = triggerer
+            self.clock: Clock = self._container.resolve(Clock)
+            self.service: TaskService = self._container.resolve(TaskService)
+            self.executor: TaskExecutor = self._container.resolve(TaskExecutor)
+            self.resumer: TaskResumer = self._container.resolve(
+                TaskResumer, executor=self.executor if self._run_workers else None
+            )
+            if self._run_workers:
+                tg = anyio.create_task_group()
+                await tg.__aenter__()
+                self._tg = tg
+                await tg.start(self.executor.run)
+                await self.triggerer.start(self.executor.on_trigger)
+                tg.start_soon(self.resumer.run)
+                log.info("node %s started: %d handler(s), store %s, triggers %s",
+                         self.properties.node_id, len(self.registry.handlers),
+                         type(dao).__name__, type(triggerer).__name__)
+        except BaseException:
+            await stack.__aexit__(None, None, None)
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        try:
+            if self._tg is not None:
+                tg, self._tg = self._tg, None
+                await self.triggerer.stop()  # stop intake first
+                await self.executor.stop()
+                tg.cancel_scope.cancel()  # the resumer loop
+                await tg.__aexit__(None, None, None)
+                log.info("node %s stopped", self.properties.node_id)
+        finally:
+            if stack is not None:
+                await stack.__aexit__(exc_type, exc, tb)
+
+
+class _closing:
+    """Call ``close()`` (async) of an adapter when the exit stack unwinds."""
+
+    def __init__(self, adapter: Any) -> None:
+        self._adapter = adapter
+
+    async def __aenter__(self) -> Any:
+        return self._adapter
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._adapter.close()

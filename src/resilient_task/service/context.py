@@ -1,0 +1,54 @@
+"""What a running processor can learn about its own execution (via contextvars)."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from resilient_task.domain.task import Task
+from resilient_task.errors import ConfigurationError
+
+__all__ = ["ProcessingContext", "current_context", "current_transaction"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessingContext:
+    """The task being processed, its deadline and (for transactional handlers) the transaction."""
+
+    task: Task
+    node_id: str
+    timeout_at: datetime
+    transaction: Any = None
+
+
+_current: ContextVar[ProcessingContext | None] = ContextVar("resilient_task_context", default=None)
+
+
+def current_context() -> ProcessingContext:
+    """The context of the task this coroutine processes; raises outside a processor."""
+    context = _current.get()
+    if context is None:
+        raise ConfigurationError("current_context() is only available inside a task processor")
+    return context
+
+
+def current_transaction() -> Any:
+    """The store transaction of a ``transactional=True`` handler.
+
+    For PostgreSQL this is the SQLAlchemy ``AsyncConnection`` whose transaction also completes
+    the task: write your business rows with it and they commit atomically with the task's
+    completion -- or roll back when the task was taken away from this node meanwhile.
+    """
+    context = current_context()
+    if context.transaction is None:
+        raise ConfigurationError(
+            "this handler is not transactional; build it with transactional=True"
+        )
+    return context.transaction
+
+
+def set_context(context: ProcessingContext | None) -> object:
+    """Install ``context`` for the current task (internal; returns a reset token)."""
+    return _current.set(context)

@@ -1,0 +1,353 @@
+"""The executor: turns triggers into grabbed tasks, runs processors, records the outcome.
+
+At-least-once with fencing: the grab is a version-checked SUBMITTED -> PROCESSING update, so a
+duplicate or stale trigger finds nothing to grab; the completion is version-checked too, so a
+run whose task was recovered by another node meanwhile cannot complete it (and, for
+transactional handlers, its writes roll back).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from resilient_task.domain.handler import TaskHandler
+from resilient_task.domain.results import ProcessResult
+from resilient_task.domain.task import BaseTask, Task
+from resilient_task.errors import BackendError, ConfigurationError, VersionConflictError
+from resilient_task.ports.clock import Clock
+from resilient_task.ports.task_dao import GrabRequest, TaskChange, TaskDAO
+from resilient_task.properties import TaskProperties
+from resilient_task.service.context import ProcessingContext, set_context
+from resilient_task.service.outage import OutageLog
+from resilient_task.service.registry import HandlerRegistry
+
+__all__ = ["ProcessingTimeoutError", "TaskExecutor"]
+
+log = logging.getLogger("resilient_task.executor")
+
+_WRITE_ATTEMPTS = 6
+
+
+class ProcessingTimeoutError(Exception):
+    """A processor ran past its processing policy's timeout and was cancelled."""
+
+
+class _Fenced(Exception):
+    """The completion lost its version check: the task was taken away from this node."""
+
+
+class TaskExecutor:
+    """Runs triggered tasks on this node, within the handlers' concurrency limits."""
+
+    def __init__(
+        self,
+        *,
+        dao: TaskDAO,
+        registry: HandlerRegistry,
+        clock: Clock,
+        properties: TaskProperties,
+    ) -> None:
+        self._dao = dao
+        self._registry = registry
+        self._clock = clock
+        self._props = properties
+        self._node_slots = anyio.Semaphore(properties.max_triggers_in_memory)
+        self._policy_slots: dict[int, anyio.Semaphore] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._accepting = False
+        self._running = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._grace = properties.shutdown_grace
+        self._stop_requested = anyio.Event()
+        self._stopped = anyio.Event()
+        self._db = OutageLog(log, "database")
+        self.stats: Counter[str] = Counter()
+        """Counts of what happened on this node: grabbed, done, retried, error, stale, fenced..."""
+
+    @property
+    def running(self) -> int:
+        """How many tasks this node is processing now."""
+        return self._running
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        """Accept triggers until :meth:`stop`; use with ``await task_group.start(executor.run)``."""
+        if self._tg is not None:
+            raise ConfigurationError("executor already running")
+        self._stop_requested = anyio.Event()
+        self._stopped = anyio.Event()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                self._accepting = True
+                task_status.started()
+                await self._stop_requested.wait()
+                self._accepting = False
+                with anyio.move_on_after(self._grace.total_seconds()):
+                    await self._idle.wait()
+                if self._running:
+                    log.warning("shutdown grace over: cancelling %d running task(s); they stay "
+                                "PROCESSING and are recovered after their deadline",
+                                self._running)
+                tg.cancel_scope.cancel()
+        finally:
+            self._tg = None
+            self._accepting = False
+            self._stopped.set()
+
+    async def stop(self, grace: timedelta | None = None) -> None:
+        """Stop taking work; let running tasks finish for ``grace``, then cancel them.
+
+        Cancelled tasks stay PROCESSING and are recovered after their deadline: never lost.
+        """
+        self._accepting = False
+        if self._tg is None:
+            return
+        self._grace = self._props.shutdown_grace if grace is None else grace
+        self._stop_requested.set()
+        await self._stopped.wait()
+
+    async def on_trigger(self, base: BaseTask) -> None:
+        """Handle one trigger: wait for room, grab the task, start it in the background.
+
+        Returns once the task is grabbed or the trigger is found stale, so a broker may
+        acknowledge the trigger. Waits (backpressure) while the node or the handler is full.
+        """
+        if not self._accepting or self._tg is None:
+            log.debug("task %s: trigger ignored, executor not accepting work", base.id)
+            return
+        handler = self._registry.find(base)
+        if handler is None:
+            await self._reject_unhandled(base)
+            return
+        policy_slots = self._slots_for(handler)
+        await self._node_slots.acquire()
+        try:
+            await policy_slots.acquire()
+        except BaseException:
+            self._node_slots.release()
+            raise
+        started = False
+        try:
+            task = await self._grab(base, handler)
+            if task is not None and self._tg is not None:
+                self._begin()
+                self._tg.start_soon(self._execute, handler, task, policy_slots)
+                started = True
+        finally:
+            if not started:
+                policy_slots.release()
+                self._node_slots.release()
+
+    def _slots_for(self, handler: TaskHandler) -> anyio.Semaphore:
+        policy = handler.concurrency_policy
+        slots = self._policy_slots.get(id(policy))
+        if slots is None:
+            slots = anyio.Semaphore(policy.max_concurrency)
+            self._policy_slots[id(policy)] = slots
+        return slots
+
+    async def _grab(self, base: BaseTask, handler: TaskHandler) -> Task | None:
+        now = self._clock.now()
+        timeout = self._registry.timeout(handler, self._props)
+        deadline = now + timeout + self._props.processing_grace
+        request = GrabRequest(base.id, base.version, self._props.node_id, deadline)
+        try:
+            grabbed = await self._dao.grab([request], now=now)
+        except BackendError as exc:
+            self._db.failed(exc, f"grabbing task {base.id}")
+            self.stats["grab_failed"] += 1
+            return None
+        self._db.succeeded()
+        if not grabbed:
+            self.stats["stale"] += 1
+            log.debug("task %s v%d: stale or duplicate trigger, nothing grabbed",
+                      base.id, base.version)
+            return None
+        task = grabbed[0]
+        self.stats["grabbed"] += 1
+        log.info("task %s type=%s SUBMITTED -> PROCESSING attempt=%d node=%s",
+                 task.id, task.type, task.processing_tries_count, self._props.node_id)
+        return task
+
+    async def _reject_unhandled(self, base: BaseTask) -> None:
+        """No handler: grab it and put it in ERROR with the reason, visible to operators."""
+        now = self._clock.now()
+        request = GrabRequest(base.id, base.version, self._props.node_id, now)
+        try:
+            grabbed = await self._dao.grab([request], now=now)
+            for task in grabbed:
+                reason = f"no handler accepts task type {task.type!r}"
+                if await self._write(task, TaskChange(task.mark_error(now=now, reason=reason),
+                                                      task.version)):
+                    self.stats["no_handler"] += 1
+        except BackendError as exc:
+            self._db.failed(exc, f"rejecting unhandled task {base.id}")
+
+    def _begin(self) -> None:
+        self._running += 1
+        if self._idle.is_set():
+            self._idle = anyio.Event()
+
+    def _end(self) -> None:
+        self._running -= 1
+        if self._running == 0:
+            self._idle.set()
+
+    async def _execute(self, handler: TaskHandler, task: Task,
+                       policy_slots: anyio.Semaphore) -> None:
+        try:
+            if handler.transactional:
+                await self._execute_in_transaction(handler, task)
+            else:
+                outcome = await self._call(handler, task, None)
+                await self._write(task, self._decide(handler, task, outcome))
+        except Exception:  # a bug of ours must not kill the node; the deadline recovers it
+            log.exception("task %s: unexpected executor failure", task.id)
+        finally:
+            policy_slots.release()
+            self._node_slots.release()
+            self._end()
+
+    async def _execute_in_transaction(self, handler: TaskHandler, task: Task) -> None:
+        failure: BaseException | None = None
+        try:
+            async with self._dao.transaction() as tx:
+                outcome = await self._call(handler, task, tx)
+                if isinstance(outcome, BaseException):
+                    failure = outcome
+                    raise outcome  # roll the handler's writes back
+                change = self._decide(handler, task, outcome)
+                written = await self._dao.apply([change], transaction=tx)
+                if not written[0]:
+                    raise _Fenced
+            self._log_outcome(task, change)
+            return
+        except (_Fenced, VersionConflictError):
+            self.stats["fenced"] += 1
+            log.warning("task %s: taken away from this node meanwhile (version %d is stale); "
+                        "its completion and the handler's writes were rolled back",
+                        task.id, task.version)
+            return
+        except BackendError as exc:
+            failure = failure or exc
+        except Exception as exc:
+            failure = failure or exc
+        await self._write(task, self._decide(handler, task, failure))
+
+    async def _call(self, handler: TaskHandler, task: Task, tx: Any) -> ProcessResult | Exception:
+        """Run the processor under its timeout; returns its result or the failure."""
+        timeout = self._registry.timeout(handler, self._props)
+        now = self._clock.now()
+        context = ProcessingContext(task=task, node_id=self._props.node_id,
+                                    timeout_at=now + timeout, transaction=tx)
+        token = set_context(context)
+        outcome: ProcessResult | Exception | None = None
+        timed_out = False
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def watchdog() -> None:
+                    nonlocal timed_out
+                    await self._clock.sleep(timeout.total_seconds())
+                    timed_out = True
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(watchdog)
+                try:
+                    outcome = await handler.processor(task)
+                except Exception as exc:
+                    outcome = exc
+                tg.cancel_scope.cancel()
+        finally:
+            set_context(None)
+            del token
+        if timed_out:
+            return ProcessingTimeoutError(f"processing exceeded its timeout of {timeout}")
+        if outcome is None or not isinstance(outcome, ProcessResult | Exception):
+            return TypeError(f"processor returned {outcome!r}; expected a ProcessResult")
+        return outcome
+
+    def _decide(self, handler: TaskHandler, task: Task,
+                outcome: ProcessResult | BaseException | None) -> TaskChange:
+        now = self._clock.now()
+        if outcome is ProcessResult.DONE:
+            return TaskChange(task.complete(now=now), task.version)
+        if outcome is ProcessResult.DONE_AND_DELETE:
+            return TaskChange(task.complete(now=now), task.version, delete=True)
+        policy = handler.retry_policy
+        if outcome is ProcessResult.COMMIT_AND_RETRY:
+            reset = policy.reset_tries_on_repeat
+            basis = task if not reset else _with_tries(task, 1)
+            run_at = policy.next_run(basis, now=now)
+            if run_at is None:
+                return TaskChange(task.complete(now=now), task.version)
+            return TaskChange(task.schedule(now=now, run_at=run_at, reset_tries=reset),
+                              task.version)
+        error = _describe(outcome)
+        run_at = policy.next_run(task, now=now)
+        if run_at is None:
+            reason = f"gave up after {task.processing_tries_count} attempt(s): {error}"
+            return TaskChange(task.mark_error(now=now, reason=reason), task.version)
+        return TaskChange(task.schedule(now=now, run_at=run_at, error=error), task.version)
+
+    async def _write(self, task: Task, change: TaskChange) -> bool:
+        """Persist a completion, retrying transient failures until shortly before the deadline."""
+        delay = 0.05
+        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+            try:
+                written = (await self._dao.apply([change]))[0]
+            except BackendError as exc:
+                self._db.failed(exc, f"recording the outcome of task {task.id}")
+                if not exc.transient or attempt == _WRITE_ATTEMPTS:
+                    log.error("task %s: outcome not recorded (%s); it stays PROCESSING and is "
+                              "recovered after its deadline", task.id, exc)
+                    return False
+                await self._clock.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            self._db.succeeded()
+            if not written:
+                self.stats["fenced"] += 1
+                log.warning("task %s: outcome rejected, version %d is stale (the task was "
+                            "recovered by another node meanwhile)", task.id, task.version)
+                return False
+            self._log_outcome(task, change)
+            return True
+        return False
+
+    def _log_outcome(self, task: Task, change: TaskChange) -> None:
+        new = change.task
+        kind = ("deleted" if change.delete else
+                "retried" if new.status == "WAITING" and new.last_error else
+                "repeated" if new.status == "WAITING" else new.status.value.lower())
+        self.stats[kind] += 1
+        level = logging.ERROR if new.status == "ERROR" else (
+            logging.WARNING if kind == "retried" else logging.INFO)
+        if log.isEnabledFor(level):
+            log.log(level, "task %s type=%s PROCESSING -> %s attempt=%d%s%s",
+                    task.id, task.type, "DELETED" if change.delete else new.status.value,
+                    task.processing_tries_count,
+                    f" next_run={new.next_event_time.isoformat()}" if new.status == "WAITING"
+                    else "",
+                    f" error={new.last_error!r}" if new.last_error else "")
+
+
+def _with_tries(task: Task, tries: int) -> Task:
+    return replace(task, processing_tries_count=tries)
+
+
+def _describe(outcome: object) -> str:
+    if isinstance(outcome, BaseException):
+        text = str(outcome)
+        return f"{type(outcome).__name__}: {text}" if text else type(outcome).__name__
+    return f"unexpected outcome {outcome!r}"
+

@@ -1,0 +1,191 @@
+"""The resumer: the database-polling safety net behind every trigger.
+
+Each poll (every ``resumer.polling_interval``, on every node, no leader needed):
+
+1. due WAITING tasks are claimed (WAITING -> SUBMITTED) and triggered;
+2. SUBMITTED tasks past their pick-up deadline are re-submitted and triggered again -- or run
+   on this node when the trigger cannot be sent (the broker is down);
+3. PROCESSING tasks past their deadline (their node died or hung) follow the handler's
+   stuck-task strategy; RETRY is capped by ``max_recoveries``, then ERROR.
+
+Claims are compare-and-set (and ``SKIP LOCKED`` in PostgreSQL), so nodes polling at once
+never take the same task twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+
+import anyio
+
+from resilient_task.domain.policies import SimpleProcessingPolicy, StuckTaskResolutionStrategy
+from resilient_task.domain.task import BaseTask, Task, TaskStatus
+from resilient_task.errors import BackendError, TriggerError
+from resilient_task.ports.clock import Clock
+from resilient_task.ports.task_dao import TaskChange, TaskDAO
+from resilient_task.ports.triggerer import Triggerer
+from resilient_task.properties import TaskProperties
+from resilient_task.service.executor import TaskExecutor
+from resilient_task.service.outage import OutageLog
+from resilient_task.service.registry import HandlerRegistry
+
+__all__ = ["TaskResumer"]
+
+log = logging.getLogger("resilient_task.resumer")
+_DEFAULT_PROCESSING = SimpleProcessingPolicy()
+_S = StuckTaskResolutionStrategy
+
+
+class TaskResumer:
+    """Polls the store for due and stuck tasks. ``run()`` loops; ``run_once()`` is one poll."""
+
+    def __init__(
+        self,
+        *,
+        dao: TaskDAO,
+        triggerer: Triggerer,
+        registry: HandlerRegistry,
+        clock: Clock,
+        properties: TaskProperties,
+        executor: TaskExecutor | None = None,
+    ) -> None:
+        self._dao = dao
+        self._triggerer = triggerer
+        self._registry = registry
+        self._clock = clock
+        self._props = properties
+        self._executor = executor
+        self._db = OutageLog(log, "database")
+        self._broker = OutageLog(log, "trigger broker")
+        self.stats: Counter[str] = Counter()
+        """Counts: resumed (due WAITING), retriggered, recovered, stuck_error, stuck_failed..."""
+
+    async def run(self) -> None:
+        """Poll forever, every polling interval; survives backend outages. Cancel to stop."""
+        interval = self._props.resumer.polling_interval.total_seconds()
+        while True:
+            try:
+                await self.run_once()
+                self._db.succeeded()
+            except BackendError as exc:
+                self._db.failed(exc, "polling for due and stuck tasks")
+            except Exception:
+                log.exception("resumer poll failed unexpectedly; polling again in %ss", interval)
+            await self._clock.sleep(interval)
+
+    async def run_once(self) -> int:
+        """One poll over due, overdue and stuck tasks; returns how many tasks it acted on."""
+        acted = await self._resume_due()
+        acted += await self._retrigger_overdue()
+        acted += await self._resolve_stuck()
+        return acted
+
+    async def _resume_due(self) -> int:
+        total = 0
+        batch = self._props.resumer.batch_size
+        while True:
+            now = self._clock.now()
+            claimed = await self._dao.claim_due(
+                now=now, limit=batch, deadline=now + self._props.expected_queue_time
+            )
+            if not claimed:
+                return total
+            total += len(claimed)
+            self.stats["resumed"] += len(claimed)
+            for task in claimed:
+                log.info("task %s type=%s WAITING -> SUBMITTED (due)", task.id, task.type)
+            await self._trigger(claimed)
+            if len(claimed) < batch:
+                return total
+
+    async def _retrigger_overdue(self) -> int:
+        now = self._clock.now()
+        overdue = await self._dao.find_overdue(
+            TaskStatus.SUBMITTED, now=now, limit=self._props.resumer.batch_size
+        )
+        changes = [
+            TaskChange(
+                t.resubmit(now=now, deadline=now + self._registry.expected_queue_time(
+                    t.base, self._props)),
+                t.version,
+            )
+            for t in overdue
+        ]
+        won = await self._apply(changes)
+        self.stats["retriggered"] += len(won)
+        for task in won:
+            log.info("task %s type=%s not picked up in time: triggering again", task.id, task.type)
+        await self._trigger(won)
+        return len(won)
+
+    async def _resolve_stuck(self) -> int:
+        now = self._clock.now()
+        stuck = await self._dao.find_overdue(
+            TaskStatus.PROCESSING, now=now, limit=self._props.resumer.batch_size
+        )
+        changes: list[TaskChange] = []
+        for task in stuck:
+            change = self._resolution(task)
+            if change is not None:
+                changes.append(change)
+        won = await self._apply(changes)
+        await self._trigger([t for t in won if t.status is TaskStatus.SUBMITTED])
+        return len(won)
+
+    def _resolution(self, task: Task) -> TaskChange | None:
+        now = self._clock.now()
+        handler = self._registry.find(task.base)
+        policy = handler.processing_policy if handler is not None else _DEFAULT_PROCESSING
+        where = f"stuck in PROCESSING past its deadline (node {task.processing_node})"
+        strategy = policy.stuck_strategy
+        if strategy is _S.IGNORE:
+            self.stats["stuck_ignored"] += 1
+            log.warning("task %s type=%s %s; strategy IGNORE leaves it", task.id, task.type, where)
+            return None
+        if strategy is _S.MARK_AS_FAILED:
+            self.stats["stuck_failed"] += 1
+            log.error("task %s type=%s %s -> FAILED", task.id, task.type, where)
+            return TaskChange(task.mark_failed(now=now, reason=where), task.version)
+        if strategy is _S.RETRY and task.recovery_count < policy.max_recoveries:
+            deadline = now + self._registry.expected_queue_time(task.base, self._props)
+            self.stats["recovered"] += 1
+            log.warning("task %s type=%s %s -> SUBMITTED (recovery %d of %d)", task.id,
+                        task.type, where, task.recovery_count + 1, policy.max_recoveries)
+            return TaskChange(task.recover(now=now, deadline=deadline), task.version)
+        reason = where if strategy is _S.MARK_AS_ERROR else (
+            f"{where}; recovered {task.recovery_count} time(s) already, the cap")
+        self.stats["stuck_error"] += 1
+        log.error("task %s type=%s -> ERROR: %s", task.id, task.type, reason)
+        return TaskChange(task.mark_error(now=now, reason=reason), task.version)
+
+    async def _apply(self, changes: Sequence[TaskChange]) -> list[Task]:
+        if not changes:
+            return []
+        written = await self._dao.apply(changes)
+        lost = written.count(False)
+        if lost:
+            self.stats["lost_races"] += lost
+            log.debug("%d task(s) changed by another node meanwhile; skipped", lost)
+        return [c.task for c, ok in zip(changes, written, strict=True) if ok]
+
+    async def _trigger(self, tasks: Sequence[Task]) -> None:
+        if not tasks:
+            return
+        bases = [t.base for t in tasks]
+        try:
+            await self._triggerer.trigger(bases)
+            self._broker.succeeded()
+        except (TriggerError, BackendError) as exc:
+            self._broker.failed(exc, f"triggering {len(bases)} task(s)")
+            await self._run_locally(bases)
+
+    async def _run_locally(self, bases: Sequence[BaseTask]) -> None:
+        """Broker down: hand the tasks to this node's executor (they stay safe in the store)."""
+        if self._executor is None:
+            return
+        self.stats["run_locally"] += len(bases)
+        async with anyio.create_task_group() as tg:
+            for base in bases:
+                tg.start_soon(self._executor.on_trigger, base)

@@ -1,0 +1,212 @@
+"""The task service: add tasks (optionally inside the caller's transaction) and operate on them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from resilient_task.domain.requests import AddTaskRequest, require_aware
+from resilient_task.domain.results import AddTaskResult, AddTaskResultCode
+from resilient_task.domain.task import Task, TaskStatus
+from resilient_task.errors import (
+    BackendError,
+    TaskNotFoundError,
+    TriggerError,
+    ValidationError,
+    VersionConflictError,
+)
+from resilient_task.ids import uuid7
+from resilient_task.ports.clock import Clock
+from resilient_task.ports.task_dao import TaskChange, TaskDAO
+from resilient_task.ports.triggerer import Triggerer
+from resilient_task.properties import TaskProperties
+from resilient_task.service.outage import OutageLog
+from resilient_task.service.registry import HandlerRegistry
+
+__all__ = ["TaskService"]
+
+log = logging.getLogger("resilient_task.service")
+
+
+class TaskService:
+    """Adds tasks and offers the operator actions; every change is version-checked."""
+
+    def __init__(
+        self,
+        *,
+        dao: TaskDAO,
+        triggerer: Triggerer,
+        registry: HandlerRegistry,
+        clock: Clock,
+        properties: TaskProperties,
+    ) -> None:
+        self._dao = dao
+        self._triggerer = triggerer
+        self._registry = registry
+        self._clock = clock
+        self._props = properties
+        self._broker = OutageLog(log, "trigger broker")
+
+    async def add_task(self, request: AddTaskRequest, *, transaction: Any = None) -> AddTaskResult:
+        """Store a task; due now -> SUBMITTED and triggered after commit, later -> WAITING.
+
+        Args:
+            request: what to run; see :class:`AddTaskRequest`.
+            transaction: the caller's open transaction (for PostgreSQL a SQLAlchemy
+                ``AsyncConnection`` or ``AsyncSession``). The task then commits or rolls back
+                with the caller's business data, and the trigger is sent only after commit.
+
+        Returns:
+            The task id and OK, or the existing task's id and ALREADY_EXISTS when the task id or
+            ``(type, unique_key)`` is taken.
+        """
+        return (await self.add_tasks([request], transaction=transaction))[0]
+
+    async def add_tasks(
+        self, requests: Sequence[AddTaskRequest], *, transaction: Any = None
+    ) -> list[AddTaskResult]:
+        """Store many tasks in one round trip; results come back in the same order."""
+        for request in requests:
+            if not isinstance(request, AddTaskRequest):
+                raise ValidationError(f"expected AddTaskRequest, got {type(request).__name__}")
+        if not requests:
+            return []
+        now = self._clock.now()
+        tasks = [self._new_task(request, now) for request in requests]
+        outcomes = await self._dao.insert_tasks(tasks, transaction=transaction)
+        created = [t for t, o in zip(tasks, outcomes, strict=True) if o.created]
+        due = [t for t in created if t.status is TaskStatus.SUBMITTED]
+        for task in created:
+            log.info("task %s type=%s added as %s%s", task.id, task.type, task.status.value,
+                     f" run_after={task.next_event_time.isoformat()}"
+                     if task.status is TaskStatus.WAITING else "")
+        for request, outcome in zip(requests, outcomes, strict=True):
+            if not outcome.created:
+                log.info("task %s type=%s not added: already exists (unique_key=%r)",
+                         outcome.task_id, request.type, request.unique_key)
+        if due:
+            if transaction is None:
+                await self._trigger(due)
+            else:
+                self._dao.after_commit(transaction, _bind(self._trigger, due))
+        return [
+            AddTaskResult(o.task_id, AddTaskResultCode.OK if o.created
+                          else AddTaskResultCode.ALREADY_EXISTS)
+            for o in outcomes
+        ]
+
+    def _new_task(self, request: AddTaskRequest, now: datetime) -> Task:
+        run_at = request.run_after_time
+        due = run_at is None or run_at <= now
+        base_id = request.task_id or uuid7()
+        probe = Task(id=base_id, type=request.type, sub_type=request.sub_type, data=b"",
+                     status=TaskStatus.SUBMITTED, next_event_time=now, created_at=now,
+                     updated_at=now, priority=request.priority)
+        queue_time = request.expected_queue_time or self._registry.expected_queue_time(
+            probe.base, self._props)
+        return Task(
+            id=base_id,
+            type=request.type,
+            sub_type=request.sub_type,
+            data=request.data,
+            priority=request.priority,
+            unique_key=request.unique_key,
+            status=TaskStatus.SUBMITTED if due else TaskStatus.WAITING,
+            next_event_time=now + queue_time if due or run_at is None else run_at,
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def _trigger(self, tasks: Sequence[Task]) -> None:
+        """Trigger; if the broker fails, make the tasks due for polling right away."""
+        try:
+            await self._triggerer.trigger([t.base for t in tasks])
+            self._broker.succeeded()
+            return
+        except (TriggerError, BackendError) as exc:
+            self._broker.failed(exc, f"triggering {len(tasks)} new task(s)")
+        now = self._clock.now()
+        try:
+            # Pull the pick-up deadline to now: every node's resumer takes them on its next poll.
+            await self._dao.apply([TaskChange(t.resubmit(now=now, deadline=now), t.version)
+                                   for t in tasks])
+        except BackendError as exc:
+            log.warning("could not hurry %d untriggered task(s) (%s); they run after their "
+                        "expected queue time", len(tasks), exc)
+
+    async def get_task(self, task_id: UUID) -> Task | None:
+        """The task with its payload, or None when there is no such task."""
+        _require_uuid(task_id)
+        return await self._dao.get_task(task_id)
+
+    async def find_tasks(self, *, status: TaskStatus | None = None, type: str | None = None,
+                         limit: int = 100) -> list[Task]:
+        """Tasks by status and/or type, oldest ``next_event_time`` first."""
+        if limit < 1:
+            raise ValidationError(f"limit must be positive, got {limit}")
+        return await self._dao.find_tasks(status=status, type=type, limit=limit)
+
+    async def count_by_status(self) -> dict[TaskStatus, int]:
+        """How many tasks are in each status."""
+        return await self._dao.count_by_status()
+
+    async def resume_task(self, task_id: UUID, *, version: int | None = None) -> Task:
+        """Run a WAITING, SUBMITTED, ERROR (or stuck PROCESSING) task now."""
+        now = self._clock.now()
+        task = await self._change(
+            task_id, version,
+            lambda t: t.resume(now=now, deadline=now + self._registry.expected_queue_time(
+                t.base, self._props)),
+        )
+        await self._trigger([task])
+        return task
+
+    async def mark_as_failed(self, task_id: UUID, *, version: int | None = None,
+                             reason: str | None = None) -> Task:
+        """Acknowledge an ERROR task as FAILED (final)."""
+        now = self._clock.now()
+        return await self._change(task_id, version, lambda t: t.mark_failed(now=now,
+                                                                              reason=reason))
+
+    async def cancel_task(self, task_id: UUID, *, version: int | None = None) -> Task:
+        """Cancel a WAITING task (final)."""
+        now = self._clock.now()
+        return await self._change(task_id, version, lambda t: t.cancel(now=now))
+
+    async def reschedule_task(self, task_id: UUID, run_at: datetime, *,
+                              version: int | None = None) -> Task:
+        """Move a WAITING task to another (UTC-aware) time."""
+        require_aware("run_at", run_at)
+        now = self._clock.now()
+        return await self._change(task_id, version, lambda t: t.reschedule(now=now,
+                                                                             run_at=run_at))
+
+    async def _change(self, task_id: UUID, version: int | None,
+                      transition: Callable[[Task], Task]) -> Task:
+        _require_uuid(task_id)
+        task = await self._dao.get_task(task_id)
+        if task is None:
+            raise TaskNotFoundError(task_id)
+        if version is not None and task.version != version:
+            raise VersionConflictError(task_id, version)
+        new = transition(task)
+        if not (await self._dao.apply([TaskChange(new, task.version)]))[0]:
+            raise VersionConflictError(task_id, task.version)
+        log.info("task %s type=%s %s -> %s (operator)", task.id, task.type, task.status.value,
+                 new.status.value)
+        return new
+
+
+def _require_uuid(task_id: object) -> None:
+    if not isinstance(task_id, UUID):
+        raise ValidationError(f"task id must be a uuid.UUID, got {type(task_id).__name__}")
+
+
+def _bind(func: Callable[[Sequence[Task]], Any], tasks: Sequence[Task]) -> Callable[[], Any]:
+    async def call() -> None:
+        await func(tasks)
+
+    return call
