@@ -1,0 +1,224 @@
+"""The task lifecycle: one table decides every status change, and each change bumps the version."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from resilient_task.domain import FINAL_STATUSES, TRANSITIONS, Task, TaskStatus, Transition
+from resilient_task.domain.task import MAX_ERROR_LENGTH
+from resilient_task.errors import InvalidTransitionError
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+LATER = NOW + timedelta(minutes=5)
+S = TaskStatus
+
+
+def a_task(status: TaskStatus = S.WAITING, **changes: Any) -> Task:
+    created = NOW - timedelta(hours=1)
+    task = Task(
+        id=uuid4(),
+        type="payment",
+        data=b'{"amount": 10}',
+        status=status,
+        next_event_time=created,
+        created_at=created,
+        updated_at=created,
+    )
+    return replace(task, **changes)
+
+
+# transition -> (how to apply it, the next_event_time it sets)
+APPLY: dict[Transition, tuple[Callable[[Task], Task], datetime]] = {
+    Transition.SUBMIT: (lambda t: t.submit(now=NOW, deadline=LATER), LATER),
+    Transition.RESUBMIT: (lambda t: t.resubmit(now=NOW, deadline=LATER), LATER),
+    Transition.GRAB: (lambda t: t.grab(node_id="node-1", now=NOW, deadline=LATER), LATER),
+    Transition.COMPLETE: (lambda t: t.complete(now=NOW), NOW),
+    Transition.SCHEDULE: (lambda t: t.schedule(now=NOW, run_at=LATER, error="boom"), LATER),
+    Transition.RECOVER: (lambda t: t.recover(now=NOW, deadline=LATER), LATER),
+    Transition.MARK_ERROR: (lambda t: t.mark_error(now=NOW, reason="no handler"), NOW),
+    Transition.MARK_FAILED: (lambda t: t.mark_failed(now=NOW, reason="given up"), NOW),
+    Transition.RESUME: (lambda t: t.resume(now=NOW, deadline=LATER), LATER),
+    Transition.RESCHEDULE: (lambda t: t.reschedule(now=NOW, run_at=LATER), LATER),
+    Transition.CANCEL: (lambda t: t.cancel(now=NOW), NOW),
+}
+
+EVERY_PAIR = list(itertools.product(TaskStatus, Transition))
+
+
+def test_the_table_names_every_transition_and_each_is_a_method_of_task() -> None:
+    assert set(TRANSITIONS) == set(Transition) == set(APPLY)
+    for transition in Transition:
+        assert callable(getattr(Task, transition.value))
+
+
+def test_the_lifecycle_table_is_the_documented_one() -> None:
+    table = {transition: (set(allowed), to) for transition, (allowed, to) in TRANSITIONS.items()}
+    assert table == {
+        Transition.SUBMIT: ({S.WAITING}, S.SUBMITTED),
+        Transition.RESUBMIT: ({S.SUBMITTED}, S.SUBMITTED),
+        Transition.GRAB: ({S.SUBMITTED}, S.PROCESSING),
+        Transition.COMPLETE: ({S.PROCESSING}, S.DONE),
+        Transition.SCHEDULE: ({S.PROCESSING}, S.WAITING),
+        Transition.RECOVER: ({S.PROCESSING}, S.SUBMITTED),
+        Transition.MARK_ERROR: ({S.SUBMITTED, S.PROCESSING}, S.ERROR),
+        Transition.MARK_FAILED: ({S.PROCESSING, S.ERROR}, S.FAILED),
+        Transition.RESUME: ({S.WAITING, S.SUBMITTED, S.PROCESSING, S.ERROR}, S.SUBMITTED),
+        Transition.RESCHEDULE: ({S.WAITING}, S.WAITING),
+        Transition.CANCEL: ({S.WAITING}, S.CANCELLED),
+    }
+
+
+@pytest.mark.parametrize(("status", "transition"), EVERY_PAIR)
+@settings(max_examples=15)
+@given(version=st.integers(0, 2**62), tries=st.integers(0, 1000), recoveries=st.integers(0, 1000))
+def test_a_transition_succeeds_exactly_when_the_table_allows_it_from_the_status(
+    status: TaskStatus, transition: Transition, version: int, tries: int, recoveries: int
+) -> None:
+    task = a_task(status, version=version, processing_tries_count=tries, recovery_count=recoveries)
+    apply, expected_event_time = APPLY[transition]
+    allowed, target = TRANSITIONS[transition]
+
+    if status not in allowed:
+        with pytest.raises(InvalidTransitionError) as raised:
+            apply(task)
+        assert (raised.value.action, raised.value.status) == (transition.value, status)
+        assert raised.value.task_id == task.id
+        return
+
+    changed = apply(task)
+    assert changed.version == version + 1
+    assert changed.status is target
+    assert changed.updated_at == NOW
+    assert changed.next_event_time == expected_event_time
+    assert (changed.id, changed.type, changed.data, changed.created_at) == (
+        task.id,
+        task.type,
+        task.data,
+        task.created_at,
+    )
+
+
+@pytest.mark.parametrize("status", sorted(FINAL_STATUSES))
+def test_final_statuses_are_left_by_no_transition(status: TaskStatus) -> None:
+    assert [t for t, (allowed, _) in TRANSITIONS.items() if status in allowed] == []
+    for apply, _ in APPLY.values():
+        with pytest.raises(InvalidTransitionError):
+            apply(a_task(status))
+
+
+def test_error_waits_for_an_operator_to_resume_or_fail_the_task() -> None:
+    leaving_error = {t for t, (allowed, _) in TRANSITIONS.items() if S.ERROR in allowed}
+    assert leaving_error == {Transition.RESUME, Transition.MARK_FAILED}
+    assert S.ERROR not in FINAL_STATUSES
+
+
+def test_invalid_transition_error_names_the_action_the_status_and_the_task() -> None:
+    task = a_task(S.WAITING)
+    with pytest.raises(InvalidTransitionError) as raised:
+        task.complete(now=NOW)
+    message = str(raised.value)
+    assert "complete" in message
+    assert "WAITING" in message
+    assert str(task.id) in message
+
+
+@given(tries=st.integers(0, 10**6), recoveries=st.integers(0, 10**6))
+def test_grab_counts_one_more_try_and_records_the_node(tries: int, recoveries: int) -> None:
+    task = a_task(S.SUBMITTED, processing_tries_count=tries, recovery_count=recoveries)
+    grabbed = task.grab(node_id="node-7", now=NOW, deadline=LATER)
+    assert grabbed.processing_tries_count == tries + 1
+    assert grabbed.recovery_count == recoveries
+    assert grabbed.processing_node == "node-7"
+
+
+@given(tries=st.integers(0, 10**6), recoveries=st.integers(0, 10**6))
+def test_recover_counts_one_more_recovery_and_keeps_the_tries(tries: int, recoveries: int) -> None:
+    task = a_task(S.PROCESSING, processing_tries_count=tries, recovery_count=recoveries)
+    recovered = task.recover(now=NOW, deadline=LATER)
+    assert recovered.recovery_count == recoveries + 1
+    assert recovered.processing_tries_count == tries
+
+
+def test_recover_explains_itself_unless_an_error_is_already_recorded() -> None:
+    assert a_task(S.PROCESSING).recover(now=NOW, deadline=LATER).last_error
+    earlier = a_task(S.PROCESSING, last_error="timeout talking to bank")
+    assert earlier.recover(now=NOW, deadline=LATER).last_error == "timeout talking to bank"
+
+
+@pytest.mark.parametrize("status", [S.WAITING, S.SUBMITTED, S.PROCESSING, S.ERROR])
+@given(tries=st.integers(0, 1000), recoveries=st.integers(0, 1000))
+def test_resume_starts_the_recovery_count_again_and_keeps_the_tries(
+    status: TaskStatus, tries: int, recoveries: int
+) -> None:
+    task = a_task(status, processing_tries_count=tries, recovery_count=recoveries)
+    resumed = task.resume(now=NOW, deadline=LATER)
+    assert resumed.recovery_count == 0
+    assert resumed.processing_tries_count == tries
+
+
+def test_schedule_keeps_the_tries_and_records_the_error() -> None:
+    task = a_task(S.PROCESSING, processing_tries_count=2)
+    scheduled = task.schedule(now=NOW, run_at=LATER, error="boom")
+    assert scheduled.processing_tries_count == 2
+    assert scheduled.last_error == "boom"
+
+
+def test_schedule_with_reset_tries_starts_counting_again() -> None:
+    task = a_task(S.PROCESSING, processing_tries_count=2)
+    assert task.schedule(now=NOW, run_at=LATER, reset_tries=True).processing_tries_count == 0
+
+
+def test_complete_forgets_the_last_error() -> None:
+    task = a_task(S.PROCESSING, last_error="first attempt failed")
+    assert task.complete(now=NOW).last_error is None
+
+
+def test_mark_failed_without_a_reason_keeps_the_last_error() -> None:
+    task = a_task(S.ERROR, last_error="retries exhausted")
+    assert task.mark_failed(now=NOW).last_error == "retries exhausted"
+    assert task.mark_failed(now=NOW, reason="operator: refunded").last_error == "operator: refunded"
+
+
+def test_long_errors_are_clipped_to_the_maximum_length() -> None:
+    task = a_task(S.PROCESSING)
+    errored = task.mark_error(now=NOW, reason="x" * (MAX_ERROR_LENGTH * 2))
+    assert errored.last_error is not None
+    assert len(errored.last_error) == MAX_ERROR_LENGTH
+    assert errored.last_error.endswith("...")
+    exact = "y" * MAX_ERROR_LENGTH
+    assert task.mark_error(now=NOW, reason=exact).last_error == exact
+
+
+def test_base_carries_identity_version_and_routing() -> None:
+    task = a_task(S.SUBMITTED, version=4, sub_type="card", priority=1)
+    base = task.base
+    assert (base.id, base.version, base.type, base.sub_type, base.priority) == (
+        task.id,
+        4,
+        "payment",
+        "card",
+        1,
+    )
+
+
+def test_a_task_runs_through_its_happy_path_one_version_at_a_time() -> None:
+    task = a_task(S.WAITING)
+    submitted = task.submit(now=NOW, deadline=LATER)
+    grabbed = submitted.grab(node_id="node-1", now=NOW, deadline=LATER)
+    done = grabbed.complete(now=NOW)
+    assert [t.status for t in (task, submitted, grabbed, done)] == [
+        S.WAITING,
+        S.SUBMITTED,
+        S.PROCESSING,
+        S.DONE,
+    ]
+    assert [t.version for t in (task, submitted, grabbed, done)] == [0, 1, 2, 3]
