@@ -7,7 +7,8 @@ engine, Kafka clients) are opened in an async exit stack and registered as insta
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, Self
@@ -24,7 +25,7 @@ from resilient_task.errors import ConfigurationError
 from resilient_task.ports.clock import Clock
 from resilient_task.ports.task_dao import TaskDAO
 from resilient_task.ports.triggerer import Triggerer
-from resilient_task.properties import TaskProperties
+from resilient_task.properties import ENV_PREFIX, TaskProperties
 from resilient_task.service.executor import TaskExecutor
 from resilient_task.service.registry import HandlerRegistry
 from resilient_task.service.resumer import TaskResumer
@@ -75,6 +76,30 @@ class ResilientTask:
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._container: punq.Container | None = None
+
+    @classmethod
+    def from_env(
+        cls,
+        *,
+        handlers: Iterable[TaskHandler] = (),
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> ResilientTask:
+        """A node configured from ``RESILIENT_TASK_*`` environment variables.
+
+        ``RESILIENT_TASK_DATABASE_URL`` selects PostgreSQL; ``RESILIENT_TASK_KAFKA_BOOTSTRAP_SERVERS``
+        selects Kafka triggering; the rest is read by :meth:`TaskProperties.from_env`.
+        Keyword ``overrides`` win over the environment.
+        """
+        env = os.environ if environ is None else environ
+        settings: dict[str, Any] = {
+            "handlers": handlers,
+            "properties": TaskProperties.from_env(env),
+            "database_url": env.get(ENV_PREFIX + "DATABASE_URL") or None,
+            "kafka": bool(env.get(ENV_PREFIX + "KAFKA_BOOTSTRAP_SERVERS")),
+        }
+        settings.update(overrides)
+        return cls(**settings)
 
     # --- wiring -------------------------------------------------------------------------
     async def _open_dao(self, stack: AsyncExitStack) -> TaskDAO:

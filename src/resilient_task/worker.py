@@ -1,0 +1,61 @@
+"""``resilient-task worker --app module:attribute``: one node until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+import anyio
+
+from resilient_task.bootstrap import ResilientTask
+from resilient_task.errors import ConfigurationError
+
+__all__ = ["load_app", "run_worker"]
+
+log = logging.getLogger("resilient_task.worker")
+
+
+def load_app(target: str) -> ResilientTask:
+    """Import ``module:attribute``: a ResilientTask, or a zero-argument callable returning one."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ConfigurationError(f"--app must look like 'package.module:attribute', got {target!r}")
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import {module_name!r}: {exc}") from exc
+    try:
+        obj: Any = getattr(module, attribute)
+    except AttributeError as exc:
+        raise ConfigurationError(f"{module_name!r} has no attribute {attribute!r}") from exc
+    if callable(obj) and not isinstance(obj, ResilientTask):
+        obj = obj()
+    if not isinstance(obj, ResilientTask):
+        raise ConfigurationError(f"{target} is a {type(obj).__name__}, expected ResilientTask")
+    return obj
+
+
+async def _serve(app: ResilientTask) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with app:
+            log.warning("worker %s running; SIGTERM or SIGINT stops it gracefully",
+                        app.properties.node_id)
+            async for signum in signals:
+                log.warning("worker %s received %s: stopping (grace %s)",
+                            app.properties.node_id, signal.Signals(signum).name,
+                            app.properties.shutdown_grace)
+                break
+
+
+def run_worker(target: str) -> int:
+    """Run the node named by ``target`` until a stop signal; returns the exit code."""
+    level = os.environ.get("RESILIENT_TASK_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    app = load_app(target)
+    anyio.run(_serve, app)
+    return 0
