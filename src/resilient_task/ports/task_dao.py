@@ -1,6 +1,6 @@
 """The task store port: every read and compare-and-set write of tasks.
 
-Contract (checked by ``tests/contract/test_task_dao_contract.py`` against every adapter):
+Contract (checked by ``tests/contract/task_dao_contract.py`` against every adapter):
 
 - Writes are compare-and-set on ``version``: a change applies only where the stored version
   equals ``expected_version``; otherwise nothing is written and the change reports ``False``.
@@ -10,6 +10,11 @@ Contract (checked by ``tests/contract/test_task_dao_contract.py`` against every 
   the same key produce exactly one task.
 - ``claim_due`` moves due WAITING tasks to SUBMITTED in one step, and two concurrent claimers
   never receive the same task (``FOR UPDATE SKIP LOCKED`` in PostgreSQL).
+- Orderings: ``claim_due`` takes the oldest ``next_event_time`` first, then the lowest
+  ``priority``; ``find_tasks`` orders by ``next_event_time``. Due means ``<= now`` for
+  ``claim_due`` and overdue means ``< now`` for ``find_overdue``.
+- Inside ``transaction()``, a write whose version check no longer holds at commit raises
+  :class:`~resilient_task.errors.VersionConflictError` and nothing of the transaction is kept.
 - Times are UTC-aware datetimes in and out.
 - Driver failures surface as :class:`~resilient_task.errors.BackendError` subclasses, never as
   driver exceptions; a lost connection is a transient :class:`BackendUnavailableError`.
