@@ -1,0 +1,80 @@
+"""The PostgreSQL adapter: task store, schema migrations and their command-line entry points.
+
+Public API::
+
+    PostgresTaskDAO(engine=..., settings=PostgresSettings(...))   # on your engine
+    PostgresTaskDAO.from_url(url, settings=..., **pool_options)   # owns its engine
+    async with open_postgres_dao(url, schema=..., prefix=...) as dao: ...
+    await upgrade(engine_or_url, schema=..., prefix=...)          # create/upgrade the tables
+    await current_version(engine_or_url, schema=..., prefix=...)  # 0 = no tables yet
+    db_upgrade_main(database_url, schema, prefix) -> exit code    # `resilient-task db upgrade`
+    async_session_for(connection)   # an AsyncSession inside a transactional handler's transaction
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+
+from resilient_task.adapters.postgres.commands import db_current_main, db_upgrade_main
+from resilient_task.adapters.postgres.dao import PostgresTaskDAO
+from resilient_task.adapters.postgres.engine import create_engine
+from resilient_task.adapters.postgres.migrations import (
+    SCHEMA_VERSION,
+    current_version,
+    upgrade,
+)
+from resilient_task.adapters.postgres.schema import (
+    DEFAULT_PREFIX,
+    DEFAULT_SCHEMA,
+    PostgresSettings,
+)
+from resilient_task.adapters.postgres.transactions import async_session_for
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "PostgresSettings",
+    "PostgresTaskDAO",
+    "async_session_for",
+    "create_engine",
+    "current_version",
+    "db_current_main",
+    "db_upgrade_main",
+    "open_postgres_dao",
+    "upgrade",
+]
+
+
+@asynccontextmanager
+async def open_postgres_dao(
+    database_url: str | sa.URL,
+    *,
+    schema: str = DEFAULT_SCHEMA,
+    prefix: str = DEFAULT_PREFIX,
+    compression_threshold: int | None = 1024,
+    compression_level: int = 6,
+    **pool_options: Any,
+) -> AsyncIterator[PostgresTaskDAO]:
+    """A :class:`PostgresTaskDAO` with its own engine, schema-checked, disposed of on exit.
+
+    ``pool_options`` go to :func:`create_engine` (``pool_size``, ``pool_timeout``...).
+
+    Raises:
+        SchemaVersionError: the tables are missing or at another version.
+        BackendUnavailableError: the database cannot be reached.
+    """
+    settings = PostgresSettings(
+        schema=schema,
+        prefix=prefix,
+        compression_threshold=compression_threshold,
+        compression_level=compression_level,
+    )
+    dao = PostgresTaskDAO.from_url(database_url, settings=settings, **pool_options)
+    try:
+        await dao.open()
+        yield dao
+    finally:
+        await dao.close()

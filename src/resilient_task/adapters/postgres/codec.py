@@ -1,0 +1,103 @@
+"""Payload encoding (raw or zlib) and the mapping between rows and :class:`Task` values."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio.to_thread
+
+from resilient_task.domain.task import Task, TaskStatus
+from resilient_task.errors import BackendError
+
+__all__ = ["RAW", "ZLIB", "PayloadCodec", "task_from_row", "task_values"]
+
+RAW = 0
+"""``data_format`` of a payload stored as given."""
+ZLIB = 1
+"""``data_format`` of a zlib-compressed payload."""
+
+_THREAD_THRESHOLD = 256 * 1024
+"""Payloads this large are (de)compressed in a worker thread so the event loop keeps running."""
+
+
+class PayloadCodec:
+    """Compresses payloads above ``threshold`` bytes (when that makes them smaller)."""
+
+    def __init__(self, *, threshold: int | None, level: int) -> None:
+        self._threshold = threshold
+        self._level = level
+
+    async def encode(self, data: bytes) -> tuple[int, bytes]:
+        """The ``(data_format, stored bytes)`` of payload ``data``."""
+        if self._threshold is None or len(data) <= self._threshold:
+            return RAW, data
+        if len(data) >= _THREAD_THRESHOLD:
+            packed = await anyio.to_thread.run_sync(zlib.compress, data, self._level)
+        else:
+            packed = zlib.compress(data, self._level)
+        return (ZLIB, packed) if len(packed) < len(data) else (RAW, data)
+
+    @staticmethod
+    async def decode(data_format: int | None, stored: bytes | None) -> bytes:
+        """The payload stored as ``stored`` in ``data_format`` (no row means empty)."""
+        if stored is None:
+            return b""
+        if data_format == RAW:
+            return bytes(stored)
+        if data_format == ZLIB:
+            if len(stored) >= _THREAD_THRESHOLD // 4:
+                return await anyio.to_thread.run_sync(zlib.decompress, stored)
+            return zlib.decompress(stored)
+        raise BackendError(
+            f"unknown payload data_format {data_format!r}: written by a newer resilient-task?",
+            transient=False,
+        )
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def task_from_row(row: Mapping[Any, Any], data: bytes = b"") -> Task:
+    """The task stored in ``row`` (the ``tasks`` columns), with payload ``data``."""
+    return Task(
+        id=row["id"],
+        type=row["type"],
+        data=data,
+        status=TaskStatus(row["status"]),
+        next_event_time=_utc(row["next_event_time"]),
+        created_at=_utc(row["created_at"]),
+        updated_at=_utc(row["updated_at"]),
+        version=row["version"],
+        sub_type=row["sub_type"],
+        priority=row["priority"],
+        unique_key=row["unique_key"],
+        processing_tries_count=row["processing_tries_count"],
+        recovery_count=row["recovery_count"],
+        processing_node=row["processing_node"],
+        last_error=row["last_error"],
+    )
+
+
+def task_values(task: Task) -> dict[str, Any]:
+    """The ``tasks`` columns of ``task`` (everything but the payload)."""
+    return {
+        "id": task.id,
+        "type": task.type,
+        "sub_type": task.sub_type,
+        "status": task.status.value,
+        "version": task.version,
+        "priority": task.priority,
+        "next_event_time": task.next_event_time,
+        "processing_tries_count": task.processing_tries_count,
+        "recovery_count": task.recovery_count,
+        "processing_node": task.processing_node,
+        # PostgreSQL text cannot hold NUL; an error message must never make a write fail.
+        "last_error": None if task.last_error is None else task.last_error.replace("\x00", "\\x00"),
+        "unique_key": task.unique_key,
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+    }

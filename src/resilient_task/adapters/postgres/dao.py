@@ -1,0 +1,298 @@
+"""PostgresTaskDAO: the TaskDAO port on PostgreSQL through SQLAlchemy Core and psycopg 3."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, Self
+from uuid import UUID
+
+import anyio
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from resilient_task.adapters.postgres.codec import PayloadCodec, task_from_row, task_values
+from resilient_task.adapters.postgres.engine import create_engine
+from resilient_task.adapters.postgres.errors import translate, translate_errors
+from resilient_task.adapters.postgres.inserts import insert_batch
+from resilient_task.adapters.postgres.migrations import check_schema
+from resilient_task.adapters.postgres.schema import PostgresSettings, Tables
+from resilient_task.adapters.postgres.statements import CHANGE_COLUMNS, Statements
+from resilient_task.adapters.postgres.transactions import AfterCommit, Callback, connection_of
+from resilient_task.adapters.postgres.validation import check_change, check_limit, check_time
+from resilient_task.domain.task import Task, TaskStatus
+from resilient_task.ports.task_dao import GrabRequest, InsertOutcome, TaskChange
+
+__all__ = ["PostgresTaskDAO"]
+
+log = logging.getLogger("resilient_task.postgres")
+
+
+class PostgresTaskDAO:
+    """The task store on PostgreSQL; see :mod:`resilient_task.ports.task_dao` for the contract.
+
+    Build it on your engine (``PostgresTaskDAO(engine=...)``) or let it own one
+    (:meth:`from_url`; then :meth:`close` disposes of it). The schema must have been created
+    with ``resilient-task db upgrade`` (or :func:`~resilient_task.adapters.postgres.upgrade`);
+    :meth:`open`, or else the first call, checks its version and raises
+    :class:`~resilient_task.errors.SchemaVersionError` when it does not match.
+
+    Transaction handles (``transaction=`` and :meth:`after_commit`) are SQLAlchemy
+    ``AsyncConnection`` objects (what :meth:`transaction` yields, or your own) or
+    ``AsyncSession`` objects; writes made through them are never committed by the DAO.
+    """
+
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        settings: PostgresSettings | None = None,
+        owns_engine: bool = False,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings or PostgresSettings()
+        self._owns_engine = owns_engine
+        self._sql = Statements(Tables.build(self.settings))
+        self._codec = PayloadCodec(
+            threshold=self.settings.compression_threshold, level=self.settings.compression_level
+        )
+        self._after_commit = AfterCommit()
+        self._checked = False
+
+    @classmethod
+    def from_url(
+        cls, url: str | sa.URL, *, settings: PostgresSettings | None = None, **pool: Any
+    ) -> PostgresTaskDAO:
+        """A DAO owning a new engine (pre-ping, bounded pool; see ``create_engine``)."""
+        return cls(engine=create_engine(url, **pool), settings=settings, owns_engine=True)
+
+    async def open(self) -> None:
+        """Check that the schema exists at the version this code needs (once)."""
+        if not self._checked:
+            await check_schema(self.engine, self.settings)
+            self._checked = True
+
+    async def close(self) -> None:
+        """Dispose of the engine when this DAO created it."""
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def _connect(self, transaction: Any, action: str) -> AsyncIterator[AsyncConnection]:
+        """One operation's connection: the caller's (not committed) or a pooled one (committed).
+
+        The single choke point: every driver error inside becomes a resilient-task error.
+        """
+        await self.open()
+        with translate_errors(action):
+            if transaction is not None:
+                yield await connection_of(transaction)
+            else:
+                async with self.engine.begin() as conn:
+                    yield conn
+
+    async def _tasks(self, rows: Sequence[sa.Row[Any]], *, with_data: bool) -> list[Task]:
+        tasks = []
+        for row in rows:
+            m = row._mapping
+            data = await self._codec.decode(m["data_format"], m["data"]) if with_data else b""
+            tasks.append(task_from_row(m, data))
+        return tasks
+
+    async def insert_tasks(
+        self, tasks: Sequence[Task], *, transaction: Any = None
+    ) -> list[InsertOutcome]:
+        """Insert new tasks in one statement, deduplicating by id and ``(type, unique_key)``."""
+        if not tasks:
+            return []
+        async with self._connect(transaction, "insert tasks") as conn:
+            return await insert_batch(conn, self._sql, self._codec, tasks)
+
+    async def get_task(self, task_id: UUID) -> Task | None:
+        """The task with its payload, or None."""
+        async with self._connect(None, "read a task") as conn:
+            rows = (await conn.execute(self._sql.get_task, {"id": task_id})).all()
+        found = await self._tasks(rows, with_data=True)
+        return found[0] if found else None
+
+    async def grab(self, requests: Sequence[GrabRequest], *, now: datetime) -> list[Task]:
+        """Grab every request's task (SUBMITTED at that version) in one UPDATE."""
+        check_time("now", now)
+        for r in requests:
+            check_time("deadline", r.deadline)
+        if not requests:
+            return []
+        params = {
+            "g_id": [r.task_id for r in requests],
+            "g_version": [r.version for r in requests],
+            "g_node": [r.node_id for r in requests],
+            "g_deadline": [r.deadline for r in requests],
+            "now": now,
+        }
+        async with self._connect(None, "grab tasks") as conn:
+            rows = (await conn.execute(self._sql.grab, params)).all()
+        grabbed = {t.id: t for t in await self._tasks(rows, with_data=True)}
+        return [grabbed.pop(r.task_id) for r in requests if r.task_id in grabbed]
+
+    async def apply(self, changes: Sequence[TaskChange], *, transaction: Any = None) -> list[bool]:
+        """Compare-and-set every change: one UPDATE and one DELETE per round of distinct ids."""
+        for change in changes:
+            check_change(change)
+        written = [False] * len(changes)
+        if not changes:
+            return written
+        async with self._connect(transaction, "write task changes") as conn:
+            for round_ in _rounds(changes):
+                await self._apply_round(conn, changes, round_, written)
+        return written
+
+    async def _apply_round(
+        self, conn: AsyncConnection, changes: Sequence[TaskChange], round_: list[int],
+        written: list[bool],
+    ) -> None:  # fmt: skip
+        updates = [i for i in round_ if not changes[i].delete]
+        deletes = [i for i in round_ if changes[i].delete]
+        done: set[UUID] = set()
+        for indexes, statement in ((updates, self._sql.update), (deletes, self._sql.delete)):
+            if not indexes:
+                continue
+            params: dict[str, list[Any]] = {
+                "c_id": [changes[i].task.id for i in indexes],
+                "c_expected": [changes[i].expected_version for i in indexes],
+            }
+            if statement is self._sql.update:
+                values = [task_values(changes[i].task) for i in indexes]
+                params |= {f"c_{c}": [v[c] for v in values] for c in CHANGE_COLUMNS}
+            done.update((await conn.execute(statement, params)).scalars())
+        for i in round_:
+            written[i] = changes[i].task.id in done
+
+    async def claim_due(self, *, now: datetime, limit: int, deadline: datetime) -> list[Task]:
+        """Submit up to ``limit`` due WAITING tasks, oldest first (``FOR UPDATE SKIP LOCKED``)."""
+        check_time("now", now)
+        check_time("deadline", deadline)
+        if check_limit(limit) == 0:
+            return []
+        params = {"now": now, "limit": limit, "deadline": deadline}
+        async with self._connect(None, "claim due tasks") as conn:
+            rows = (await conn.execute(self._sql.claim_due, params)).all()
+        return await self._tasks(rows, with_data=False)
+
+    async def find_overdue(self, status: TaskStatus, *, now: datetime, limit: int) -> list[Task]:
+        """Up to ``limit`` tasks in ``status`` due before ``now``, earliest first, no payload."""
+        check_time("now", now)
+        if check_limit(limit) == 0:
+            return []
+        params = {"status": TaskStatus(status).value, "now": now, "limit": limit}
+        async with self._connect(None, "find overdue tasks") as conn:
+            rows = (await conn.execute(self._sql.find_overdue, params)).all()
+        return await self._tasks(rows, with_data=False)
+
+    async def find_tasks(
+        self, *, status: TaskStatus | None = None, type: str | None = None, limit: int = 100
+    ) -> list[Task]:
+        """Tasks by status and type, earliest ``next_event_time`` first, with payloads."""
+        if check_limit(limit) == 0:
+            return []
+        t = self._sql.tables.tasks
+        query = self._sql.with_data
+        if status is not None:
+            query = query.where(t.c.status == TaskStatus(status).value)
+        if type is not None:
+            query = query.where(t.c.type == type)
+        query = query.order_by(t.c.next_event_time, t.c.priority, t.c.id).limit(limit)
+        async with self._connect(None, "find tasks") as conn:
+            rows = (await conn.execute(query)).all()
+        return await self._tasks(rows, with_data=True)
+
+    async def count_by_status(self) -> dict[TaskStatus, int]:
+        """How many tasks are in each status (every status present, zero when none)."""
+        async with self._connect(None, "count tasks") as conn:
+            rows = (await conn.execute(self._sql.count_by_status)).all()
+        counts = dict.fromkeys(TaskStatus, 0)
+        counts.update({TaskStatus(status): int(n) for status, n in rows})
+        return counts
+
+    async def delete_finished(self, *, before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` DONE/FAILED/CANCELLED tasks finished before ``before``."""
+        check_time("before", before)
+        if check_limit(limit) == 0:
+            return 0
+        params = {"before": before, "limit": limit}
+        async with self._connect(None, "delete finished tasks") as conn:
+            result = await conn.execute(self._sql.delete_finished, params)
+        return int(result.rowcount)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """An ``AsyncConnection`` in a transaction: committed on normal exit, else rolled back.
+
+        Errors of the block itself propagate unchanged; errors of BEGIN and COMMIT are
+        translated. After-commit callbacks run once the connection is back in the pool.
+        """
+        await self.open()
+        with translate_errors("begin a transaction"):
+            conn = await self.engine.connect()
+        try:
+            with self._after_commit.own(conn) as callbacks:
+                with translate_errors("begin a transaction"):
+                    await conn.begin()
+                try:
+                    yield conn
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        await _quietly(conn.rollback(), "roll back")
+                    raise
+                with translate_errors("commit a transaction"):
+                    await conn.commit()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _quietly(conn.close(), "release a connection")
+        for callback in callbacks:
+            await callback()
+
+    def after_commit(self, transaction: Any, callback: Callback) -> None:
+        """Run ``callback`` once ``transaction`` committed; never after a rollback.
+
+        ``transaction`` is a handle from :meth:`transaction`, or the caller's own
+        ``AsyncConnection`` or ``AsyncSession`` (see
+        :mod:`resilient_task.adapters.postgres.transactions` for how each is tracked).
+        """
+        self._after_commit.register(transaction, callback)
+
+
+def _rounds(changes: Sequence[TaskChange]) -> list[list[int]]:
+    """Indexes of ``changes`` in rounds where each task id occurs once, in order.
+
+    A second change of the same task must see the first one's result, so it goes into a
+    later statement.
+    """
+    rounds: list[list[int]] = []
+    latest: dict[UUID, int] = {}
+    for i, change in enumerate(changes):
+        r = latest[change.task.id] = latest.get(change.task.id, -1) + 1
+        if r == len(rounds):
+            rounds.append([])
+        rounds[r].append(i)
+    return rounds
+
+
+async def _quietly(operation: Awaitable[None], action: str) -> None:
+    """Await a clean-up step whose failure must not hide the outcome being reported.
+
+    A failed rollback or release leaves nothing to do: the server rolls back a broken
+    connection's transaction itself and the pool discards the connection.
+    """
+    try:
+        await operation
+    except Exception as exc:
+        log.warning("PostgreSQL: could not %s: %s", action, translate(exc, action))

@@ -1,0 +1,117 @@
+"""Inserting a batch of tasks: one statement for rows and payloads, then the duplicates' owners.
+
+A batch is first deduplicated in order (a later task with an id or ``(type, unique_key)``
+already taken by an earlier one reports that one's outcome). The rest goes out in ONE
+statement: ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` into ``tasks`` with the payloads
+inserted in a data-modifying CTE for the rows that were actually created. Tasks not created
+collided with a stored task; a second query finds its id. If that task vanished in between
+(deleted by the cleaner), the insert is simply tried again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from resilient_task.adapters.postgres.codec import PayloadCodec, task_values
+from resilient_task.adapters.postgres.statements import INSERT_COLUMNS, Statements
+from resilient_task.adapters.postgres.validation import check_new
+from resilient_task.domain.task import Task
+from resilient_task.errors import BackendError
+from resilient_task.ports.task_dao import InsertOutcome
+
+__all__ = ["insert_batch"]
+
+_ATTEMPTS = 3
+_Key = tuple[str, str]
+
+
+def _key(task: Task) -> _Key | None:
+    return None if task.unique_key is None else (task.type, task.unique_key)
+
+
+def _leaders(tasks: Sequence[Task]) -> list[int]:
+    """For each task, the index of the first earlier task it duplicates (or its own)."""
+    by_id: dict[UUID, int] = {}
+    by_key: dict[_Key, int] = {}
+    leaders = []
+    for i, task in enumerate(tasks):
+        key = _key(task)
+        leader = by_id.get(task.id)
+        if leader is None and key is not None:
+            leader = by_key.get(key)
+        if leader is None:
+            leader = by_id[task.id] = i
+            if key is not None:
+                by_key[key] = i
+        leaders.append(leader)
+    return leaders
+
+
+async def _insert(
+    conn: AsyncConnection, sql: Statements, codec: PayloadCodec, tasks: list[Task]
+) -> set[UUID]:
+    values = [task_values(t) for t in tasks]
+    params: dict[str, list[object]] = {f"t_{c}": [v[c] for v in values] for c in INSERT_COLUMNS}
+    payloads = [(t.id, *await codec.encode(t.data)) for t in tasks if t.data]
+    params["d_task_id"] = [p[0] for p in payloads]
+    params["d_data_format"] = [p[1] for p in payloads]
+    params["d_data"] = [p[2] for p in payloads]
+    return set((await conn.execute(sql.insert, params)).scalars())
+
+
+async def _owners(
+    conn: AsyncConnection, sql: Statements, tasks: list[Task]
+) -> tuple[set[UUID], dict[_Key, UUID]]:
+    keys = [k for k in map(_key, tasks) if k is not None]
+    params = {
+        "ids": [t.id for t in tasks],
+        "k_type": [k[0] for k in keys],
+        "k_key": [k[1] for k in keys],
+    }
+    ids: set[UUID] = set()
+    owners: dict[_Key, UUID] = {}
+    for task_id, type_, unique_key in (await conn.execute(sql.existing, params)).all():
+        ids.add(task_id)
+        if unique_key is not None:
+            owners[(type_, unique_key)] = task_id
+    return ids, owners
+
+
+async def insert_batch(
+    conn: AsyncConnection, sql: Statements, codec: PayloadCodec, tasks: Sequence[Task]
+) -> list[InsertOutcome]:
+    """Insert ``tasks`` on ``conn`` (not committed); outcomes in the same order."""
+    for task in tasks:
+        check_new(task)
+    leaders = _leaders(tasks)
+    outcomes: dict[int, InsertOutcome] = {}
+    pending = sorted(set(leaders))
+    for _ in range(_ATTEMPTS):
+        created = await _insert(conn, sql, codec, [tasks[i] for i in pending])
+        for i in pending:
+            if tasks[i].id in created:
+                outcomes[i] = InsertOutcome(tasks[i].id, created=True)
+        missing = [i for i in pending if i not in outcomes]
+        if not missing:
+            break
+        ids, owners = await _owners(conn, sql, [tasks[i] for i in missing])
+        for i in missing:
+            task, key = tasks[i], _key(tasks[i])
+            owner = task.id if task.id in ids else owners.get(key) if key else None
+            if owner is not None:
+                outcomes[i] = InsertOutcome(owner, created=False)
+        pending = [i for i in missing if i not in outcomes]
+        if not pending:
+            break
+    else:
+        raise BackendError(
+            f"{len(pending)} task(s) kept colliding with tasks deleted meanwhile; try again",
+            transient=True,
+        )
+    return [
+        outcomes[leader] if leader == i else InsertOutcome(outcomes[leader].task_id, False)
+        for i, leader in enumerate(leaders)
+    ]

@@ -1,0 +1,193 @@
+"""The SQL of the task store, as SQLAlchemy Core statements built once per table set.
+
+Batches travel as arrays: ``unnest(:ids, :versions, ...) AS v(id, version, ...)`` joins a
+whole batch in one statement whose text does not depend on the batch size, so the server
+plans (and psycopg prepares) it once. Every value is a bound parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from resilient_task.adapters.postgres.schema import Tables
+from resilient_task.domain.task import FINAL_STATUSES, TaskStatus
+
+__all__ = ["CHANGE_COLUMNS", "INSERT_COLUMNS", "Statements"]
+
+INSERT_COLUMNS = (
+    "id", "type", "sub_type", "status", "version", "priority", "next_event_time",
+    "processing_tries_count", "recovery_count", "processing_node", "last_error", "unique_key",
+    "created_at", "updated_at",
+)  # fmt: skip
+"""``tasks`` columns written by an insert, each bound as the array ``t_<column>``."""
+
+CHANGE_COLUMNS = (
+    "status", "version", "priority", "next_event_time", "processing_tries_count",
+    "recovery_count", "processing_node", "last_error", "updated_at",
+)  # fmt: skip
+"""``tasks`` columns a :class:`TaskChange` writes, each bound as the array ``c_<column>``."""
+
+
+def _unnest(name: str, columns: Mapping[str, Any]) -> Any:
+    """``unnest(:p_a, :p_b, ...) AS name(a, b, ...)``, one typed array parameter per column."""
+    params = [sa.bindparam(f"{name}_{c}", type_=pg.ARRAY(t)) for c, t in columns.items()]
+    return sa.func.unnest(*params).table_valued(*columns).render_derived(name=name)
+
+
+def _status(status: TaskStatus) -> sa.BindParameter[str]:
+    return sa.literal(status.value, sa.Text())
+
+
+class Statements:
+    """Prepared Core statements over one :class:`Tables`."""
+
+    def __init__(self, tables: Tables) -> None:
+        self.tables = tables
+        t, d = tables.tasks, tables.task_data
+        self.task_columns = tuple(t.c)
+        self.with_data = sa.select(t, d.c.data_format, d.c.data).outerjoin(d, d.c.task_id == t.c.id)
+        self.get_task = self.with_data.where(t.c.id == sa.bindparam("id"))
+        self.insert = self._insert()
+        self.existing = self._existing()
+        self.grab = self._grab()
+        self.update = self._update()
+        self.delete = self._delete()
+        self.claim_due = self._claim_due()
+        self.find_overdue = (
+            sa.select(t)
+            .where(t.c.status == sa.bindparam("status"), t.c.next_event_time < sa.bindparam("now"))
+            .order_by(t.c.next_event_time, t.c.priority, t.c.id)
+            .limit(sa.bindparam("limit"))
+        )
+        self.count_by_status = sa.select(t.c.status, sa.func.count()).group_by(t.c.status)
+        self.delete_finished = self._delete_finished()
+
+    def _insert(self) -> sa.Select[Any]:
+        t, d = self.tables.tasks, self.tables.task_data
+        v = _unnest("t", {c: t.c[c].type for c in INSERT_COLUMNS})
+        inserted = (
+            pg.insert(t)
+            .from_select(list(INSERT_COLUMNS), sa.select(*(v.c[c] for c in INSERT_COLUMNS)))
+            .on_conflict_do_nothing()  # any unique index: the id or (type, unique_key)
+            .returning(t.c.id)
+            .cte("inserted")
+        )
+        p = _unnest("d", {c.name: c.type for c in d.c})
+        payloads = (
+            sa.insert(d)
+            .from_select(
+                ["task_id", "data_format", "data"],
+                sa.select(p.c.task_id, p.c.data_format, p.c.data).join(
+                    inserted, inserted.c.id == p.c.task_id
+                ),
+            )
+            .cte("inserted_data")
+        )
+        return sa.select(inserted.c.id).add_cte(payloads)
+
+    def _existing(self) -> sa.CompoundSelect[Any]:
+        """Stored tasks holding any of the ids ``:ids`` or keys ``(:k_type, :k_key)``."""
+        t = self.tables.tasks
+        k = _unnest("k", {"type": sa.Text(), "key": sa.Text()})
+        by_id = sa.select(t.c.id, t.c.type, t.c.unique_key).where(
+            t.c.id == sa.any_(sa.bindparam("ids", type_=pg.ARRAY(sa.Uuid())))
+        )
+        by_key = sa.select(t.c.id, t.c.type, t.c.unique_key).join(
+            k, sa.and_(t.c.type == k.c.type, t.c.unique_key == k.c.key)
+        )
+        return sa.union_all(by_id, by_key)
+
+    def _grab(self) -> sa.Select[Any]:
+        t, d = self.tables.tasks, self.tables.task_data
+        v = _unnest(
+            "g",
+            {"id": sa.Uuid(), "version": sa.BigInteger(), "node": sa.Text(),
+             "deadline": sa.DateTime(timezone=True)},
+        )  # fmt: skip
+        grabbed = (
+            sa.update(t)
+            .where(
+                t.c.id == v.c.id,
+                t.c.version == v.c.version,
+                t.c.status == _status(TaskStatus.SUBMITTED),
+            )
+            .values(
+                status=_status(TaskStatus.PROCESSING),
+                version=t.c.version + 1,
+                next_event_time=v.c.deadline,
+                processing_node=v.c.node,
+                processing_tries_count=t.c.processing_tries_count + 1,
+                updated_at=sa.bindparam("now", type_=sa.DateTime(timezone=True)),
+            )
+            .returning(*t.c)
+            .cte("grabbed")
+        )
+        return sa.select(grabbed, d.c.data_format, d.c.data).outerjoin(
+            d, d.c.task_id == grabbed.c.id
+        )
+
+    def _update(self) -> sa.Executable:
+        t = self.tables.tasks
+        v = _unnest(
+            "c", {"id": sa.Uuid(), "expected": sa.BigInteger()}
+            | {c: t.c[c].type for c in CHANGE_COLUMNS}
+        )  # fmt: skip
+        return (
+            sa.update(t)
+            .where(t.c.id == v.c.id, t.c.version == v.c.expected)
+            .values({c: v.c[c] for c in CHANGE_COLUMNS})
+            .returning(t.c.id)
+        )
+
+    def _delete(self) -> sa.Executable:
+        t = self.tables.tasks
+        v = _unnest("c", {"id": sa.Uuid(), "expected": sa.BigInteger()})
+        return sa.delete(t).where(t.c.id == v.c.id, t.c.version == v.c.expected).returning(t.c.id)
+
+    def _claim_due(self) -> sa.Select[Any]:
+        t = self.tables.tasks
+        due = (
+            sa.select(t.c.id, t.c.next_event_time.label("due_at"))
+            .where(
+                t.c.status == _status(TaskStatus.WAITING),
+                t.c.next_event_time <= sa.bindparam("now"),
+            )
+            .order_by(t.c.next_event_time, t.c.priority, t.c.id)
+            .limit(sa.bindparam("limit"))
+            .with_for_update(skip_locked=True)  # concurrent claimers take disjoint rows
+            .cte("due")
+        )
+        claimed = (
+            sa.update(t)
+            .where(t.c.id == due.c.id, t.c.status == _status(TaskStatus.WAITING))
+            .values(
+                status=_status(TaskStatus.SUBMITTED),
+                version=t.c.version + 1,
+                next_event_time=sa.bindparam("deadline", type_=sa.DateTime(timezone=True)),
+                updated_at=sa.bindparam("now", type_=sa.DateTime(timezone=True)),
+            )
+            .returning(*t.c, due.c.due_at)
+            .cte("claimed")
+        )
+        return sa.select(claimed).order_by(claimed.c.due_at, claimed.c.priority, claimed.c.id)
+
+    def _delete_finished(self) -> sa.Delete:
+        t = self.tables.tasks
+        per_status = [
+            sa.select(t.c.id, t.c.next_event_time)
+            .where(t.c.status == _status(s), t.c.next_event_time < sa.bindparam("before"))
+            .order_by(t.c.next_event_time)
+            .limit(sa.bindparam("limit"))
+            for s in sorted(FINAL_STATUSES)
+        ]  # one index range per status instead of an IN list the index cannot order
+        candidates = sa.union_all(*per_status).subquery("finished")
+        oldest = (
+            sa.select(candidates.c.id)
+            .order_by(candidates.c.next_event_time)
+            .limit(sa.bindparam("limit"))
+        )
+        return sa.delete(t).where(t.c.id.in_(oldest))

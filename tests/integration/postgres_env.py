@@ -1,0 +1,114 @@
+"""PostgreSQL for the integration tests.
+
+``database_url`` (session-scoped) comes from ``RESILIENT_TASK_TEST_DATABASE_URL``; without it a
+throw-away testcontainers PostgreSQL is started when a Docker engine answers; otherwise the
+tests are skipped -- except under ``CI=true``, where a missing database fails the run.
+
+:func:`isolated_schema` gives each test its own freshly migrated schema, dropped afterwards,
+so tests never see each other's rows and may run against a shared database.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import NoReturn
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from resilient_task.adapters.postgres import PostgresSettings, upgrade
+from resilient_task.adapters.postgres.engine import safe_url
+
+__all__ = ["DATABASE_URL_ENV", "database_url", "drop_schema", "isolated_schema"]
+
+DATABASE_URL_ENV = "RESILIENT_TASK_TEST_DATABASE_URL"
+_CONNECT_TIMEOUT = 3
+_IMAGE = "postgres:16-alpine"
+
+
+def _unavailable(message: str) -> NoReturn:
+    if os.environ.get("CI", "").strip().lower() == "true":
+        pytest.fail(f"{message} (CI=true: integration tests must run)", pytrace=False)
+    pytest.skip(message)
+
+
+def _connect_problem(url: str) -> str | None:
+    """Why ``url`` cannot be connected to within a few seconds, or None."""
+    try:
+        parsed = sa.make_url(url)
+        with psycopg.connect(
+            host=parsed.host,
+            port=parsed.port,
+            user=parsed.username,
+            password=parsed.password,
+            dbname=parsed.database,
+            connect_timeout=_CONNECT_TIMEOUT,
+        ) as conn:
+            conn.execute("SELECT 1")
+    except (psycopg.Error, sa.exc.ArgumentError, OSError) as exc:
+        return f"{type(exc).__name__}: {exc}".strip()
+    return None
+
+
+def _docker_problem() -> str | None:
+    """Why no Docker engine answers, or None."""
+    try:
+        docker = importlib.import_module("docker")  # untyped; comes with testcontainers
+        docker.from_env(timeout=_CONNECT_TIMEOUT).ping()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A ``postgresql+psycopg://`` URL of a reachable PostgreSQL for this test session."""
+    url = os.environ.get(DATABASE_URL_ENV)
+    if url:
+        problem = _connect_problem(url)
+        if problem:
+            _unavailable(f"{DATABASE_URL_ENV}={safe_url(url)} is not reachable: {problem}")
+        yield url
+        return
+    problem = _docker_problem()
+    if problem:
+        _unavailable(
+            f"no PostgreSQL for integration tests: set {DATABASE_URL_ENV} "
+            f"(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test) or start Docker ({problem})"
+        )
+    from testcontainers.postgres import PostgresContainer
+
+    with PostgresContainer(_IMAGE, driver="psycopg") as container:
+        yield str(container.get_connection_url())
+
+
+async def drop_schema(url: str, schema: str) -> None:
+    """Drop ``schema`` and everything in it."""
+    engine = create_async_engine(url, poolclass=sa.NullPool)
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def isolated_schema(
+    url: str, *, migrate: bool = True, **settings: object
+) -> AsyncIterator[PostgresSettings]:
+    """A new schema (random name) migrated to the current version, dropped on exit."""
+    schema = f"rt_test_{uuid.uuid4().hex[:12]}"
+    prefix = str(settings.pop("prefix", "resilient_task_"))
+    result = PostgresSettings(schema=schema, prefix=prefix, **settings)  # type: ignore[arg-type]
+    try:
+        if migrate:
+            await upgrade(url, schema=schema, prefix=prefix)
+        yield result
+    finally:
+        await drop_schema(url, schema)
