@@ -1,0 +1,182 @@
+"""Database failures surface as resilient-task errors, and the store recovers afterwards."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import psycopg
+import pytest
+import sqlalchemy as sa
+import sqlalchemy.exc as sa_exc
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from resilient_task.adapters.postgres import PostgresSettings, PostgresTaskDAO
+from resilient_task.adapters.postgres.errors import translate
+from resilient_task.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ResilientTaskError,
+    ValidationError,
+)
+from tests.contract.task_dao_contract import make_task
+from tests.integration.postgres_env import isolated_schema
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def settings(database_url: str) -> AsyncIterator[PostgresSettings]:
+    async with isolated_schema(database_url) as settings:
+        yield settings
+
+
+async def _terminate(database_url: str, application_name: str) -> int:
+    """Kill every server process of connections named ``application_name``."""
+    engine = create_async_engine(database_url, poolclass=sa.NullPool)
+    try:
+        async with engine.connect() as conn:
+            killed = await conn.scalar(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = :name"
+                ),
+                {"name": application_name},
+            )
+            for _ in range(100):  # wait until they are really gone
+                await conn.commit()  # a new transaction sees fresh activity statistics
+                left = await conn.scalar(
+                    sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :n"),
+                    {"n": application_name},
+                )
+                if not left:
+                    break
+                await anyio.sleep(0.02)
+    finally:
+        await engine.dispose()
+    return int(killed or 0)
+
+
+def _dao(database_url: str, settings: PostgresSettings, **pool: Any) -> tuple[PostgresTaskDAO, str]:
+    name = f"rt-test-{uuid.uuid4().hex[:8]}"
+    dao = PostgresTaskDAO.from_url(database_url, settings=settings, application_name=name, **pool)
+    return dao, name
+
+
+async def test_killed_connections_are_replaced_by_pre_ping(
+    database_url: str, settings: PostgresSettings
+) -> None:
+    dao, name = _dao(database_url, settings)
+    async with dao:
+        task = make_task()
+        await dao.insert_tasks([task])
+        assert await _terminate(database_url, name) >= 1
+        assert await dao.get_task(task.id) == task
+
+
+async def test_killed_connection_without_pre_ping_is_a_transient_error_then_recovers(
+    database_url: str, settings: PostgresSettings
+) -> None:
+    dao, name = _dao(database_url, settings, pool_pre_ping=False, pool_size=1)
+    async with dao:
+        task = make_task()
+        await dao.insert_tasks([task])
+        assert await _terminate(database_url, name) == 1
+        with pytest.raises(BackendUnavailableError) as caught:
+            await dao.get_task(task.id)
+        assert caught.value.transient
+        assert isinstance(caught.value.__cause__, sa_exc.DBAPIError)
+        assert await dao.get_task(task.id) == task
+
+
+async def test_connection_killed_inside_a_transaction_is_a_transient_error(
+    database_url: str, settings: PostgresSettings
+) -> None:
+    dao, name = _dao(database_url, settings)
+    async with dao:
+        task = make_task()
+
+        async def unit_of_work_losing_its_connection() -> None:
+            async with dao.transaction() as tx:
+                await dao.insert_tasks([make_task()], transaction=tx)
+                await _terminate(database_url, name)
+                await dao.insert_tasks([task], transaction=tx)
+
+        with pytest.raises(BackendUnavailableError):
+            await unit_of_work_losing_its_connection()
+        assert await dao.get_task(task.id) is None
+        await dao.insert_tasks([task])
+        assert await dao.get_task(task.id) == task
+
+
+async def test_unreachable_database_is_a_transient_error(settings: PostgresSettings) -> None:
+    dao = PostgresTaskDAO.from_url(
+        "postgresql+psycopg://postgres:pw@127.0.0.1:1/test", settings=settings, connect_timeout=2
+    )
+    try:
+        with pytest.raises(BackendUnavailableError, match="PostgreSQL unavailable") as caught:
+            await dao.open()
+        assert caught.value.transient
+        assert "pw" not in str(caught.value)
+    finally:
+        await dao.close()
+
+
+async def test_exhausted_pool_is_a_transient_error(
+    database_url: str, settings: PostgresSettings
+) -> None:
+    dao, _ = _dao(database_url, settings, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    async with dao, dao.transaction():
+        with pytest.raises(BackendUnavailableError, match="no pooled connection"):
+            await dao.count_by_status()
+
+
+async def test_statement_timeout_is_a_transient_backend_error(
+    database_url: str, settings: PostgresSettings
+) -> None:
+    locker, _ = _dao(database_url, settings)
+    impatient, _ = _dao(
+        database_url, settings, connect_args={"options": "-c statement_timeout=100"}
+    )
+    tasks = f'"{settings.schema}"."{settings.prefix}tasks"'
+    async with locker, impatient:
+        async with locker.transaction() as tx:
+            await tx.exec_driver_sql(f"LOCK TABLE {tasks} IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(BackendError, match="statement timeout") as caught:
+                await impatient.count_by_status()
+        assert caught.value.transient
+        assert not isinstance(caught.value, BackendUnavailableError)
+        assert sum((await impatient.count_by_status()).values()) == 0
+
+
+def test_translation_keeps_the_cause_and_classifies_by_sqlstate() -> None:
+    def db_error(cls: type[psycopg.Error], message: str = "boom") -> sa_exc.DBAPIError:
+        wrapped = sa_exc.DBAPIError.instance("SELECT secret", {"p": "secret"}, cls(message),
+                                             psycopg.Error)  # fmt: skip
+        assert isinstance(wrapped, sa_exc.DBAPIError)
+        return wrapped
+
+    cases: list[tuple[BaseException, type[ResilientTaskError], bool]] = [
+        (db_error(psycopg.errors.StringDataRightTruncation), ValidationError, False),
+        (db_error(psycopg.errors.NumericValueOutOfRange), ValidationError, False),
+        (db_error(psycopg.errors.ProgramLimitExceeded), ValidationError, False),
+        (db_error(psycopg.errors.SerializationFailure), BackendError, True),
+        (db_error(psycopg.errors.DeadlockDetected), BackendError, True),
+        (db_error(psycopg.errors.AdminShutdown), BackendUnavailableError, True),
+        (db_error(psycopg.errors.TooManyConnections), BackendUnavailableError, True),
+        (db_error(psycopg.OperationalError), BackendUnavailableError, True),
+        (db_error(psycopg.InterfaceError), BackendUnavailableError, True),
+        (db_error(psycopg.errors.UndefinedTable), BackendError, False),
+        (db_error(psycopg.errors.SyntaxError), BackendError, False),
+        (sa_exc.TimeoutError("QueuePool limit"), BackendUnavailableError, True),
+        (sa_exc.ResourceClosedError("closed"), BackendError, False),
+        (ConnectionRefusedError("refused"), BackendUnavailableError, True),
+    ]
+    for exc, expected, transient in cases:
+        error = translate(exc, "do things")
+        assert type(error) is expected, (exc, error)
+        assert getattr(error, "transient", False) is transient, (exc, error)
+        assert "cannot do things" in str(error)
+        assert "secret" not in str(error)

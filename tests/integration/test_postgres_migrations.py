@@ -1,0 +1,224 @@
+"""Schema migrations: idempotent, concurrent-safe, version-checked, and matching the Core tables."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from resilient_task.adapters.postgres import (
+    SCHEMA_VERSION,
+    PostgresSettings,
+    PostgresTaskDAO,
+    create_engine,
+    current_version,
+    db_current_main,
+    db_upgrade_main,
+    upgrade,
+)
+from resilient_task.adapters.postgres.migrations import upgrade_steps
+from resilient_task.adapters.postgres.schema import Tables
+from resilient_task.errors import ConfigurationError, SchemaVersionError
+from tests.integration.postgres_env import isolated_schema
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url, pool_size=2)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def empty_schema(database_url: str) -> AsyncIterator[PostgresSettings]:
+    async with isolated_schema(database_url, migrate=False) as settings:
+        yield settings
+
+
+async def _set_version(engine: AsyncEngine, settings: PostgresSettings, version: int) -> None:
+    table = Tables.build(settings).schema_version
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.insert(table).values(version=version, description="from the future",
+                                    applied_at=sa.func.now())
+        )  # fmt: skip
+
+
+async def test_upgrade_creates_the_tables_and_records_the_version(
+    engine: AsyncEngine, empty_schema: PostgresSettings
+) -> None:
+    s = empty_schema
+    assert await current_version(engine, schema=s.schema, prefix=s.prefix) == 0
+    version, applied = await upgrade_steps(engine, schema=s.schema, prefix=s.prefix)
+    assert version == SCHEMA_VERSION
+    assert [m.version for m in applied] == list(range(1, SCHEMA_VERSION + 1))
+    assert await current_version(engine, schema=s.schema, prefix=s.prefix) == SCHEMA_VERSION
+
+
+async def test_upgrade_twice_changes_nothing(
+    engine: AsyncEngine, empty_schema: PostgresSettings
+) -> None:
+    s = empty_schema
+    await upgrade(engine, schema=s.schema, prefix=s.prefix)
+    version, applied = await upgrade_steps(engine, schema=s.schema, prefix=s.prefix)
+    assert (version, applied) == (SCHEMA_VERSION, [])
+    async with engine.connect() as conn:
+        rows = await conn.scalar(
+            sa.select(sa.func.count()).select_from(Tables.build(s).schema_version)
+        )
+    assert rows == SCHEMA_VERSION
+
+
+async def test_concurrent_upgrades_of_a_fresh_schema_all_succeed(
+    database_url: str, empty_schema: PostgresSettings
+) -> None:
+    s = empty_schema
+    versions: list[int] = []
+
+    async def run() -> None:
+        versions.append(await upgrade(database_url, schema=s.schema, prefix=s.prefix))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(run)
+    assert versions == [SCHEMA_VERSION] * 4
+    assert await current_version(database_url, schema=s.schema, prefix=s.prefix) == SCHEMA_VERSION
+
+
+async def test_upgrade_refuses_a_schema_newer_than_the_code(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    async with isolated_schema(database_url) as s:
+        await _set_version(engine, s, SCHEMA_VERSION + 1)
+        with pytest.raises(SchemaVersionError, match=r"newer than this code knows") as caught:
+            await upgrade(engine, schema=s.schema, prefix=s.prefix)
+        assert f"version {SCHEMA_VERSION + 1}" in str(caught.value)
+        assert "upgrade the resilient-task package" in str(caught.value)
+
+
+async def test_dao_refuses_a_schema_newer_than_the_code(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    async with isolated_schema(database_url) as s:
+        await _set_version(engine, s, SCHEMA_VERSION + 1)
+        dao = PostgresTaskDAO(engine=engine, settings=s)
+        with pytest.raises(SchemaVersionError, match=r"newer than this code knows"):
+            await dao.open()
+
+
+async def test_dao_refuses_an_unmigrated_schema_and_says_how_to_fix_it(
+    database_url: str, empty_schema: PostgresSettings
+) -> None:
+    engine = create_engine(database_url.replace("postgres@", "postgres:s3cret@", 1))
+    dao = PostgresTaskDAO(engine=engine, settings=empty_schema, owns_engine=True)
+    try:
+        with pytest.raises(SchemaVersionError) as caught:
+            await dao.open()
+        message = str(caught.value)
+        assert "are missing" in message
+        assert "resilient-task db upgrade --database-url postgresql+psycopg://" in message
+        assert f"--schema {empty_schema.schema}" in message
+        assert "s3cret" not in message
+        with pytest.raises(SchemaVersionError):  # also on first use without open()
+            await dao.count_by_status()
+    finally:
+        await dao.close()
+
+
+async def test_dao_works_once_the_schema_is_upgraded(
+    database_url: str, empty_schema: PostgresSettings
+) -> None:
+    dao = PostgresTaskDAO.from_url(database_url, settings=empty_schema)
+    try:
+        with pytest.raises(SchemaVersionError):
+            await dao.count_by_status()
+        await upgrade(database_url, schema=empty_schema.schema, prefix=empty_schema.prefix)
+        assert sum((await dao.count_by_status()).values()) == 0
+    finally:
+        await dao.close()
+
+
+async def test_core_tables_match_the_migrated_schema(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    async with isolated_schema(database_url, prefix="rt_") as s:
+        tables = Tables.build(s)
+
+        def reflect(sync_conn: sa.Connection) -> dict[str, list[tuple[str, str, bool]]]:
+            inspector = sa.inspect(sync_conn)
+            return {
+                name: [
+                    (c["name"], c["type"].compile(dialect=sync_conn.dialect), bool(c["nullable"]))
+                    for c in inspector.get_columns(name, schema=s.schema)
+                ]
+                for name in inspector.get_table_names(schema=s.schema)
+            }
+
+        async with engine.connect() as conn:
+            reflected = await conn.run_sync(reflect)
+        dialect = engine.dialect
+        expected = {
+            table.name: [
+                (c.name, c.type.compile(dialect=dialect), bool(c.nullable)) for c in table.c
+            ]
+            for table in (tables.tasks, tables.task_data, tables.schema_version)
+        }
+        assert reflected == expected
+
+
+async def test_poll_and_unique_key_indexes_exist(engine: AsyncEngine, database_url: str) -> None:
+    async with isolated_schema(database_url) as s:
+        async with engine.connect() as conn:
+            indexes = await conn.run_sync(
+                lambda c: sa.inspect(c).get_indexes(f"{s.prefix}tasks", schema=s.schema)
+            )
+        by_name = {i["name"]: i for i in indexes}
+        poll = by_name[f"{s.prefix}tasks_poll_idx"]
+        assert poll["column_names"] == ["status", "next_event_time"]
+        unique = by_name[f"{s.prefix}tasks_unique_key_idx"]
+        assert unique["unique"]
+        assert unique["column_names"] == ["type", "unique_key"]
+
+
+def test_unsafe_schema_or_prefix_names_are_refused() -> None:
+    for bad in ('x"; DROP TABLE y; --', "Upper", "", "1abc", "a" * 64):
+        with pytest.raises(ConfigurationError):
+            PostgresSettings(schema=bad)
+    for bad in ("a-b", "a b", "x" * 41):
+        with pytest.raises(ConfigurationError):
+            PostgresSettings(prefix=bad)
+    assert PostgresSettings(prefix="").prefix == ""
+
+
+async def test_db_upgrade_main_upgrades_then_reports_the_current_version(
+    database_url: str, empty_schema: PostgresSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = empty_schema
+    assert await anyio.to_thread.run_sync(db_current_main, database_url, s.schema, s.prefix) == 1
+    assert await anyio.to_thread.run_sync(db_upgrade_main, database_url, s.schema, s.prefix) == 0
+    out = capsys.readouterr().out
+    assert "applied migration 1" in out
+    assert f"upgraded to version {SCHEMA_VERSION}" in out
+    assert await anyio.to_thread.run_sync(db_upgrade_main, database_url, s.schema, s.prefix) == 0
+    assert f"already at version {SCHEMA_VERSION}" in capsys.readouterr().out
+    assert await anyio.to_thread.run_sync(db_current_main, database_url, s.schema, s.prefix) == 0
+
+
+def test_db_upgrade_main_reports_an_unreachable_database(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = "postgresql://postgres:pw@127.0.0.1:1/none?connect_timeout=2"
+    assert db_upgrade_main(url, "public", "resilient_task_") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: PostgreSQL unavailable")
+    assert "pw@" not in err
+
+
+def test_db_upgrade_main_reports_a_bad_url(capsys: pytest.CaptureFixture[str]) -> None:
+    assert db_upgrade_main("mysql://x@y/z", "public", "resilient_task_") == 1
+    assert "postgresql+psycopg://" in capsys.readouterr().err
