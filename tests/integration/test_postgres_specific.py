@@ -105,7 +105,8 @@ async def test_small_payload_is_stored_raw_and_empty_payload_needs_no_row(
     dao: PostgresTaskDAO,
 ) -> None:
     small, empty = make_task(data=b"a" * 1024), make_task(data=b"")
-    await dao.insert_tasks([small, empty])
+    await dao.insert_tasks([empty])  # a batch without any payload row
+    await dao.insert_tasks([small])
     assert await _stored_payload(dao, small.id) == (RAW, 1024)
     assert await _stored_payload(dao, empty.id) is None
     assert await dao.get_task(empty.id) == empty

@@ -13,15 +13,21 @@ import anyio
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from resilient_task.adapters.postgres.codec import PayloadCodec, task_from_row, task_values
+from resilient_task.adapters.postgres.changes import apply_batch
+from resilient_task.adapters.postgres.codec import PayloadCodec, task_from_row
 from resilient_task.adapters.postgres.engine import create_engine
 from resilient_task.adapters.postgres.errors import translate, translate_errors
 from resilient_task.adapters.postgres.inserts import insert_batch
 from resilient_task.adapters.postgres.migrations import check_schema
 from resilient_task.adapters.postgres.schema import PostgresSettings, Tables
-from resilient_task.adapters.postgres.statements import CHANGE_COLUMNS, Statements
+from resilient_task.adapters.postgres.statements import Statements
 from resilient_task.adapters.postgres.transactions import AfterCommit, Callback, connection_of
-from resilient_task.adapters.postgres.validation import check_change, check_limit, check_time
+from resilient_task.adapters.postgres.validation import (
+    check_change,
+    check_limit,
+    check_new,
+    check_time,
+)
 from resilient_task.domain.task import Task, TaskStatus
 from resilient_task.ports.task_dao import GrabRequest, InsertOutcome, TaskChange
 
@@ -112,6 +118,8 @@ class PostgresTaskDAO:
         self, tasks: Sequence[Task], *, transaction: Any = None
     ) -> list[InsertOutcome]:
         """Insert new tasks in one statement, deduplicating by id and ``(type, unique_key)``."""
+        for task in tasks:
+            check_new(task)
         if not tasks:
             return []
         async with self._connect(transaction, "insert tasks") as conn:
@@ -144,37 +152,13 @@ class PostgresTaskDAO:
         return [grabbed.pop(r.task_id) for r in requests if r.task_id in grabbed]
 
     async def apply(self, changes: Sequence[TaskChange], *, transaction: Any = None) -> list[bool]:
-        """Compare-and-set every change: one UPDATE and one DELETE per round of distinct ids."""
+        """Compare-and-set every change in one UPDATE and one DELETE (see ``changes``)."""
         for change in changes:
             check_change(change)
-        written = [False] * len(changes)
         if not changes:
-            return written
+            return []
         async with self._connect(transaction, "write task changes") as conn:
-            for round_ in _rounds(changes):
-                await self._apply_round(conn, changes, round_, written)
-        return written
-
-    async def _apply_round(
-        self, conn: AsyncConnection, changes: Sequence[TaskChange], round_: list[int],
-        written: list[bool],
-    ) -> None:  # fmt: skip
-        updates = [i for i in round_ if not changes[i].delete]
-        deletes = [i for i in round_ if changes[i].delete]
-        done: set[UUID] = set()
-        for indexes, statement in ((updates, self._sql.update), (deletes, self._sql.delete)):
-            if not indexes:
-                continue
-            params: dict[str, list[Any]] = {
-                "c_id": [changes[i].task.id for i in indexes],
-                "c_expected": [changes[i].expected_version for i in indexes],
-            }
-            if statement is self._sql.update:
-                values = [task_values(changes[i].task) for i in indexes]
-                params |= {f"c_{c}": [v[c] for v in values] for c in CHANGE_COLUMNS}
-            done.update((await conn.execute(statement, params)).scalars())
-        for i in round_:
-            written[i] = changes[i].task.id in done
+            return await apply_batch(conn, self._sql, changes)
 
     async def claim_due(self, *, now: datetime, limit: int, deadline: datetime) -> list[Task]:
         """Submit up to ``limit`` due WAITING tasks, oldest first (``FOR UPDATE SKIP LOCKED``)."""
@@ -268,22 +252,6 @@ class PostgresTaskDAO:
         :mod:`resilient_task.adapters.postgres.transactions` for how each is tracked).
         """
         self._after_commit.register(transaction, callback)
-
-
-def _rounds(changes: Sequence[TaskChange]) -> list[list[int]]:
-    """Indexes of ``changes`` in rounds where each task id occurs once, in order.
-
-    A second change of the same task must see the first one's result, so it goes into a
-    later statement.
-    """
-    rounds: list[list[int]] = []
-    latest: dict[UUID, int] = {}
-    for i, change in enumerate(changes):
-        r = latest[change.task.id] = latest.get(change.task.id, -1) + 1
-        if r == len(rounds):
-            rounds.append([])
-        rounds[r].append(i)
-    return rounds
 
 
 async def _quietly(operation: Awaitable[None], action: str) -> None:

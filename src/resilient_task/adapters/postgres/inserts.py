@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resilient_task.adapters.postgres.codec import PayloadCodec, task_values
 from resilient_task.adapters.postgres.statements import INSERT_COLUMNS, Statements
-from resilient_task.adapters.postgres.validation import check_new
 from resilient_task.domain.task import Task
 from resilient_task.errors import BackendError
 from resilient_task.ports.task_dao import InsertOutcome
@@ -83,9 +82,7 @@ async def _owners(
 async def insert_batch(
     conn: AsyncConnection, sql: Statements, codec: PayloadCodec, tasks: Sequence[Task]
 ) -> list[InsertOutcome]:
-    """Insert ``tasks`` on ``conn`` (not committed); outcomes in the same order."""
-    for task in tasks:
-        check_new(task)
+    """Insert validated ``tasks`` on ``conn`` (not committed); outcomes in the same order."""
     leaders = _leaders(tasks)
     outcomes: dict[int, InsertOutcome] = {}
     pending = sorted(set(leaders))
