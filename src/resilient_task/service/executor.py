@@ -231,12 +231,13 @@ class TaskExecutor:
                     raise _Fenced
             self._log_outcome(task, change)
             return
-        except (_Fenced, VersionConflictError):
-            self.stats["fenced"] += 1
-            log.warning("task %s: taken away from this node meanwhile (version %d is stale); "
-                        "its completion and the handler's writes were rolled back",
-                        task.id, task.version)
-            return
+        except (_Fenced, VersionConflictError) as exc:
+            if exc is not failure:  # the processor's own conflict is a failed attempt
+                self.stats["fenced"] += 1
+                log.warning("task %s: taken away from this node meanwhile (version %d is "
+                            "stale); its completion and the handler's writes were rolled back",
+                            task.id, task.version)
+                return
         except BackendError as exc:
             failure = failure or exc
         except Exception as exc:
