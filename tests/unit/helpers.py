@@ -39,6 +39,11 @@ __all__ = [
     "Calls",
     "DroppingTriggerer",
     "FakeNode",
+    "Gauge",
+    "advance_until",
+    "dead_workers_task",
+    "handler",
+    "idle",
     "make_executor",
     "make_resumer",
     "make_service",
@@ -54,8 +59,9 @@ MICROSECOND = timedelta(microseconds=1)
 
 
 def properties(**overrides: object) -> TaskProperties:
-    """Node settings for tests: a fixed node id, defaults otherwise."""
+    """Node settings for tests: a fixed node id, a short shutdown grace, defaults otherwise."""
     overrides.setdefault("node_id", "test-node")
+    overrides.setdefault("shutdown_grace", timedelta(seconds=1))  # real time: fail fast
     return TaskProperties(**overrides)  # type: ignore[arg-type]
 
 
@@ -128,6 +134,37 @@ def stored_task(
         recovery_count=recovery_count,
         processing_node=processing_node,
     )
+
+
+async def advance_until(
+    clock: FakeClock, condition: Callable[[], bool], *, step: timedelta, max_steps: int = 50
+) -> None:
+    """Advance ``clock`` by ``step`` at a time until ``condition()`` holds (bounded)."""
+    for _ in range(max_steps):
+        await idle(50)
+        if condition():
+            return
+        await clock.advance(step)
+    raise AssertionError(f"condition still false after {max_steps} steps of {step}")
+
+
+@dataclass
+class Gauge:
+    """Counts processors running at once and the peak seen."""
+
+    running: int = 0
+    peak: int = 0
+    finished: int = 0
+
+    def enter(self) -> None:
+        """A processor started."""
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+
+    def exit(self) -> None:
+        """A processor finished."""
+        self.running -= 1
+        self.finished += 1
 
 
 def dead_workers_task(*, deadline: datetime, type: str = "work", **fields: object) -> Task:
