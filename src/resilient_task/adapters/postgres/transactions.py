@@ -24,6 +24,7 @@ back still run when the outer transaction commits.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -76,9 +77,15 @@ async def connection_of(transaction: Any) -> AsyncConnection:
 
 @dataclass(eq=False)
 class _Pending:
-    root: RootTransaction | SessionTransaction
+    # A weak reference: the transaction refers to its connection or session, the key of the
+    # weak dictionary holding this, which would otherwise never be collected.
+    root: weakref.ref[RootTransaction] | weakref.ref[SessionTransaction]
     callbacks: list[Callback] = field(default_factory=list)
     committed: bool = False
+
+    def of(self, transaction: object) -> bool:
+        """Whether this was registered for ``transaction``."""
+        return transaction is not None and self.root() is transaction
 
 
 def _run_all(callbacks: list[Callback]) -> None:
@@ -134,8 +141,8 @@ class AfterCommit:
         if root is None or not root.is_active:
             raise ValidationError("after_commit: the connection has no transaction in progress")
         pending = self._connections.get(sync)
-        if pending is None or pending.root is not root:
-            pending = self._connections[sync] = _Pending(root)
+        if pending is None or not pending.of(root):
+            pending = self._connections[sync] = _Pending(weakref.ref(root))
         pending.callbacks.append(callback)
         if sync not in self._listening:
             self._listening.add(sync)
@@ -144,7 +151,7 @@ class AfterCommit:
 
     def _connection_committing(self, sync: Connection) -> None:
         pending = self._connections.pop(sync, None)
-        if pending is None or pending.root is not sync.get_transaction():
+        if pending is None or not pending.of(sync.get_transaction()):
             return
         dbapi_connection = sync.connection.dbapi_connection
         assert dbapi_connection is not None
@@ -164,8 +171,8 @@ class AfterCommit:
         if root is None:
             raise ValidationError("after_commit: the AsyncSession has no transaction in progress")
         pending = self._sessions.get(session)
-        if pending is None or pending.root is not root:
-            pending = self._sessions[session] = _Pending(root)
+        if pending is None or not pending.of(root):
+            pending = self._sessions[session] = _Pending(weakref.ref(root))
         pending.callbacks.append(callback)
         if session not in self._listening:
             self._listening.add(session)
@@ -175,11 +182,11 @@ class AfterCommit:
     def _session_committed(self, session: Session) -> None:
         pending = self._sessions.get(session)
         if pending is not None and not session.in_nested_transaction():
-            pending.committed = pending.root is session.get_transaction()
+            pending.committed = pending.of(session.get_transaction())
 
     def _session_ended(self, session: Session, transaction: SessionTransaction) -> None:
         pending = self._sessions.get(session)
-        if pending is None or pending.root is not transaction:
+        if pending is None or not pending.of(transaction):
             return
         del self._sessions[session]
         if pending.committed:
