@@ -10,9 +10,11 @@ so tests never see each other's rows and may run against a shared database.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import NoReturn
@@ -30,6 +32,7 @@ __all__ = ["DATABASE_URL_ENV", "database_url", "drop_schema", "isolated_schema"]
 DATABASE_URL_ENV = "RESILIENT_TASK_TEST_DATABASE_URL"
 _CONNECT_TIMEOUT = 3
 _IMAGE = "postgres:16-alpine"
+_DOCKER_SOCKET = "/var/run/docker.sock"
 
 
 def _unavailable(message: str) -> NoReturn:
@@ -58,12 +61,23 @@ def _connect_problem(url: str) -> str | None:
 
 def _docker_problem() -> str | None:
     """Why no Docker engine answers, or None."""
-    try:
-        docker = importlib.import_module("docker")  # untyped; comes with testcontainers
-        docker.from_env(timeout=_CONNECT_TIMEOUT).ping()
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
+    if not os.environ.get("DOCKER_HOST") and not os.path.exists(_DOCKER_SOCKET):
+        return f"DOCKER_HOST is not set and there is no {_DOCKER_SOCKET}"
+    docker = importlib.import_module("docker")  # untyped; comes with testcontainers
+    problem: str | None = None
+    with warnings.catch_warnings():
+        # docker-py leaves its socket to the garbage collector when the engine does not answer.
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            client = docker.from_env(timeout=_CONNECT_TIMEOUT)
+            try:
+                client.ping()
+            finally:
+                client.close()
+        except Exception as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+        gc.collect()
+    return problem
 
 
 @pytest.fixture(scope="session")
