@@ -67,15 +67,18 @@ def create_engine(
         pool_recycle: seconds after which a connection is replaced.
         connect_timeout: seconds to wait for the server when connecting.
         application_name: shown in ``pg_stat_activity``.
-        engine_options: more :func:`~sqlalchemy.ext.asyncio.create_async_engine` options.
+        engine_options: more :func:`~sqlalchemy.ext.asyncio.create_async_engine` options;
+            ``connect_args`` are merged into the defaults above.
     """
+    connect_args = {"connect_timeout": connect_timeout, "application_name": application_name}
+    connect_args.update(engine_options.pop("connect_args", {}))
     options: dict[str, Any] = {
         "pool_pre_ping": True,
         "pool_size": pool_size,
         "max_overflow": max_overflow,
         "pool_timeout": pool_timeout,
         "pool_recycle": pool_recycle,
-        "connect_args": {"connect_timeout": connect_timeout, "application_name": application_name},
+        "connect_args": connect_args,
     }
     options.update(engine_options)
     return create_async_engine(normalize_url(url), **options)
