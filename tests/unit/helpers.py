@@ -40,6 +40,7 @@ __all__ = [
     "DroppingTriggerer",
     "FakeNode",
     "Gauge",
+    "ObservedTriggerer",
     "advance_until",
     "dead_workers_task",
     "handler",
@@ -197,6 +198,19 @@ class DroppingTriggerer(InMemoryTriggerer):
             else:
                 kept.append(task)
         await super().trigger(kept)
+
+
+class ObservedTriggerer(InMemoryTriggerer):
+    """An in-process triggerer that tells when a node starts shutting down (stops intake)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopping = anyio.Event()
+
+    async def stop(self) -> None:
+        """Record that shutdown began, then stop."""
+        self.stopping.set()
+        await super().stop()
 
 
 def make_service(

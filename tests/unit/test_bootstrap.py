@@ -1,0 +1,179 @@
+"""ResilientTask, the composition root: adapter choice, lifecycle and graceful shutdown."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import anyio
+import pytest
+
+from resilient_task import (
+    AddTaskRequest,
+    ConfigurationError,
+    ProcessResult,
+    ResilientTask,
+    SimpleProcessingPolicy,
+    Task,
+    TaskStatus,
+)
+from resilient_task.adapters.memory import FakeClock, InMemoryTaskDAO, InMemoryTriggerer
+from resilient_task.adapters.system import SystemClock
+from tests.unit.helpers import (
+    START,
+    Calls,
+    FakeNode,
+    ObservedTriggerer,
+    handler,
+    idle,
+    properties,
+    settle,
+)
+
+pytestmark = pytest.mark.anyio
+
+SECOND = timedelta(seconds=1)
+
+
+async def test_node_without_adapters_runs_tasks_in_memory_on_the_system_clock() -> None:
+    calls = Calls()
+    async with ResilientTask(handlers=[handler(calls)], properties=properties()) as app:
+        assert isinstance(app.dao, InMemoryTaskDAO)
+        assert isinstance(app.triggerer, InMemoryTriggerer)
+        assert isinstance(app.clock, SystemClock)
+        dao = app.dao
+
+        added = await app.service.add_task(AddTaskRequest(type="work"))
+
+        await settle(lambda: dao.tasks[added.task_id].status is TaskStatus.DONE)
+    assert calls.count == 1
+
+
+async def test_node_uses_the_adapters_it_is_given() -> None:
+    dao, triggerer, clock = InMemoryTaskDAO(), InMemoryTriggerer(), FakeClock()
+    app = ResilientTask(dao=dao, triggerer=triggerer, clock=clock, properties=properties())
+    async with app:
+        assert app.dao is dao
+        assert app.triggerer is triggerer
+        assert app.clock is clock
+        assert app.registry.handlers == ()
+
+
+async def test_node_without_workers_adds_and_triggers_tasks_but_runs_none() -> None:
+    calls = Calls()
+    async with FakeNode(handler(calls), run_workers=False) as node:
+        task_id = await node.add()
+        await node.advance(SECOND)
+        await idle()
+
+        assert node.status(task_id) is TaskStatus.SUBMITTED
+        assert [t.id for t in node.triggerer.sent] == [task_id]
+    assert calls.count == 0
+
+
+async def test_entering_a_running_node_again_is_a_configuration_error() -> None:
+    async with FakeNode() as node:
+        with pytest.raises(ConfigurationError, match="already running"):
+            await node.app.__aenter__()
+
+
+async def test_node_can_start_again_after_it_stopped() -> None:
+    calls = Calls()
+    node = FakeNode(handler(calls))
+    async with node:
+        first = await node.add()
+        await node.wait_for(first, TaskStatus.DONE)
+    async with node:
+        second = await node.add()
+        await node.wait_for(second, TaskStatus.DONE)
+    assert calls.count == 2
+
+
+async def test_an_error_in_the_block_propagates_and_the_node_still_stops() -> None:
+    node = FakeNode(handler(Calls()))
+
+    async def fail_inside() -> None:
+        async with node:
+            raise LookupError("user code failed")
+
+    with pytest.raises(LookupError, match="user code failed"):
+        await fail_inside()
+    async with node:  # stopped cleanly: it can start again
+        pass
+
+
+# --- graceful shutdown ---------------------------------------------------------------------
+
+
+class Slow:
+    """A processor whose first run waits for :attr:`release`; later runs finish at once."""
+
+    def __init__(self) -> None:
+        self.started = anyio.Event()
+        self.release = anyio.Event()
+        self.runs: list[Task] = []
+        self.cancelled = 0
+
+    async def __call__(self, task: Task) -> ProcessResult:
+        self.runs.append(task)
+        if len(self.runs) > 1:
+            return ProcessResult.DONE
+        self.started.set()
+        try:
+            await self.release.wait()
+        except anyio.get_cancelled_exc_class():
+            self.cancelled += 1
+            raise
+        return ProcessResult.DONE
+
+
+async def _release_once_shutdown_began(slow: Slow, triggerer: ObservedTriggerer) -> None:
+    await triggerer.stopping.wait()
+    await idle(50)  # well into the executor's stop
+    slow.release.set()
+
+
+async def test_leaving_the_block_lets_a_running_task_finish_within_the_shutdown_grace() -> None:
+    slow, triggerer = Slow(), ObservedTriggerer()
+    node = FakeNode(
+        handler(slow),
+        triggerer=triggerer,
+        props=properties(shutdown_grace=timedelta(seconds=5)),  # an upper bound, not a wait
+    )
+    async with anyio.create_task_group() as tg, node:
+        task_id = await node.add()
+        await settle(slow.started.is_set)
+        tg.start_soon(_release_once_shutdown_began, slow, triggerer)
+
+    assert node.status(task_id) is TaskStatus.DONE
+    assert slow.cancelled == 0
+
+
+async def test_task_outlasting_the_shutdown_grace_is_cancelled_and_recovered_later() -> None:
+    slow, triggerer, dao = Slow(), ObservedTriggerer(), InMemoryTaskDAO()
+    policy = SimpleProcessingPolicy(timeout=10 * SECOND)
+    props = properties(shutdown_grace=timedelta(0))
+    node = FakeNode(
+        handler(slow, processing_policy=policy), triggerer=triggerer, dao=dao, props=props
+    )
+    async with anyio.create_task_group() as tg, node:
+        task_id = await node.add()
+        await settle(slow.started.is_set)
+        tg.start_soon(_release_once_shutdown_began, slow, triggerer)
+
+    assert slow.cancelled == 1
+    left = dao.tasks[task_id]
+    assert left.status is TaskStatus.PROCESSING  # not lost: still in the store
+
+    deadline = START + 10 * SECOND + props.processing_grace
+    restarted = FakeNode(
+        handler(slow, processing_policy=policy),
+        dao=dao,
+        clock=FakeClock(start=deadline + SECOND),
+        props=props,
+    )
+    async with restarted:
+        done = await restarted.wait_for(task_id, TaskStatus.DONE)
+
+    assert done is not None
+    assert done.recovery_count == 1
+    assert len(slow.runs) == 2
