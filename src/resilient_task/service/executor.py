@@ -20,7 +20,12 @@ import anyio.abc
 from resilient_task.domain.handler import TaskHandler
 from resilient_task.domain.results import ProcessResult
 from resilient_task.domain.task import BaseTask, Task
-from resilient_task.errors import BackendError, ConfigurationError, VersionConflictError
+from resilient_task.errors import (
+    BackendError,
+    ConfigurationError,
+    ResilientTaskError,
+    VersionConflictError,
+)
 from resilient_task.ports.clock import Clock
 from resilient_task.ports.task_dao import GrabRequest, TaskChange, TaskDAO
 from resilient_task.properties import TaskProperties
@@ -35,7 +40,7 @@ log = logging.getLogger("resilient_task.executor")
 _WRITE_ATTEMPTS = 6
 
 
-class ProcessingTimeoutError(Exception):
+class ProcessingTimeoutError(ResilientTaskError, TimeoutError):
     """A processor ran past its processing policy's timeout and was cancelled."""
 
 
