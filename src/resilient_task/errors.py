@@ -9,9 +9,9 @@
     ├── VersionConflictError            the task changed since it was read (stale version)
     ├── ConfigurationError              an impossible setting or a missing adapter
     ├── SchemaVersionError              the database schema is missing or newer than this code
-    └── BackendError                    a storage or broker failure, ``transient`` says if a retry may help
+    └── BackendError                    storage or broker failure; ``transient``: a retry may help
         ├── BackendUnavailableError     cannot reach PostgreSQL / Kafka right now (transient)
-        └── TriggerError                a trigger could not be delivered (the task stays safe in the store)
+        └── TriggerError                a trigger was not delivered (the task stays safe in the store)
 
 Adapters translate every driver exception into one of these at a single choke point
 (``raise BackendUnavailableError(...) from exc``) so ``__cause__`` keeps the original.

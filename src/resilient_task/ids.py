@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from uuid import UUID
 
@@ -10,6 +11,7 @@ __all__ = ["uuid7"]
 
 _last_ms = 0
 _counter = 0
+_lock = threading.Lock()
 
 
 def uuid7() -> UUID:
@@ -17,6 +19,11 @@ def uuid7() -> UUID:
 
     Ids made in one process are strictly increasing, even within one millisecond.
     """
+    with _lock:
+        return _next()
+
+
+def _next() -> UUID:
     global _last_ms, _counter
     ms = time.time_ns() // 1_000_000
     if ms <= _last_ms:

@@ -73,10 +73,12 @@ class KafkaProperties:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.bootstrap_servers.strip():
-            raise ConfigurationError("kafka.bootstrap_servers must not be empty")
-        if not self.consumer_group_id.strip():
-            raise ConfigurationError("kafka.consumer_group_id must not be empty")
+        for name in ("bootstrap_servers", "consumer_group_id", "client_id"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigurationError(f"kafka.{name} must be a non-empty str, got {value!r}")
+        if not isinstance(self.topics_namespace, str):
+            raise ConfigurationError("kafka.topics_namespace must be a str")
         _positive_int("kafka.partitions", self.partitions)
         _positive_int("kafka.replication_factor", self.replication_factor)
 
@@ -113,11 +115,13 @@ class TaskProperties:
     def __post_init__(self) -> None:
         _positive_delta("task_stuck_timeout", self.task_stuck_timeout)
         _positive_delta("expected_queue_time", self.expected_queue_time)
-        if self.processing_grace < timedelta(0) or self.shutdown_grace < timedelta(0):
-            raise ConfigurationError("processing_grace and shutdown_grace must not be negative")
+        for name in ("processing_grace", "shutdown_grace"):
+            value = getattr(self, name)
+            if not isinstance(value, timedelta) or value < timedelta(0):
+                raise ConfigurationError(f"{name} must be a non-negative timedelta, got {value!r}")
         _positive_int("max_triggers_in_memory", self.max_triggers_in_memory)
-        if not self.node_id:
-            raise ConfigurationError("node_id must not be empty")
+        if not isinstance(self.node_id, str) or not self.node_id:
+            raise ConfigurationError(f"node_id must be a non-empty str, got {self.node_id!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TaskProperties:
@@ -168,7 +172,9 @@ class _Env:
         try:
             return int(raw)
         except ValueError:
-            raise ConfigurationError(f"{ENV_PREFIX}{name} must be an integer, got {raw!r}") from None
+            raise ConfigurationError(
+                f"{ENV_PREFIX}{name} must be an integer, got {raw!r}"
+            ) from None
 
     def seconds(self, name: str, default: timedelta) -> timedelta:
         raw = self._environ.get(ENV_PREFIX + name)

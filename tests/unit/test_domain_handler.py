@@ -91,15 +91,11 @@ def test_a_processor_that_is_not_callable_is_rejected() -> None:
         TaskHandler(types="payment", processor="pay")  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True, reason="domain bug: a non-callable predicate is accepted")
 def test_a_predicate_that_is_not_callable_is_rejected() -> None:
     with pytest.raises(ValidationError):
         TaskHandler(predicate="payment", processor=pay)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    raises=TypeError, strict=True, reason="domain bug: for_types sorts mixed types unchecked"
-)
 def test_types_that_are_not_str_are_rejected() -> None:
     with pytest.raises(ValidationError):
         TaskHandler(types=["payment", 3], processor=pay)  # type: ignore[list-item]

@@ -30,6 +30,9 @@ def for_types(*types: str) -> TaskPredicate:
     wanted = frozenset(types)
     if not wanted:
         raise ValidationError("for_types needs at least one task type")
+    for name in wanted:
+        if not isinstance(name, str) or not name.strip():
+            raise ValidationError(f"task types must be non-blank str, got {name!r}")
 
     def accepts(task: BaseTask) -> bool:
         return task.type in wanted
@@ -62,11 +65,13 @@ class TaskHandler:
             raise ValidationError("processor must be an async callable (task) -> ProcessResult")
         if (self.predicate is None) == (self.types is None):
             raise ValidationError("give exactly one of predicate= or types=")
+        if self.predicate is not None and not callable(self.predicate):
+            raise ValidationError("predicate must be a callable (BaseTask) -> bool")
         if self.types is not None:
             if isinstance(self.types, str):
                 object.__setattr__(self, "types", (self.types,))
-            object.__setattr__(self, "types", frozenset(self.types))  # type: ignore[arg-type]
-            object.__setattr__(self, "predicate", for_types(*self.types))  # type: ignore[misc]
+            object.__setattr__(self, "types", frozenset(self.types))
+            object.__setattr__(self, "predicate", for_types(*self.types))
         if self.name is None:
             label = getattr(self.processor, "__qualname__", None) or repr(self.processor)
             object.__setattr__(self, "name", label)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from resilient_task.domain.task import Task
 from resilient_task.errors import ValidationError
 
 __all__ = [
+    "MAX_DELAY",
     "ConcurrencyPolicy",
     "ExponentialRetryPolicy",
     "NoRetryPolicy",
@@ -24,11 +26,16 @@ __all__ = [
 ]
 
 
+MAX_DELAY = timedelta(days=3650)
+"""The longest wait a retry policy may ask for (keeps run times representable)."""
+
+
 class RetryPolicy(Protocol):
     """Decides when a failed (or repeating) task runs next."""
 
-    def next_run(self, task: Task, *, now: datetime,
-                 rand: Callable[[], float] = random.random) -> datetime | None:
+    def next_run(
+        self, task: Task, *, now: datetime, rand: Callable[[], float] = random.random
+    ) -> datetime | None:
         """The next run time after the attempt ``task.processing_tries_count``, or None to stop."""
         ...
 
@@ -58,20 +65,31 @@ class ExponentialRetryPolicy:
     def __post_init__(self) -> None:
         _non_negative("delay", self.delay)
         _non_negative("max_delay", self.max_delay)
+        if self.max_delay > MAX_DELAY:
+            raise ValidationError(f"max_delay must be at most {MAX_DELAY}, got {self.max_delay}")
+        _number("multiplier", self.multiplier)
         if self.multiplier < 1:
             raise ValidationError(f"multiplier must be >= 1, got {self.multiplier}")
-        if self.max_count < 0:
-            raise ValidationError(f"max_count must be >= 0, got {self.max_count}")
+        _integer("max_count", self.max_count, minimum=0)
+        _number("jitter", self.jitter)
         if not 0.0 <= self.jitter <= 1.0:
             raise ValidationError(f"jitter must be within [0, 1], got {self.jitter}")
 
     def backoff(self, retry_number: int) -> timedelta:
-        """The wait before retry ``retry_number`` (1-based), without jitter."""
-        seconds = self.delay.total_seconds() * self.multiplier ** (retry_number - 1)
-        return min(timedelta(seconds=min(seconds, 1e12)), self.max_delay)
+        """The wait before retry ``retry_number`` (1-based), without jitter, capped."""
+        cap = self.max_delay.total_seconds()
+        base = self.delay.total_seconds()
+        if base == 0:
+            return timedelta(0)
+        exponent = max(0, retry_number - 1)
+        # Compare in log space: multiplier ** exponent overflows floats for long retry series.
+        if math.log(base) + exponent * math.log(self.multiplier) >= math.log(cap or 1e-300):
+            return self.max_delay
+        return min(timedelta(seconds=base * self.multiplier**exponent), self.max_delay)
 
-    def next_run(self, task: Task, *, now: datetime,
-                 rand: Callable[[], float] = random.random) -> datetime | None:
+    def next_run(
+        self, task: Task, *, now: datetime, rand: Callable[[], float] = random.random
+    ) -> datetime | None:
         """See :meth:`RetryPolicy.next_run`."""
         retry_number = task.processing_tries_count
         if retry_number > self.max_count or retry_number < 1:
@@ -89,8 +107,9 @@ class NoRetryPolicy:
 
     reset_tries_on_repeat: bool = False
 
-    def next_run(self, task: Task, *, now: datetime,
-                 rand: Callable[[], float] = random.random) -> datetime | None:
+    def next_run(
+        self, task: Task, *, now: datetime, rand: Callable[[], float] = random.random
+    ) -> datetime | None:
         """Always None."""
         return None
 
@@ -114,8 +133,7 @@ class SimpleConcurrencyPolicy:
     max_concurrency: int = 10
 
     def __post_init__(self) -> None:
-        if self.max_concurrency < 1:
-            raise ValidationError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+        _integer("max_concurrency", self.max_concurrency, minimum=1)
 
 
 class StuckTaskResolutionStrategy(enum.StrEnum):
@@ -134,7 +152,7 @@ class ProcessingPolicy(Protocol):
 
     @property
     def timeout(self) -> timedelta | None:
-        """Processing timeout; None means the node default (``TaskProperties.task_stuck_timeout``)."""
+        """Processing timeout; None means ``TaskProperties.task_stuck_timeout``."""
         ...
 
     @property
@@ -167,12 +185,21 @@ class SimpleProcessingPolicy:
     expected_queue_time: timedelta | None = None
 
     def __post_init__(self) -> None:
-        if self.timeout is not None and self.timeout <= timedelta(0):
-            raise ValidationError(f"timeout must be positive, got {self.timeout}")
+        if self.timeout is not None:
+            _positive("timeout", self.timeout)
         if self.expected_queue_time is not None:
-            _non_negative("expected_queue_time", self.expected_queue_time)
-        if self.max_recoveries < 0:
-            raise ValidationError(f"max_recoveries must be >= 0, got {self.max_recoveries}")
+            _positive("expected_queue_time", self.expected_queue_time)
+        _integer("max_recoveries", self.max_recoveries, minimum=0)
+        if not isinstance(self.stuck_strategy, StuckTaskResolutionStrategy):
+            try:
+                object.__setattr__(
+                    self, "stuck_strategy", StuckTaskResolutionStrategy(self.stuck_strategy)
+                )
+            except ValueError:
+                choices = ", ".join(s.value for s in StuckTaskResolutionStrategy)
+                raise ValidationError(
+                    f"stuck_strategy must be one of {choices}, got {self.stuck_strategy!r}"
+                ) from None
 
 
 def _non_negative(name: str, value: timedelta) -> None:
@@ -180,6 +207,24 @@ def _non_negative(name: str, value: timedelta) -> None:
         raise ValidationError(f"{name} must be a datetime.timedelta, got {type(value).__name__}")
     if value < timedelta(0):
         raise ValidationError(f"{name} must not be negative, got {value}")
+
+
+def _positive(name: str, value: timedelta) -> None:
+    _non_negative(name, value)
+    if value == timedelta(0):
+        raise ValidationError(f"{name} must be positive, got {value}")
+
+
+def _number(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValidationError(f"{name} must be a finite number, got {value!r}")
+
+
+def _integer(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValidationError(f"{name} must be >= {minimum}, got {value}")
 
 
 DEFAULT_RETRY_POLICY = ExponentialRetryPolicy()

@@ -64,7 +64,8 @@ class AddTaskRequest:
             or self.expected_queue_time <= timedelta(0)
         ):
             raise ValidationError(
-                f"expected_queue_time must be a positive timedelta, got {self.expected_queue_time!r}"
+                "expected_queue_time must be a positive timedelta, "
+                f"got {self.expected_queue_time!r}"
             )
         if (
             isinstance(self.priority, bool)
@@ -91,9 +92,15 @@ def _check_text(name: str, value: object, max_length: int, *, required: bool) ->
         return
     if not isinstance(value, str):
         raise ValidationError(f"{name} must be a str, got {type(value).__name__}")
-    if required and not value.strip():
-        raise ValidationError(f"{name} is required and must not be blank")
+    if not value.strip():
+        raise ValidationError(
+            f"{name} is required and must not be blank"
+            if required
+            else f"{name} must not be blank (omit it or pass None)"
+        )
     if len(value) > max_length:
-        raise ValidationError(f"{name} is {len(value)} characters long; the maximum is {max_length}")
+        raise ValidationError(
+            f"{name} is {len(value)} characters long; the maximum is {max_length}"
+        )
     if "\x00" in value:
         raise ValidationError(f"{name} must not contain NUL characters")

@@ -131,8 +131,9 @@ class Task:
         """The trigger-sized view of this task."""
         return BaseTask(self.id, self.version, self.type, self.sub_type, self.priority)
 
-    def _to(self, transition: Transition, *, now: datetime, next_event_time: datetime,
-            **changes: object) -> Task:
+    def _to(
+        self, transition: Transition, *, now: datetime, next_event_time: datetime, **changes: object
+    ) -> Task:
         allowed, target = TRANSITIONS[transition]
         if self.status not in allowed:
             raise InvalidTransitionError(transition.value, self.status, self.id)
@@ -167,8 +168,14 @@ class Task:
         """PROCESSING -> DONE."""
         return self._to(Transition.COMPLETE, now=now, next_event_time=now, last_error=None)
 
-    def schedule(self, *, now: datetime, run_at: datetime, error: str | None = None,
-                 reset_tries: bool = False) -> Task:
+    def schedule(
+        self,
+        *,
+        now: datetime,
+        run_at: datetime,
+        error: str | None = None,
+        reset_tries: bool = False,
+    ) -> Task:
         """PROCESSING -> WAITING: retry after a failure, or repeat (COMMIT_AND_RETRY)."""
         return self._to(
             Transition.SCHEDULE,
@@ -190,13 +197,18 @@ class Task:
 
     def mark_error(self, *, now: datetime, reason: str) -> Task:
         """SUBMITTED or PROCESSING -> ERROR, recording why; an operator must act."""
-        return self._to(Transition.MARK_ERROR, now=now, next_event_time=now,
-                        last_error=_clip(reason))
+        return self._to(
+            Transition.MARK_ERROR, now=now, next_event_time=now, last_error=_clip(reason)
+        )
 
     def mark_failed(self, *, now: datetime, reason: str | None = None) -> Task:
         """ERROR (operator) or PROCESSING (stuck strategy) -> FAILED, final."""
-        return self._to(Transition.MARK_FAILED, now=now, next_event_time=now,
-                        last_error=_clip(reason) if reason else self.last_error)
+        return self._to(
+            Transition.MARK_FAILED,
+            now=now,
+            next_event_time=now,
+            last_error=_clip(reason) if reason else self.last_error,
+        )
 
     def resume(self, *, now: datetime, deadline: datetime) -> Task:
         """Any non-final status -> SUBMITTED now (operator); recovery count starts again."""

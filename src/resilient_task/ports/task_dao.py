@@ -90,9 +90,7 @@ class TaskDAO(Protocol):
         """
         ...
 
-    async def apply(
-        self, changes: Sequence[TaskChange], *, transaction: Any = None
-    ) -> list[bool]:
+    async def apply(self, changes: Sequence[TaskChange], *, transaction: Any = None) -> list[bool]:
         """Compare-and-set each change; ``True`` where it was written, in order."""
         ...
 
@@ -103,9 +101,7 @@ class TaskDAO(Protocol):
         """
         ...
 
-    async def find_overdue(
-        self, status: TaskStatus, *, now: datetime, limit: int
-    ) -> list[Task]:
+    async def find_overdue(self, status: TaskStatus, *, now: datetime, limit: int) -> list[Task]:
         """Up to ``limit`` tasks in ``status`` whose ``next_event_time`` is before ``now``.
 
         Used for SUBMITTED and PROCESSING past their deadlines. Payloads may be left empty.
