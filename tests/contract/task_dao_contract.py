@@ -13,6 +13,7 @@ adapter's own test module. Times are fixed, UTC-aware and at microsecond precisi
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -325,6 +326,20 @@ class TaskDAOContract:
         late = task.complete(now=NOW + SECOND)
         assert await dao.apply([TaskChange(late, task.version)]) == [False]
         assert await dao.get_task(task.id) == recovered
+
+    @pytest.mark.anyio
+    async def test_applying_a_polled_task_without_payload_keeps_the_stored_payload(
+        self, dao: TaskDAO
+    ) -> None:
+        task = make_submitted(data=b"\x00\xffpayload", next_event_time=NOW - SECOND)
+        await insert(dao, task)
+        (polled,) = await dao.find_overdue(TaskStatus.SUBMITTED, now=NOW, limit=10)
+        emptied = replace(polled, data=b"").resubmit(now=NOW, deadline=NOW + SECOND)
+        assert await dao.apply([TaskChange(emptied, polled.version)]) == [True]
+        stored = await dao.get_task(task.id)
+        assert stored is not None
+        assert stored.data == b"\x00\xffpayload"
+        assert stored.version == task.version + 1
 
     @pytest.mark.anyio
     async def test_apply_reports_each_change_in_order(self, dao: TaskDAO) -> None:

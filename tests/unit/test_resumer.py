@@ -158,11 +158,6 @@ async def test_stuck_submitted_task_in_the_store_is_triggered_again() -> None:
     assert triggerer.sent == [again.base]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="InMemoryTaskDAO.apply stores the payload-less task find_overdue returned, so a "
-    "re-triggered or recovered task loses its data (PostgreSQL keeps it): adapter bug, reported",
-)
 @pytest.mark.parametrize("status", [TaskStatus.SUBMITTED, TaskStatus.PROCESSING])
 async def test_task_rescued_by_the_resumer_keeps_its_payload(status: TaskStatus) -> None:
     calls = Calls()

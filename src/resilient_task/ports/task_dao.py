@@ -91,7 +91,11 @@ class TaskDAO(Protocol):
         ...
 
     async def apply(self, changes: Sequence[TaskChange], *, transaction: Any = None) -> list[bool]:
-        """Compare-and-set each change; ``True`` where it was written, in order."""
+        """Compare-and-set each change; ``True`` where it was written, in order.
+
+        The payload is immutable after insert: ``change.task.data`` is ignored (tasks returned
+        by polls carry no payload), so applying such a task never erases the stored one.
+        """
         ...
 
     async def claim_due(self, *, now: datetime, limit: int, deadline: datetime) -> list[Task]:

@@ -93,7 +93,8 @@ class _View:
         if change.delete:
             self.remove(stored.id)
         else:
-            self.put(change.task)
+            # The payload is immutable: polls return tasks without it (as PostgreSQL does).
+            self.put(replace(change.task, data=stored.data))
         return True
 
 
