@@ -347,8 +347,8 @@ async def test_blocking_processor_that_hangs_does_not_block_the_node() -> None:
         retry_policy=NoRetryPolicy(),
     )
     calls = Calls()
-    try:
-        async with FakeNode(report, handler(calls)) as node:
+    async with FakeNode(report, handler(calls)) as node:
+        try:
             hung = await node.add("report")
             await running(lambda: len(started) == 1)
 
@@ -362,9 +362,10 @@ async def test_blocking_processor_that_hangs_does_not_block_the_node() -> None:
             error = await node.wait_for(hung, TaskStatus.ERROR)
             assert error is not None
             assert "ProcessingTimeoutError" in (error.last_error or "")
-    finally:
-        release.set()
+        finally:
+            release.set()  # let the abandoned thread end, also when an assertion failed
         assert await anyio.to_thread.run_sync(finished.wait, 5)
+        await idle()
     assert calls.count == 5
     assert node.task(hung).status is TaskStatus.ERROR  # the late result is ignored
 
