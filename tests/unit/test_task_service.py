@@ -185,6 +185,29 @@ async def test_fifty_concurrent_adds_of_one_unique_key_create_exactly_one_task()
     assert len(triggerer.sent) == 1
 
 
+async def test_one_batch_with_the_same_unique_key_twice_creates_one_task() -> None:
+    dao, triggerer = InMemoryTaskDAO(), InMemoryTriggerer()
+    service = make_service(dao=dao, triggerer=triggerer)
+
+    results = await service.add_tasks(
+        [AddTaskRequest(type="work", unique_key="k", data=n.encode()) for n in "12"]
+    )
+
+    assert [r.result for r in results] == [AddTaskResultCode.OK, AddTaskResultCode.ALREADY_EXISTS]
+    assert results[0].task_id == results[1].task_id
+    assert dao.tasks[results[0].task_id].data == b"1"
+    assert len(triggerer.sent) == 1
+
+
+async def test_request_expected_queue_time_sets_the_pick_up_deadline() -> None:
+    dao = InMemoryTaskDAO()
+    service = make_service(dao=dao)
+
+    result = await service.add_task(AddTaskRequest(type="work", expected_queue_time=5 * SECOND))
+
+    assert dao.tasks[result.task_id].next_event_time == START + 5 * SECOND
+
+
 async def test_task_added_in_a_transaction_is_triggered_only_after_commit() -> None:
     dao, triggerer = InMemoryTaskDAO(), InMemoryTriggerer()
     service = make_service(dao=dao, triggerer=triggerer)
@@ -335,6 +358,18 @@ async def test_resuming_an_error_task_runs_it_again() -> None:
     assert calls.count == 2
     assert done is not None
     assert done.last_error is None
+
+
+async def test_resuming_a_waiting_task_runs_it_now_instead_of_at_its_run_time() -> None:
+    calls = Calls()
+    async with FakeNode(handler(calls)) as node:
+        task_id = await node.add(run_after_time=START + 3600 * SECOND)
+
+        await node.service.resume_task(task_id)
+
+        await node.wait_for(task_id, TaskStatus.DONE)
+    assert calls.count == 1
+    assert node.clock.now() == START
 
 
 async def test_an_error_task_can_be_marked_as_failed() -> None:
