@@ -1,0 +1,111 @@
+"""What the Kafka adapter's clients share: options, error classification, outage logging.
+
+``KafkaProperties.extra`` goes to every aiokafka client whose constructor accepts the key, so
+TLS/SASL settings reach the producer, the consumer and the admin client alike, while a
+consumer-only key such as ``session_timeout_ms`` reaches only the consumer. A key no client
+accepts is a :class:`~resilient_task.errors.ConfigurationError`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+
+from resilient_task.errors import BackendError, ConfigurationError
+from resilient_task.properties import KafkaProperties
+
+__all__ = [
+    "DRIVER_ERRORS",
+    "Backoff",
+    "Outage",
+    "client_options",
+    "is_transient",
+    "validate_extra",
+]
+
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (KafkaError, OSError, TimeoutError)
+"""What aiokafka raises for broker trouble (its own errors, sockets, timeouts)."""
+
+
+def _accepted(client_class: type[Any]) -> frozenset[str]:
+    return frozenset(inspect.signature(client_class.__init__).parameters) - {"self", "loop"}
+
+
+_CLIENT_KEYS = {
+    cls: _accepted(cls) for cls in (AIOKafkaProducer, AIOKafkaConsumer, AIOKafkaAdminClient)
+}
+
+
+def validate_extra(properties: KafkaProperties) -> None:
+    """Raise ConfigurationError if an ``extra`` key is accepted by no aiokafka client."""
+    known = frozenset().union(*_CLIENT_KEYS.values())
+    unknown = sorted(set(properties.extra) - known)
+    if unknown:
+        raise ConfigurationError(f"kafka.extra has options no aiokafka client accepts: {unknown}")
+
+
+def client_options(
+    properties: KafkaProperties, client_class: type[Any], **defaults: Any
+) -> dict[str, Any]:
+    """Keyword arguments for ``client_class``: ours, overridden by the accepted ``extra`` keys."""
+    accepted = _CLIENT_KEYS[client_class]
+    options: dict[str, Any] = {
+        "bootstrap_servers": properties.bootstrap_servers,
+        "client_id": properties.client_id,
+        **defaults,
+    }
+    options.update({key: value for key, value in properties.extra.items() if key in accepted})
+    return options
+
+
+def is_transient(error: BaseException) -> bool:
+    """True if retrying later may help (connection trouble, timeouts, retriable broker codes)."""
+    if isinstance(error, BackendError):
+        return error.transient
+    if isinstance(error, KafkaError):
+        return bool(error.retriable) or isinstance(error, KafkaTimeoutError | KafkaConnectionError)
+    return isinstance(error, OSError | TimeoutError)
+
+
+class Backoff:
+    """Exponential delays with full jitter, from ``first`` up to ``cap`` seconds."""
+
+    def __init__(self, *, first: float = 0.1, cap: float = 5.0) -> None:
+        self._first, self._cap, self._attempt = first, cap, 0
+
+    def next_delay(self) -> float:
+        """The delay before the next attempt."""
+        ceiling = min(self._cap, self._first * 2**self._attempt)
+        self._attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        """Start again from ``first`` (after a success)."""
+        self._attempt = 0
+
+
+class Outage:
+    """Logs a broker outage once when it starts and once when it ends, not on every retry."""
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self._logger, self._what, self._down = logger, what, False
+
+    def failed(self, error: BaseException) -> None:
+        """Record a failed attempt; only the first of an outage is logged as a warning."""
+        if self._down:
+            self._logger.debug("%s still unavailable: %r", self._what, error)
+            return
+        self._down = True
+        self._logger.warning("%s unavailable, retrying in the background: %r", self._what, error)
+
+    def recovered(self) -> None:
+        """Record a success; logs once if an outage was in progress."""
+        if self._down:
+            self._down = False
+            self._logger.info("%s available again", self._what)

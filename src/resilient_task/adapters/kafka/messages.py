@@ -1,0 +1,65 @@
+"""The trigger message: a small, versioned JSON document carrying a ``BaseTask``.
+
+Example (version 1)::
+
+    {"v":1,"id":"0190...","version":3,"type":"send-email","sub_type":null,"priority":5}
+
+Decoding never raises: anything malformed (not JSON, another ``v``, a bad id, wrong types)
+gives ``None`` so the consumer can log it and move past it instead of stalling on a poison pill.
+Readers ignore unknown fields, so fields can be added without bumping ``v``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeGuard
+from uuid import UUID
+
+from resilient_task.domain.task import BaseTask
+
+__all__ = ["MESSAGE_VERSION", "decode_trigger", "encode_trigger"]
+
+MESSAGE_VERSION = 1
+"""The ``v`` field this code writes and the only one it reads."""
+
+
+def encode_trigger(task: BaseTask) -> bytes:
+    """The message value for ``task``: compact UTF-8 JSON."""
+    document = {
+        "v": MESSAGE_VERSION,
+        "id": str(task.id),
+        "version": task.version,
+        "type": task.type,
+        "sub_type": task.sub_type,
+        "priority": task.priority,
+    }
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_trigger(value: bytes | None) -> BaseTask | None:
+    """The task a message value refers to, or ``None`` if the value is malformed."""
+    if not value:
+        return None
+    try:
+        document: Any = json.loads(value)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(document, dict) or document.get("v") != MESSAGE_VERSION:
+        return None
+    task_id, version, type_ = document.get("id"), document.get("version"), document.get("type")
+    sub_type, priority = document.get("sub_type"), document.get("priority", 5)
+    if not (isinstance(task_id, str) and _is_int(version) and _is_int(priority)):
+        return None
+    if not (isinstance(type_, str) and type_) or not (
+        sub_type is None or isinstance(sub_type, str)
+    ):
+        return None
+    try:
+        uuid = UUID(task_id)
+    except ValueError:
+        return None
+    return BaseTask(uuid, version, type_, sub_type, priority)
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)

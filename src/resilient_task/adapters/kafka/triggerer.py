@@ -1,0 +1,233 @@
+"""KafkaTriggerer: the ``Triggerer`` port over one Kafka topic and one consumer group.
+
+Tuned for trigger latency, not throughput (a trigger is ~150 bytes):
+
+- producer: ``linger_ms=0`` (send at once; aiokafka still batches whatever queues up while a
+  request is in flight), ``acks="all"`` (a trigger acknowledged by a leader that then dies would
+  otherwise cost a whole ``expected_queue_time``; in one data centre the extra replica
+  round-trip is around a millisecond), no idempotence (duplicates are harmless);
+- consumer: ``fetch_max_wait_ms=5`` and ``fetch_min_bytes=1`` (an idle consumer's fetch returns
+  within 5 ms of a new message; the price is one fetch request per 5 ms per broker),
+  ``auto_offset_reset="earliest"`` (a new group also gets triggers sent before it first joined;
+  replays are harmless), ``enable_auto_commit=False`` (commits follow handling, see
+  :mod:`.consumer`), offsets committed every ``commit_interval`` (100 ms).
+
+Everything can be overridden through ``KafkaProperties.extra`` except the group id and
+auto-commit. asyncio only (aiokafka).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from resilient_task.adapters.kafka.clients import (
+    DRIVER_ERRORS,
+    client_options,
+    is_transient,
+    validate_extra,
+)
+from resilient_task.adapters.kafka.consumer import TriggerConsumer
+from resilient_task.adapters.kafka.messages import encode_trigger
+from resilient_task.adapters.kafka.topics import ensure_topic
+from resilient_task.domain.task import BaseTask
+from resilient_task.errors import BackendError, ConfigurationError, TriggerError
+from resilient_task.ports.triggerer import TriggerCallback
+from resilient_task.properties import KafkaProperties
+
+__all__ = ["KafkaTriggerer"]
+
+logger = logging.getLogger(__name__)
+
+_SEND_ERRORS: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, BackendError, ConfigurationError)
+
+
+def task_id_key(task: BaseTask) -> bytes:
+    """The default partition key: the task id, spreading triggers evenly over partitions."""
+    return task.id.bytes
+
+
+class KafkaTriggerer:
+    """Sends triggers to ``properties.triggers_topic`` and consumes them in one consumer group.
+
+    The producer opens on the first :meth:`trigger` (creating the topic if needed), so nodes
+    that only add tasks never start a consumer. :meth:`stop` closes the consumer *and* the
+    producer; a later :meth:`trigger` opens a new producer, closed by the next :meth:`stop`.
+    ``async with`` calls :meth:`stop` on exit.
+
+    Args:
+        properties: bootstrap servers, topic namespace, group id, partitions, ``extra``.
+        partition_key: the message key of a task's trigger (default: the task id's bytes).
+        max_in_flight: most callbacks running at once; then fetching pauses.
+        stop_timeout: seconds stop (and a rebalance) waits for running callbacks.
+        send_timeout: seconds :meth:`trigger` may take before it raises TriggerError.
+        connect_timeout: seconds :meth:`start` waits to subscribe before returning anyway.
+        commit_interval: seconds between offset commits.
+    """
+
+    def __init__(
+        self,
+        *,
+        properties: KafkaProperties,
+        partition_key: Callable[[BaseTask], bytes] = task_id_key,
+        max_in_flight: int = 1000,
+        stop_timeout: float = 5.0,
+        send_timeout: float = 5.0,
+        connect_timeout: float = 10.0,
+        commit_interval: float = 0.1,
+    ) -> None:
+        validate_extra(properties)
+        if max_in_flight < 1 or min(stop_timeout, send_timeout, connect_timeout) < 0:
+            raise ConfigurationError("max_in_flight must be positive and timeouts not negative")
+        if commit_interval <= 0:
+            raise ConfigurationError("commit_interval must be positive")
+        self._properties, self._partition_key = properties, partition_key
+        self._max_in_flight, self._stop_timeout = max_in_flight, stop_timeout
+        self._send_timeout, self._connect_timeout = send_timeout, connect_timeout
+        self._commit_interval = commit_interval
+        self._producer: Any = None
+        self._producer_lock = asyncio.Lock()
+        self._topic_ready = False
+        self._consumer: TriggerConsumer | None = None
+
+    @property
+    def paused(self) -> bool:
+        """True while fetching is paused because ``max_in_flight`` callbacks are running."""
+        return self._consumer is not None and self._consumer.paused
+
+    async def trigger(self, tasks: Sequence[BaseTask]) -> None:
+        """Send one message per task and wait for the broker's acknowledgement of all of them.
+
+        Raises:
+            TriggerError: not acknowledged within ``send_timeout`` or refused by the broker;
+                ``__cause__`` holds the aiokafka error.
+        """
+        if not tasks:
+            return
+        messages = [(self._partition_key(task), encode_trigger(task)) for task in tasks]
+        topic = self._properties.triggers_topic
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                producer = await self._open_producer()
+                await _send_all(producer, topic, messages)
+        except _SEND_ERRORS as exc:
+            ids = ", ".join(str(task.id) for task in tasks[:5])
+            more = f" and {len(tasks) - 5} more" if len(tasks) > 5 else ""
+            raise TriggerError(
+                f"could not send triggers for task(s) {ids}{more} to Kafka topic {topic!r}: "
+                f"{exc!r}",
+                transient=is_transient(exc),
+            ) from exc
+
+    async def start(self, on_trigger: TriggerCallback) -> None:
+        """Join the consumer group and deliver triggers to ``on_trigger`` in the background.
+
+        Returns once subscribed, or after ``connect_timeout`` while the broker is unreachable
+        (it keeps trying, logging once per outage).
+
+        Raises:
+            ConfigurationError: the topic is missing and cannot be created, or its settings are
+                impossible.
+        """
+        if self._consumer is not None:
+            raise RuntimeError("KafkaTriggerer is already started")
+        self._consumer = TriggerConsumer(
+            properties=self._properties,
+            options=self._consumer_options(),
+            on_trigger=on_trigger,
+            max_in_flight=self._max_in_flight,
+            stop_timeout=self._stop_timeout,
+            commit_interval=self._commit_interval,
+            connect_timeout=self._connect_timeout,
+        )
+        try:
+            await self._consumer.start()
+        except BaseException:
+            self._consumer = None
+            raise
+
+    async def stop(self) -> None:
+        """Stop consuming (handled offsets committed) and close the producer. Idempotent."""
+        consumer, self._consumer = self._consumer, None
+        try:
+            if consumer is not None:
+                await consumer.stop()
+        finally:
+            async with self._producer_lock:
+                producer, self._producer = self._producer, None
+            if producer is not None:
+                await self._close_producer(producer)
+
+    async def __aenter__(self) -> KafkaTriggerer:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    async def _open_producer(self) -> Any:
+        async with self._producer_lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(**self._producer_options())
+                try:
+                    await producer.start()
+                except BaseException:
+                    await self._close_producer(producer)
+                    raise
+                self._producer = producer
+            if not self._topic_ready:
+                await ensure_topic(self._properties, time_limit=self._send_timeout)
+                self._topic_ready = True
+            return self._producer
+
+    async def _close_producer(self, producer: Any) -> None:
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                await producer.stop()
+        except DRIVER_ERRORS as exc:
+            logger.warning("closing the Kafka trigger producer failed: %r", exc)
+
+    def _producer_options(self) -> dict[str, Any]:
+        return client_options(
+            self._properties,
+            AIOKafkaProducer,
+            acks="all",
+            linger_ms=0,
+            enable_idempotence=False,
+            request_timeout_ms=max(1000, int(self._send_timeout * 1000)),
+            retry_backoff_ms=50,
+        )
+
+    def _consumer_options(self) -> dict[str, Any]:
+        options = client_options(
+            self._properties,
+            AIOKafkaConsumer,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=5,
+            fetch_min_bytes=1,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000,
+            retry_backoff_ms=100,
+        )
+        options.update(group_id=self._properties.consumer_group_id, enable_auto_commit=False)
+        return options
+
+
+async def _send_all(producer: Any, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    futures: list[asyncio.Future[Any]] = []
+    try:
+        for key, value in messages:
+            futures.append(await producer.send(topic, value, key=key))
+        await asyncio.gather(*futures)
+    finally:
+        for future in futures:
+            # After a failure or timeout, nobody awaits the rest; retrieve their outcome.
+            future.add_done_callback(_discard_outcome)
+
+
+def _discard_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
