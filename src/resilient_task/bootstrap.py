@@ -161,9 +161,13 @@ class ResilientTask:
                 await tg.start(self.executor.run)
                 await self.triggerer.start(self.executor.on_trigger)
                 tg.start_soon(self.resumer.run)
-                log.info("node %s started: %d handler(s), store %s, triggers %s",
-                         self.properties.node_id, len(self.registry.handlers),
-                         type(dao).__name__, type(triggerer).__name__)
+                log.info(
+                    "node %s started: %d handler(s), store %s, triggers %s",
+                    self.properties.node_id,
+                    len(self.registry.handlers),
+                    type(dao).__name__,
+                    type(triggerer).__name__,
+                )
         except BaseException:
             await stack.__aexit__(None, None, None)
             raise
@@ -180,7 +184,8 @@ class ResilientTask:
         try:
             if self._tg is not None:
                 tg, self._tg = self._tg, None
-                await self.triggerer.stop()  # stop intake first
+                self.executor.stop_accepting()  # no new grabs, waiting triggers released
+                await self.triggerer.stop()  # unhandled triggers are redelivered later
                 await self.executor.stop()
                 tg.cancel_scope.cancel()  # the resumer loop
                 await tg.__aexit__(None, None, None)

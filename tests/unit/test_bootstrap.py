@@ -180,12 +180,6 @@ async def test_task_outlasting_the_shutdown_grace_is_cancelled_and_recovered_lat
     assert len(slow.runs) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="triggers already waiting for a concurrency slot still grab tasks while the node "
-    "stops (the triggerer is stopped before the executor stops intake); with a hung task they "
-    "also hold InMemoryTriggerer.stop for its whole stop_timeout: reported",
-)
 async def test_triggers_waiting_for_capacity_start_nothing_once_shutdown_began() -> None:
     slow, triggerer = Slow(), ObservedTriggerer()
     node = FakeNode(

@@ -44,7 +44,7 @@ class ProcessingTimeoutError(ResilientTaskError, TimeoutError):
     """A processor ran past its processing policy's timeout and was cancelled."""
 
 
-class _Fenced(Exception):
+class _FencedError(Exception):
     """The completion lost its version check: the task was taken away from this node."""
 
 
@@ -70,6 +70,7 @@ class TaskExecutor:
         self._running = 0
         self._idle = anyio.Event()
         self._idle.set()
+        self._waiting: set[anyio.CancelScope] = set()
         self._grace = properties.shutdown_grace
         self._stop_requested = anyio.Event()
         self._stopped = anyio.Event()
@@ -82,8 +83,11 @@ class TaskExecutor:
         """How many tasks this node is processing now."""
         return self._running
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-                  ) -> None:
+    async def run(
+        self,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
         """Accept triggers until :meth:`stop`; use with ``await task_group.start(executor.run)``."""
         if self._tg is not None:
             raise ConfigurationError("executor already running")
@@ -95,25 +99,36 @@ class TaskExecutor:
                 self._accepting = True
                 task_status.started()
                 await self._stop_requested.wait()
-                self._accepting = False
-                with anyio.move_on_after(self._grace.total_seconds()):
-                    await self._idle.wait()
+                self.stop_accepting()
+                await _wait(self._idle, self._grace.total_seconds(), self._clock)
                 if self._running:
-                    log.warning("shutdown grace over: cancelling %d running task(s); they stay "
-                                "PROCESSING and are recovered after their deadline",
-                                self._running)
+                    log.warning(
+                        "shutdown grace over: cancelling %d running task(s); they stay "
+                        "PROCESSING and are recovered after their deadline",
+                        self._running,
+                    )
                 tg.cancel_scope.cancel()
         finally:
             self._tg = None
             self._accepting = False
             self._stopped.set()
 
+    def stop_accepting(self) -> None:
+        """Refuse new triggers, including those waiting for a free slot (first shutdown step).
+
+        Refused triggers are not grabbed: the tasks stay SUBMITTED and another node (or this
+        one after a restart) takes them once their pick-up deadline passes.
+        """
+        self._accepting = False
+        for scope in list(self._waiting):
+            scope.cancel()
+
     async def stop(self, grace: timedelta | None = None) -> None:
         """Stop taking work; let running tasks finish for ``grace``, then cancel them.
 
         Cancelled tasks stay PROCESSING and are recovered after their deadline: never lost.
         """
-        self._accepting = False
+        self.stop_accepting()
         if self._tg is None:
             return
         self._grace = self._props.shutdown_grace if grace is None else grace
@@ -134,15 +149,12 @@ class TaskExecutor:
             await self._reject_unhandled(base)
             return
         policy_slots = self._slots_for(handler)
-        await self._node_slots.acquire()
-        try:
-            await policy_slots.acquire()
-        except BaseException:
-            self._node_slots.release()
-            raise
+        if not await self._acquire(policy_slots):
+            log.debug("task %s: trigger dropped, node shutting down", base.id)
+            return
         started = False
         try:
-            task = await self._grab(base, handler)
+            task = await self._grab(base, handler) if self._accepting else None
             if task is not None and self._tg is not None:
                 self._begin()
                 self._tg.start_soon(self._execute, handler, task, policy_slots)
@@ -151,6 +163,27 @@ class TaskExecutor:
             if not started:
                 policy_slots.release()
                 self._node_slots.release()
+
+    async def _acquire(self, policy_slots: anyio.Semaphore) -> bool:
+        """Take a node slot and a policy slot; False (holding none) when shutdown began."""
+        with anyio.CancelScope() as scope:
+            self._waiting.add(scope)
+            try:
+                await self._node_slots.acquire()
+                try:
+                    await policy_slots.acquire()
+                except BaseException:
+                    self._node_slots.release()
+                    raise
+            finally:
+                self._waiting.discard(scope)
+        if scope.cancelled_caught:
+            return False
+        if not self._accepting:
+            policy_slots.release()
+            self._node_slots.release()
+            return False
+        return True
 
     def _slots_for(self, handler: TaskHandler) -> anyio.Semaphore:
         policy = handler.concurrency_policy
@@ -174,13 +207,19 @@ class TaskExecutor:
         self._db.succeeded()
         if not grabbed:
             self.stats["stale"] += 1
-            log.debug("task %s v%d: stale or duplicate trigger, nothing grabbed",
-                      base.id, base.version)
+            log.debug(
+                "task %s v%d: stale or duplicate trigger, nothing grabbed", base.id, base.version
+            )
             return None
         task = grabbed[0]
         self.stats["grabbed"] += 1
-        log.info("task %s type=%s SUBMITTED -> PROCESSING attempt=%d node=%s",
-                 task.id, task.type, task.processing_tries_count, self._props.node_id)
+        log.info(
+            "task %s type=%s SUBMITTED -> PROCESSING attempt=%d node=%s",
+            task.id,
+            task.type,
+            task.processing_tries_count,
+            self._props.node_id,
+        )
         return task
 
     async def _reject_unhandled(self, base: BaseTask) -> None:
@@ -191,8 +230,9 @@ class TaskExecutor:
             grabbed = await self._dao.grab([request], now=now)
             for task in grabbed:
                 reason = f"no handler accepts task type {task.type!r}"
-                if await self._write(task, TaskChange(task.mark_error(now=now, reason=reason),
-                                                      task.version)):
+                if await self._write(
+                    task, TaskChange(task.mark_error(now=now, reason=reason), task.version)
+                ):
                     self.stats["no_handler"] += 1
         except BackendError as exc:
             self._db.failed(exc, f"rejecting unhandled task {base.id}")
@@ -207,8 +247,9 @@ class TaskExecutor:
         if self._running == 0:
             self._idle.set()
 
-    async def _execute(self, handler: TaskHandler, task: Task,
-                       policy_slots: anyio.Semaphore) -> None:
+    async def _execute(
+        self, handler: TaskHandler, task: Task, policy_slots: anyio.Semaphore
+    ) -> None:
         try:
             if handler.transactional:
                 await self._execute_in_transaction(handler, task)
@@ -233,15 +274,18 @@ class TaskExecutor:
                 change = self._decide(handler, task, outcome)
                 written = await self._dao.apply([change], transaction=tx)
                 if not written[0]:
-                    raise _Fenced
+                    raise _FencedError
             self._log_outcome(task, change)
             return
-        except (_Fenced, VersionConflictError) as exc:
+        except (_FencedError, VersionConflictError) as exc:
             if exc is not failure:  # the processor's own conflict is a failed attempt
                 self.stats["fenced"] += 1
-                log.warning("task %s: taken away from this node meanwhile (version %d is "
-                            "stale); its completion and the handler's writes were rolled back",
-                            task.id, task.version)
+                log.warning(
+                    "task %s: taken away from this node meanwhile (version %d is "
+                    "stale); its completion and the handler's writes were rolled back",
+                    task.id,
+                    task.version,
+                )
                 return
         except BackendError as exc:
             failure = failure or exc
@@ -253,8 +297,9 @@ class TaskExecutor:
         """Run the processor under its timeout; returns its result or the failure."""
         timeout = self._registry.timeout(handler, self._props)
         now = self._clock.now()
-        context = ProcessingContext(task=task, node_id=self._props.node_id,
-                                    timeout_at=now + timeout, transaction=tx)
+        context = ProcessingContext(
+            task=task, node_id=self._props.node_id, timeout_at=now + timeout, transaction=tx
+        )
         token = set_context(context)
         outcome: ProcessResult | Exception | None = None
         timed_out = False
@@ -263,7 +308,9 @@ class TaskExecutor:
 
                 async def watchdog() -> None:
                     nonlocal timed_out
-                    await self._clock.sleep(timeout.total_seconds())
+                    await self._clock.sleep(
+                        (context.timeout_at - self._clock.now()).total_seconds()
+                    )
                     timed_out = True
                     tg.cancel_scope.cancel()
 
@@ -282,8 +329,9 @@ class TaskExecutor:
             return TypeError(f"processor returned {outcome!r}; expected a ProcessResult")
         return outcome
 
-    def _decide(self, handler: TaskHandler, task: Task,
-                outcome: ProcessResult | BaseException | None) -> TaskChange:
+    def _decide(
+        self, handler: TaskHandler, task: Task, outcome: ProcessResult | BaseException | None
+    ) -> TaskChange:
         now = self._clock.now()
         if outcome is ProcessResult.DONE:
             return TaskChange(task.complete(now=now), task.version)
@@ -296,8 +344,9 @@ class TaskExecutor:
             run_at = policy.next_run(basis, now=now)
             if run_at is None:
                 return TaskChange(task.complete(now=now), task.version)
-            return TaskChange(task.schedule(now=now, run_at=run_at, reset_tries=reset),
-                              task.version)
+            return TaskChange(
+                task.schedule(now=now, run_at=run_at, reset_tries=reset), task.version
+            )
         error = _describe(outcome)
         run_at = policy.next_run(task, now=now)
         if run_at is None:
@@ -314,8 +363,12 @@ class TaskExecutor:
             except BackendError as exc:
                 self._db.failed(exc, f"recording the outcome of task {task.id}")
                 if not exc.transient or attempt == _WRITE_ATTEMPTS:
-                    log.error("task %s: outcome not recorded (%s); it stays PROCESSING and is "
-                              "recovered after its deadline", task.id, exc)
+                    log.error(
+                        "task %s: outcome not recorded (%s); it stays PROCESSING and is "
+                        "recovered after its deadline",
+                        task.id,
+                        exc,
+                    )
                     return False
                 await self._clock.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -323,8 +376,12 @@ class TaskExecutor:
             self._db.succeeded()
             if not written:
                 self.stats["fenced"] += 1
-                log.warning("task %s: outcome rejected, version %d is stale (the task was "
-                            "recovered by another node meanwhile)", task.id, task.version)
+                log.warning(
+                    "task %s: outcome rejected, version %d is stale (the task was "
+                    "recovered by another node meanwhile)",
+                    task.id,
+                    task.version,
+                )
                 return False
             self._log_outcome(task, change)
             return True
@@ -332,19 +389,32 @@ class TaskExecutor:
 
     def _log_outcome(self, task: Task, change: TaskChange) -> None:
         new = change.task
-        kind = ("deleted" if change.delete else
-                "retried" if new.status == "WAITING" and new.last_error else
-                "repeated" if new.status == "WAITING" else new.status.value.lower())
+        kind = (
+            "deleted"
+            if change.delete
+            else "retried"
+            if new.status == "WAITING" and new.last_error
+            else "repeated"
+            if new.status == "WAITING"
+            else new.status.value.lower()
+        )
         self.stats[kind] += 1
-        level = logging.ERROR if new.status == "ERROR" else (
-            logging.WARNING if kind == "retried" else logging.INFO)
+        level = (
+            logging.ERROR
+            if new.status == "ERROR"
+            else (logging.WARNING if kind == "retried" else logging.INFO)
+        )
         if log.isEnabledFor(level):
-            log.log(level, "task %s type=%s PROCESSING -> %s attempt=%d%s%s",
-                    task.id, task.type, "DELETED" if change.delete else new.status.value,
-                    task.processing_tries_count,
-                    f" next_run={new.next_event_time.isoformat()}" if new.status == "WAITING"
-                    else "",
-                    f" error={new.last_error!r}" if new.last_error else "")
+            log.log(
+                level,
+                "task %s type=%s PROCESSING -> %s attempt=%d%s%s",
+                task.id,
+                task.type,
+                "DELETED" if change.delete else new.status.value,
+                task.processing_tries_count,
+                f" next_run={new.next_event_time.isoformat()}" if new.status == "WAITING" else "",
+                f" error={new.last_error!r}" if new.last_error else "",
+            )
 
 
 def _with_tries(task: Task, tries: int) -> Task:
@@ -357,3 +427,18 @@ def _describe(outcome: object) -> str:
         return f"{type(outcome).__name__}: {text}" if text else type(outcome).__name__
     return f"unexpected outcome {outcome!r}"
 
+
+async def _wait(event: anyio.Event, seconds: float, clock: Clock) -> bool:
+    """Wait for ``event`` at most ``seconds`` of ``clock`` time; True if it was set."""
+    if event.is_set():
+        return True
+    async with anyio.create_task_group() as tg:
+
+        async def timer() -> None:
+            await clock.sleep(seconds)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(timer)
+        await event.wait()
+        tg.cancel_scope.cancel()
+    return event.is_set()

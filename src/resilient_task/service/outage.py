@@ -43,7 +43,5 @@ class OutageLog:
     def succeeded(self) -> None:
         """Record a success; ends an outage with one info line."""
         if self.failures:
-            self._log.warning(
-                "%s reachable again after %d failed calls", self._what, self.failures
-            )
+            self._log.warning("%s reachable again after %d failed calls", self._what, self.failures)
             self.failures = 0

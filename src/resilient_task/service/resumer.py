@@ -107,8 +107,9 @@ class TaskResumer:
         )
         changes = [
             TaskChange(
-                t.resubmit(now=now, deadline=now + self._registry.expected_queue_time(
-                    t.base, self._props)),
+                t.resubmit(
+                    now=now, deadline=now + self._registry.expected_queue_time(t.base, self._props)
+                ),
                 t.version,
             )
             for t in overdue
@@ -151,11 +152,20 @@ class TaskResumer:
         if strategy is _S.RETRY and task.recovery_count < policy.max_recoveries:
             deadline = now + self._registry.expected_queue_time(task.base, self._props)
             self.stats["recovered"] += 1
-            log.warning("task %s type=%s %s -> SUBMITTED (recovery %d of %d)", task.id,
-                        task.type, where, task.recovery_count + 1, policy.max_recoveries)
+            log.warning(
+                "task %s type=%s %s -> SUBMITTED (recovery %d of %d)",
+                task.id,
+                task.type,
+                where,
+                task.recovery_count + 1,
+                policy.max_recoveries,
+            )
             return TaskChange(task.recover(now=now, deadline=deadline), task.version)
-        reason = where if strategy is _S.MARK_AS_ERROR else (
-            f"{where}; recovered {task.recovery_count} time(s) already, the cap")
+        reason = (
+            where
+            if strategy is _S.MARK_AS_ERROR
+            else (f"{where}; recovered {task.recovery_count} time(s) already, the cap")
+        )
         self.stats["stuck_error"] += 1
         log.error("task %s type=%s -> ERROR: %s", task.id, task.type, reason)
         return TaskChange(task.mark_error(now=now, reason=reason), task.version)

@@ -80,21 +80,32 @@ class TaskService:
         created = [t for t, o in zip(tasks, outcomes, strict=True) if o.created]
         due = [t for t in created if t.status is TaskStatus.SUBMITTED]
         for task in created:
-            log.info("task %s type=%s added as %s%s", task.id, task.type, task.status.value,
-                     f" run_after={task.next_event_time.isoformat()}"
-                     if task.status is TaskStatus.WAITING else "")
+            log.info(
+                "task %s type=%s added as %s%s",
+                task.id,
+                task.type,
+                task.status.value,
+                f" run_after={task.next_event_time.isoformat()}"
+                if task.status is TaskStatus.WAITING
+                else "",
+            )
         for request, outcome in zip(requests, outcomes, strict=True):
             if not outcome.created:
-                log.info("task %s type=%s not added: already exists (unique_key=%r)",
-                         outcome.task_id, request.type, request.unique_key)
+                log.info(
+                    "task %s type=%s not added: already exists (unique_key=%r)",
+                    outcome.task_id,
+                    request.type,
+                    request.unique_key,
+                )
         if due:
             if transaction is None:
                 await self._trigger(due)
             else:
                 self._dao.after_commit(transaction, _bind(self._trigger, due))
         return [
-            AddTaskResult(o.task_id, AddTaskResultCode.OK if o.created
-                          else AddTaskResultCode.ALREADY_EXISTS)
+            AddTaskResult(
+                o.task_id, AddTaskResultCode.OK if o.created else AddTaskResultCode.ALREADY_EXISTS
+            )
             for o in outcomes
         ]
 
@@ -102,11 +113,20 @@ class TaskService:
         run_at = request.run_after_time
         due = run_at is None or run_at <= now
         base_id = request.task_id or uuid7()
-        probe = Task(id=base_id, type=request.type, sub_type=request.sub_type, data=b"",
-                     status=TaskStatus.SUBMITTED, next_event_time=now, created_at=now,
-                     updated_at=now, priority=request.priority)
+        probe = Task(
+            id=base_id,
+            type=request.type,
+            sub_type=request.sub_type,
+            data=b"",
+            status=TaskStatus.SUBMITTED,
+            next_event_time=now,
+            created_at=now,
+            updated_at=now,
+            priority=request.priority,
+        )
         queue_time = request.expected_queue_time or self._registry.expected_queue_time(
-            probe.base, self._props)
+            probe.base, self._props
+        )
         return Task(
             id=base_id,
             type=request.type,
@@ -131,19 +151,25 @@ class TaskService:
         now = self._clock.now()
         try:
             # Pull the pick-up deadline to now: every node's resumer takes them on its next poll.
-            await self._dao.apply([TaskChange(t.resubmit(now=now, deadline=now), t.version)
-                                   for t in tasks])
+            await self._dao.apply(
+                [TaskChange(t.resubmit(now=now, deadline=now), t.version) for t in tasks]
+            )
         except BackendError as exc:
-            log.warning("could not hurry %d untriggered task(s) (%s); they run after their "
-                        "expected queue time", len(tasks), exc)
+            log.warning(
+                "could not hurry %d untriggered task(s) (%s); they run after their "
+                "expected queue time",
+                len(tasks),
+                exc,
+            )
 
     async def get_task(self, task_id: UUID) -> Task | None:
         """The task with its payload, or None when there is no such task."""
         _require_uuid(task_id)
         return await self._dao.get_task(task_id)
 
-    async def find_tasks(self, *, status: TaskStatus | None = None, type: str | None = None,
-                         limit: int = 100) -> list[Task]:
+    async def find_tasks(
+        self, *, status: TaskStatus | None = None, type: str | None = None, limit: int = 100
+    ) -> list[Task]:
         """Tasks by status and/or type, oldest ``next_event_time`` first."""
         if limit < 1:
             raise ValidationError(f"limit must be positive, got {limit}")
@@ -157,35 +183,38 @@ class TaskService:
         """Run a WAITING, SUBMITTED, ERROR (or stuck PROCESSING) task now."""
         now = self._clock.now()
         task = await self._change(
-            task_id, version,
-            lambda t: t.resume(now=now, deadline=now + self._registry.expected_queue_time(
-                t.base, self._props)),
+            task_id,
+            version,
+            lambda t: t.resume(
+                now=now, deadline=now + self._registry.expected_queue_time(t.base, self._props)
+            ),
         )
         await self._trigger([task])
         return task
 
-    async def mark_as_failed(self, task_id: UUID, *, version: int | None = None,
-                             reason: str | None = None) -> Task:
+    async def mark_as_failed(
+        self, task_id: UUID, *, version: int | None = None, reason: str | None = None
+    ) -> Task:
         """Acknowledge an ERROR task as FAILED (final)."""
         now = self._clock.now()
-        return await self._change(task_id, version, lambda t: t.mark_failed(now=now,
-                                                                              reason=reason))
+        return await self._change(task_id, version, lambda t: t.mark_failed(now=now, reason=reason))
 
     async def cancel_task(self, task_id: UUID, *, version: int | None = None) -> Task:
         """Cancel a WAITING task (final)."""
         now = self._clock.now()
         return await self._change(task_id, version, lambda t: t.cancel(now=now))
 
-    async def reschedule_task(self, task_id: UUID, run_at: datetime, *,
-                              version: int | None = None) -> Task:
+    async def reschedule_task(
+        self, task_id: UUID, run_at: datetime, *, version: int | None = None
+    ) -> Task:
         """Move a WAITING task to another (UTC-aware) time."""
         require_aware("run_at", run_at)
         now = self._clock.now()
-        return await self._change(task_id, version, lambda t: t.reschedule(now=now,
-                                                                             run_at=run_at))
+        return await self._change(task_id, version, lambda t: t.reschedule(now=now, run_at=run_at))
 
-    async def _change(self, task_id: UUID, version: int | None,
-                      transition: Callable[[Task], Task]) -> Task:
+    async def _change(
+        self, task_id: UUID, version: int | None, transition: Callable[[Task], Task]
+    ) -> Task:
         _require_uuid(task_id)
         task = await self._dao.get_task(task_id)
         if task is None:
@@ -195,8 +224,13 @@ class TaskService:
         new = transition(task)
         if not (await self._dao.apply([TaskChange(new, task.version)]))[0]:
             raise VersionConflictError(task_id, task.version)
-        log.info("task %s type=%s %s -> %s (operator)", task.id, task.type, task.status.value,
-                 new.status.value)
+        log.info(
+            "task %s type=%s %s -> %s (operator)",
+            task.id,
+            task.type,
+            task.status.value,
+            new.status.value,
+        )
         return new
 
 
