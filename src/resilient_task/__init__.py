@@ -24,8 +24,8 @@ from resilient_task.domain import (
     ExponentialRetryPolicy,
     NoRetryPolicy,
     ProcessingPolicy,
-    ProcessResult,
     Processor,
+    ProcessResult,
     RetryPolicy,
     SimpleConcurrencyPolicy,
     SimpleProcessingPolicy,
@@ -43,6 +43,7 @@ from resilient_task.errors import (
     BackendUnavailableError,
     ConfigurationError,
     InvalidTransitionError,
+    ProcessingTimeoutError,
     ResilientTaskError,
     SchemaVersionError,
     TaskNotFoundError,
@@ -57,7 +58,7 @@ from resilient_task.service.context import (
     current_context,
     current_transaction,
 )
-from resilient_task.service.executor import ProcessingTimeoutError, TaskExecutor
+from resilient_task.service.executor import TaskExecutor
 from resilient_task.service.registry import HandlerRegistry
 from resilient_task.service.resumer import TaskResumer
 from resilient_task.service.sync import blocking_processor

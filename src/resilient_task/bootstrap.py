@@ -87,8 +87,9 @@ class ResilientTask:
     ) -> ResilientTask:
         """A node configured from ``RESILIENT_TASK_*`` environment variables.
 
-        ``RESILIENT_TASK_DATABASE_URL`` selects PostgreSQL; ``RESILIENT_TASK_KAFKA_BOOTSTRAP_SERVERS``
-        selects Kafka triggering; the rest is read by :meth:`TaskProperties.from_env`.
+        ``RESILIENT_TASK_DATABASE_URL`` selects PostgreSQL;
+        ``RESILIENT_TASK_KAFKA_BOOTSTRAP_SERVERS`` selects Kafka triggering; the rest is
+        read by :meth:`TaskProperties.from_env`.
         Keyword ``overrides`` win over the environment.
         """
         env = os.environ if environ is None else environ
@@ -121,7 +122,7 @@ class ResilientTask:
         from resilient_task.adapters.kafka import KafkaTriggerer
 
         triggerer = KafkaTriggerer(properties=self.properties.kafka)
-        await stack.enter_async_context(_closing(triggerer))
+        await stack.enter_async_context(_Closing(triggerer))
         return triggerer
 
     def _wire(self, dao: TaskDAO, triggerer: Triggerer) -> punq.Container:
@@ -195,7 +196,7 @@ class ResilientTask:
                 await stack.__aexit__(exc_type, exc, tb)
 
 
-class _closing:
+class _Closing:
     """Call ``close()`` (async) of an adapter when the exit stack unwinds."""
 
     def __init__(self, adapter: Any) -> None:

@@ -19,21 +19,29 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the payment-flow demo on one node")
-    demo.add_argument("--database-url", default=None,
-                      help="postgresql+psycopg://... to run on PostgreSQL (default: in-memory)")
+    demo.add_argument(
+        "--database-url",
+        default=None,
+        help="postgresql+psycopg://... to run on PostgreSQL (default: in-memory)",
+    )
 
     db = sub.add_parser("db", help="database schema management")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_sub.add_parser("upgrade", help="create or upgrade the schema (idempotent)")
-    upgrade.add_argument("--database-url", default=os.environ.get("RESILIENT_TASK_DATABASE_URL"),
-                         help="defaults to $RESILIENT_TASK_DATABASE_URL")
+    upgrade.add_argument(
+        "--database-url",
+        default=os.environ.get("RESILIENT_TASK_DATABASE_URL"),
+        help="defaults to $RESILIENT_TASK_DATABASE_URL",
+    )
     upgrade.add_argument("--schema", default="public")
     upgrade.add_argument("--table-prefix", default="resilient_task_")
 
     worker = sub.add_parser("worker", help="run one node with your handlers until SIGTERM/SIGINT")
-    worker.add_argument("--app", required=True,
-                        help="module:attribute naming a ResilientTask, or a zero-argument "
-                             "function returning one")
+    worker.add_argument(
+        "--app",
+        required=True,
+        help="module:attribute naming a ResilientTask, or a zero-argument function returning one",
+    )
     return parser
 
 
@@ -47,8 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return anyio.run(run_demo, args.database_url)
         if args.command == "db":
             if not args.database_url:
-                print("error: --database-url (or $RESILIENT_TASK_DATABASE_URL) is required",
-                      file=sys.stderr)
+                print(
+                    "error: --database-url (or $RESILIENT_TASK_DATABASE_URL) is required",
+                    file=sys.stderr,
+                )
                 return 2
             from resilient_task.adapters.postgres import db_upgrade_main
 

@@ -60,13 +60,24 @@ def handlers() -> list[TaskHandler]:
     fast = ExponentialRetryPolicy(delay=timedelta(milliseconds=200), multiplier=2, max_count=2)
     shared = SimpleConcurrencyPolicy(4)
     return [
-        TaskHandler(types={"capture_payment", "send_receipt"}, processor=capture_payment,
-                    concurrency_policy=shared),
-        TaskHandler(types={"notify_bank"}, processor=notify_bank, retry_policy=fast,
-                    concurrency_policy=shared),
+        TaskHandler(
+            types={"capture_payment", "send_receipt"},
+            processor=capture_payment,
+            concurrency_policy=shared,
+        ),
+        TaskHandler(
+            types={"notify_bank"},
+            processor=notify_bank,
+            retry_policy=fast,
+            concurrency_policy=shared,
+        ),
         TaskHandler(types={"refund_card"}, processor=refund_card, retry_policy=fast),
-        TaskHandler(types={"fraud_check"}, processor=fraud_check, retry_policy=NoRetryPolicy(),
-                    processing_policy=SimpleProcessingPolicy(timeout=timedelta(seconds=1))),
+        TaskHandler(
+            types={"fraud_check"},
+            processor=fraud_check,
+            retry_policy=NoRetryPolicy(),
+            processing_policy=SimpleProcessingPolicy(timeout=timedelta(seconds=1)),
+        ),
     ]
 
 
@@ -79,27 +90,42 @@ async def run_demo(database_url: str | None = None, *, wait_seconds: float = 15.
     )
     store = "PostgreSQL" if database_url else "in-memory store"
     print(f"resilient-task demo: payment flow on one node ({store})\n")
-    async with ResilientTask(handlers=handlers(), properties=props,
-                             database_url=database_url) as app:
+    async with ResilientTask(
+        handlers=handlers(), properties=props, database_url=database_url
+    ) as app:
         add = app.service.add_task
         order = datetime.now(UTC).strftime("%H%M%S%f")
         ids: dict[str, UUID] = {}
-        ids["capture_payment (immediate)"] = (await add(AddTaskRequest(
-            type="capture_payment", data=b'{"order": 1, "amount": "12.50"}',
-            unique_key=f"capture-{order}"))).task_id
-        duplicate = await add(AddTaskRequest(type="capture_payment", data=b"{}",
-                                             unique_key=f"capture-{order}"))
-        ids["send_receipt (scheduled +1s)"] = (await add(AddTaskRequest(
-            type="send_receipt", data=b'{"order": 1}',
-            run_after_time=datetime.now(UTC) + timedelta(seconds=1)))).task_id
+        ids["capture_payment (immediate)"] = (
+            await add(
+                AddTaskRequest(
+                    type="capture_payment",
+                    data=b'{"order": 1, "amount": "12.50"}',
+                    unique_key=f"capture-{order}",
+                )
+            )
+        ).task_id
+        duplicate = await add(
+            AddTaskRequest(type="capture_payment", data=b"{}", unique_key=f"capture-{order}")
+        )
+        ids["send_receipt (scheduled +1s)"] = (
+            await add(
+                AddTaskRequest(
+                    type="send_receipt",
+                    data=b'{"order": 1}',
+                    run_after_time=datetime.now(UTC) + timedelta(seconds=1),
+                )
+            )
+        ).task_id
         ids["notify_bank (flaky)"] = (await add(AddTaskRequest(type="notify_bank"))).task_id
         ids["refund_card (always fails)"] = (await add(AddTaskRequest(type="refund_card"))).task_id
         ids["fraud_check (hangs)"] = (await add(AddTaskRequest(type="fraud_check"))).task_id
         with anyio.move_on_after(wait_seconds):
-            while not await _all_settled(app, ids.values()):
+            while not await _all_settled(app, ids.values()):  # noqa: ASYNC110 - polls the store
                 await anyio.sleep(0.1)
-        return await _report(app, ids, duplicate.result.value, duplicate.task_id,
-                             ids["capture_payment (immediate)"])
+        return await _report(
+            app, ids, duplicate.result.value, duplicate.task_id, ids["capture_payment (immediate)"]
+        )
 
 
 async def _all_settled(app: ResilientTask, ids: object) -> bool:
@@ -111,8 +137,9 @@ async def _all_settled(app: ResilientTask, ids: object) -> bool:
     return True
 
 
-async def _report(app: ResilientTask, ids: dict[str, UUID], dup_result: str,
-                  dup_id: UUID, original: UUID) -> int:
+async def _report(
+    app: ResilientTask, ids: dict[str, UUID], dup_result: str, dup_id: UUID, original: UUID
+) -> int:
     expected = {
         "capture_payment (immediate)": TaskStatus.DONE,
         "send_receipt (scheduled +1s)": TaskStatus.DONE,
@@ -130,8 +157,10 @@ async def _report(app: ResilientTask, ids: dict[str, UUID], dup_result: str,
         mark = "ok" if task and task.status is expected[label] else "UNEXPECTED"
         ok = ok and mark == "ok"
         print(f"{label:32} {status:8} {runs:>4}  {note[:70]} [{mark}]")
-    print(f"{'duplicate add of capture_payment':32} {dup_result:8} {'':>4}  same task id: "
-          f"{dup_id == original}")
+    print(
+        f"{'duplicate add of capture_payment':32} {dup_result:8} {'':>4}  same task id: "
+        f"{dup_id == original}"
+    )
     counts = await app.service.count_by_status()
     print("\nstore:", ", ".join(f"{s.value}={n}" for s, n in counts.items() if n))
     print("demo", "succeeded" if ok else "FAILED")

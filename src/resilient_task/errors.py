@@ -9,9 +9,10 @@
     ├── VersionConflictError            the task changed since it was read (stale version)
     ├── ConfigurationError              an impossible setting or a missing adapter
     ├── SchemaVersionError              the database schema is missing or newer than this code
+    ├── ProcessingTimeoutError          a processor overran its timeout (also a TimeoutError)
     └── BackendError                    storage or broker failure; ``transient``: a retry may help
         ├── BackendUnavailableError     cannot reach PostgreSQL / Kafka right now (transient)
-        └── TriggerError                a trigger was not delivered (the task stays safe in the store)
+        └── TriggerError                a trigger was not delivered; the task stays stored
 
 Adapters translate every driver exception into one of these at a single choke point
 (``raise BackendUnavailableError(...) from exc``) so ``__cause__`` keeps the original.
@@ -26,6 +27,7 @@ __all__ = [
     "BackendUnavailableError",
     "ConfigurationError",
     "InvalidTransitionError",
+    "ProcessingTimeoutError",
     "ResilientTaskError",
     "SchemaVersionError",
     "TaskNotFoundError",
@@ -79,6 +81,10 @@ class ConfigurationError(ResilientTaskError):
 
 class SchemaVersionError(ConfigurationError):
     """The database schema is missing, outdated or newer than this version of the code."""
+
+
+class ProcessingTimeoutError(ResilientTaskError, TimeoutError):
+    """A processor ran past its processing policy's timeout and was cancelled."""
 
 
 class BackendError(ResilientTaskError):

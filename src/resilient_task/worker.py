@@ -43,12 +43,16 @@ def load_app(target: str) -> ResilientTask:
 async def _serve(app: ResilientTask) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with app:
-            log.warning("worker %s running; SIGTERM or SIGINT stops it gracefully",
-                        app.properties.node_id)
+            log.warning(
+                "worker %s running; SIGTERM or SIGINT stops it gracefully", app.properties.node_id
+            )
             async for signum in signals:
-                log.warning("worker %s received %s: stopping (grace %s)",
-                            app.properties.node_id, signal.Signals(signum).name,
-                            app.properties.shutdown_grace)
+                log.warning(
+                    "worker %s received %s: stopping (grace %s)",
+                    app.properties.node_id,
+                    signal.Signals(signum).name,
+                    app.properties.shutdown_grace,
+                )
                 break
 
 

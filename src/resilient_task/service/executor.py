@@ -23,7 +23,7 @@ from resilient_task.domain.task import BaseTask, Task
 from resilient_task.errors import (
     BackendError,
     ConfigurationError,
-    ResilientTaskError,
+    ProcessingTimeoutError,
     VersionConflictError,
 )
 from resilient_task.ports.clock import Clock
@@ -38,10 +38,6 @@ __all__ = ["ProcessingTimeoutError", "TaskExecutor"]
 log = logging.getLogger("resilient_task.executor")
 
 _WRITE_ATTEMPTS = 6
-
-
-class ProcessingTimeoutError(ResilientTaskError, TimeoutError):
-    """A processor ran past its processing policy's timeout and was cancelled."""
 
 
 class _FencedError(Exception):
