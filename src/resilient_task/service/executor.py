@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -29,6 +30,7 @@ from resilient_task.errors import (
 from resilient_task.ports.clock import Clock
 from resilient_task.ports.task_dao import GrabRequest, TaskChange, TaskDAO
 from resilient_task.properties import TaskProperties
+from resilient_task.service.batcher import Batcher
 from resilient_task.service.context import ProcessingContext, set_context
 from resilient_task.service.outage import OutageLog
 from resilient_task.service.registry import HandlerRegistry
@@ -67,6 +69,8 @@ class TaskExecutor:
         self._idle = anyio.Event()
         self._idle.set()
         self._waiting: set[anyio.CancelScope] = set()
+        self._grabs: Batcher[GrabRequest, Task | None] = Batcher(self._grab_batch)
+        self._completions: Batcher[TaskChange, bool] = Batcher(self._dao.apply)
         self._grace = properties.shutdown_grace
         self._stop_requested = anyio.Event()
         self._stopped = anyio.Event()
@@ -195,19 +199,18 @@ class TaskExecutor:
         deadline = now + timeout + self._props.processing_grace
         request = GrabRequest(base.id, base.version, self._props.node_id, deadline)
         try:
-            grabbed = await self._dao.grab([request], now=now)
+            task = await self._grabs.submit(request)
         except BackendError as exc:
             self._db.failed(exc, f"grabbing task {base.id}")
             self.stats["grab_failed"] += 1
             return None
         self._db.succeeded()
-        if not grabbed:
+        if task is None:
             self.stats["stale"] += 1
             log.debug(
                 "task %s v%d: stale or duplicate trigger, nothing grabbed", base.id, base.version
             )
             return None
-        task = grabbed[0]
         self.stats["grabbed"] += 1
         log.info(
             "task %s type=%s SUBMITTED -> PROCESSING attempt=%d node=%s",
@@ -217,6 +220,13 @@ class TaskExecutor:
             self._props.node_id,
         )
         return task
+
+    async def _grab_batch(self, requests: Sequence[GrabRequest]) -> list[Task | None]:
+        """One round trip for every grab queued meanwhile (group commit)."""
+        grabbed = await self._dao.grab(requests, now=self._clock.now())
+        by_key = {(t.id, t.version - 1): t for t in grabbed}
+        # A duplicate trigger in the same batch must not run the task twice: first one wins.
+        return [by_key.pop((r.task_id, r.version), None) for r in requests]
 
     async def _reject_unhandled(self, base: BaseTask) -> None:
         """No handler: grab it and put it in ERROR with the reason, visible to operators."""
@@ -355,7 +365,7 @@ class TaskExecutor:
         delay = 0.05
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             try:
-                written = (await self._dao.apply([change]))[0]
+                written = await self._completions.submit(change)
             except BackendError as exc:
                 self._db.failed(exc, f"recording the outcome of task {task.id}")
                 if not exc.transient or attempt == _WRITE_ATTEMPTS:
