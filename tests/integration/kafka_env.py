@@ -24,6 +24,7 @@ __all__ = ["KAFKA_BOOTSTRAP_ENV", "kafka_bootstrap"]
 KAFKA_BOOTSTRAP_ENV = "RESILIENT_TASK_TEST_KAFKA_BOOTSTRAP"
 _CONNECT_TIMEOUT = 5.0
 _IMAGE = "confluentinc/cp-kafka:7.6.0"
+_DOCKER_SOCKET = "/var/run/docker.sock"
 
 
 def _unavailable(message: str) -> NoReturn:
@@ -57,11 +58,18 @@ def _broker_problem(bootstrap: str) -> str | None:
 
 def _docker_problem() -> str | None:
     """Why no Docker engine answers, or None."""
+    if not os.environ.get("DOCKER_HOST") and not os.path.exists(_DOCKER_SOCKET):
+        return f"DOCKER_HOST is unset and {_DOCKER_SOCKET} does not exist"
+    client = None
     try:
         docker = importlib.import_module("docker")  # untyped; comes with testcontainers
-        docker.from_env(timeout=int(_CONNECT_TIMEOUT)).ping()
+        client = docker.from_env(timeout=int(_CONNECT_TIMEOUT))
+        client.ping()
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
+    finally:
+        if client is not None:
+            client.close()
     return None
 
 

@@ -8,6 +8,7 @@ accepts is a :class:`~resilient_task.errors.ConfigurationError`.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import random
@@ -20,17 +21,23 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from resilient_task.errors import BackendError, ConfigurationError
 from resilient_task.properties import KafkaProperties
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "DRIVER_ERRORS",
+    "RECOVERABLE_ERRORS",
     "Backoff",
     "Outage",
     "client_options",
+    "close_client",
     "is_transient",
     "validate_extra",
 ]
 
 DRIVER_ERRORS: tuple[type[BaseException], ...] = (KafkaError, OSError, TimeoutError)
 """What aiokafka raises for broker trouble (its own errors, sockets, timeouts)."""
+RECOVERABLE_ERRORS: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, BackendError)
+"""Broker trouble, raw or already translated: log, back off and try again."""
 
 
 def _accepted(client_class: type[Any]) -> frozenset[str]:
@@ -71,6 +78,31 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, KafkaError):
         return bool(error.retriable) or isinstance(error, KafkaTimeoutError | KafkaConnectionError)
     return isinstance(error, OSError | TimeoutError)
+
+
+async def close_client(client: Any, *, what: str, wait: float) -> None:
+    """Stop an aiokafka client, waiting at most ``wait`` seconds; the rest goes on in background.
+
+    A consumer's stop first waits for the group coordinator (a rebalance in progress, or a
+    request timeout in an outage); a producer's flushes pending sends. Cancelling either would
+    leave aiokafka's tasks and sockets behind, so a slow stop is left to finish on its own.
+    """
+    closing = asyncio.create_task(_stop_logging_errors(client, what))
+    _closing.add(closing)
+    closing.add_done_callback(_closing.discard)
+    _, pending = await asyncio.wait({closing}, timeout=wait)
+    if pending:
+        logger.warning("%s still closing after %.1f s; finishing in the background", what, wait)
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+async def _stop_logging_errors(client: Any, what: str) -> None:
+    try:
+        await client.stop()
+    except RECOVERABLE_ERRORS as exc:
+        logger.warning("closing the %s failed: %r", what, exc)
 
 
 class Backoff:

@@ -18,12 +18,18 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from resilient_task.adapters.kafka.clients import DRIVER_ERRORS, Backoff, Outage
+from resilient_task.adapters.kafka.clients import (
+    DRIVER_ERRORS,
+    RECOVERABLE_ERRORS,
+    Backoff,
+    Outage,
+    close_client,
+)
 from resilient_task.adapters.kafka.messages import decode_trigger
 from resilient_task.adapters.kafka.offsets import OffsetTracker, PartitionOffsets
 from resilient_task.adapters.kafka.topics import ensure_topic
 from resilient_task.domain.task import BaseTask
-from resilient_task.errors import BackendError, ConfigurationError
+from resilient_task.errors import ConfigurationError
 from resilient_task.ports.triggerer import TriggerCallback
 from resilient_task.properties import KafkaProperties
 
@@ -31,7 +37,6 @@ __all__ = ["TriggerConsumer"]
 
 logger = logging.getLogger(__name__)
 
-_RECOVERABLE: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, BackendError)
 _CLOSE_TIMEOUT = 10.0
 """Seconds stop waits for the consumer to leave the group (a rebalance in progress first)."""
 
@@ -105,11 +110,12 @@ class TriggerConsumer:
             try:
                 await self._consume(backoff)
             except ConfigurationError as exc:
-                logger.error("Kafka trigger consumer cannot run: %s", exc)
-                self._fatal = exc
-                self._ready.set()
-                return
-            except _RECOVERABLE as exc:
+                if not self._ready.is_set():  # start() is still waiting: fail it
+                    self._fatal = exc
+                    self._ready.set()
+                    return
+                self._outage.failed(exc)  # it ran before: maybe a passing ACL change; retry
+            except RECOVERABLE_ERRORS as exc:
                 self._outage.failed(exc)
             except Exception:
                 logger.exception("Kafka trigger consumer failed unexpectedly; restarting it")
@@ -250,25 +256,7 @@ class TriggerConsumer:
 
     async def _close(self, consumer: Any) -> None:
         self._tracker.forget()
-        # aiokafka's stop first waits for the group coordinator, which can take a rebalance or,
-        # in an outage, a request timeout. Cancelling it would leave its tasks and sockets
-        # behind, so after _CLOSE_TIMEOUT it goes on in the background instead.
-        closing = asyncio.create_task(_stop_quietly(consumer))
-        _closing.add(closing)
-        closing.add_done_callback(_closing.discard)
-        _, pending = await asyncio.wait({closing}, timeout=_CLOSE_TIMEOUT)
-        if pending:
-            logger.warning("the Kafka trigger consumer is still closing; continuing in background")
-
-
-_closing: set[asyncio.Task[None]] = set()
-
-
-async def _stop_quietly(consumer: Any) -> None:
-    try:
-        await consumer.stop()
-    except _RECOVERABLE as exc:
-        logger.warning("closing the Kafka trigger consumer failed: %r", exc)
+        await close_client(consumer, what="Kafka trigger consumer", wait=_CLOSE_TIMEOUT)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

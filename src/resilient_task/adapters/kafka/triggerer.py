@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from resilient_task.adapters.kafka.clients import (
     DRIVER_ERRORS,
     client_options,
+    close_client,
     is_transient,
     validate_extra,
 )
@@ -184,11 +185,7 @@ class KafkaTriggerer:
             return self._producer
 
     async def _close_producer(self, producer: Any) -> None:
-        try:
-            async with asyncio.timeout(self._send_timeout):
-                await producer.stop()
-        except DRIVER_ERRORS as exc:
-            logger.warning("closing the Kafka trigger producer failed: %r", exc)
+        await close_client(producer, what="Kafka trigger producer", wait=self._send_timeout)
 
     def _producer_options(self) -> dict[str, Any]:
         return client_options(
