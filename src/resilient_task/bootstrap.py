@@ -121,9 +121,11 @@ class ResilientTask:
             return InMemoryTriggerer(max_in_flight=self.properties.max_triggers_in_memory)
         from resilient_task.adapters.kafka import KafkaTriggerer
 
-        triggerer = KafkaTriggerer(properties=self.properties.kafka)
-        await stack.enter_async_context(_Closing(triggerer))
-        return triggerer
+        triggerer = KafkaTriggerer(
+            properties=self.properties.kafka,
+            max_in_flight=self.properties.max_triggers_in_memory,
+        )
+        return await stack.enter_async_context(triggerer)
 
     def _wire(self, dao: TaskDAO, triggerer: Triggerer) -> punq.Container:
         container = punq.Container()
@@ -194,16 +196,3 @@ class ResilientTask:
         finally:
             if stack is not None:
                 await stack.__aexit__(exc_type, exc, tb)
-
-
-class _Closing:
-    """Call ``close()`` (async) of an adapter when the exit stack unwinds."""
-
-    def __init__(self, adapter: Any) -> None:
-        self._adapter = adapter
-
-    async def __aenter__(self) -> Any:
-        return self._adapter
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._adapter.close()

@@ -91,7 +91,10 @@ async def run_demo(database_url: str | None = None, *, wait_seconds: float = 15.
     store = "PostgreSQL" if database_url else "in-memory store"
     print(f"resilient-task demo: payment flow on one node ({store})\n")
     async with ResilientTask(
-        handlers=handlers(), properties=props, database_url=database_url
+        handlers=handlers(),
+        properties=props,
+        database_url=database_url,
+        postgres_options={"migrate": True},
     ) as app:
         add = app.service.add_task
         order = datetime.now(UTC).strftime("%H%M%S%f")

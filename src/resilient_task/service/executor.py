@@ -308,27 +308,16 @@ class TaskExecutor:
         )
         token = set_context(context)
         outcome: ProcessResult | Exception | None = None
-        timed_out = False
         try:
-            async with anyio.create_task_group() as tg:
-
-                async def watchdog() -> None:
-                    nonlocal timed_out
-                    await self._clock.sleep(
-                        (context.timeout_at - self._clock.now()).total_seconds()
-                    )
-                    timed_out = True
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(watchdog)
+            with self._clock.timeout_scope(timeout.total_seconds()) as scope:
                 try:
                     outcome = await handler.processor(task)
                 except Exception as exc:
                     outcome = exc
-                tg.cancel_scope.cancel()
         finally:
             set_context(None)
             del token
+        timed_out = scope.cancel_called
         if timed_out:
             return ProcessingTimeoutError(f"processing exceeded its timeout of {timeout}")
         if outcome is None or not isinstance(outcome, ProcessResult | Exception):

@@ -23,6 +23,7 @@ class FakeClock:
         if self._now.tzinfo is None:
             raise ValueError("FakeClock start must be timezone-aware")
         self._sleepers: list[tuple[datetime, anyio.Event]] = []
+        self._scopes: list[tuple[datetime, anyio.CancelScope]] = []
 
     def now(self) -> datetime:
         """The fake current time."""
@@ -43,6 +44,16 @@ class FakeClock:
             if entry in self._sleepers:
                 self._sleepers.remove(entry)
 
+    def timeout_scope(self, seconds: float) -> anyio.CancelScope:
+        """A cancel scope cancelled when the fake time reaches now + ``seconds``."""
+        scope = anyio.CancelScope()
+        wake_at = self._now + timedelta(seconds=max(0.0, seconds))
+        if wake_at <= self._now:
+            scope.cancel()
+        else:
+            self._scopes.append((wake_at, scope))
+        return scope
+
     @property
     def sleepers(self) -> int:
         """How many tasks are sleeping on this clock."""
@@ -58,6 +69,10 @@ class FakeClock:
         for wake_at, event in list(self._sleepers):
             if wake_at <= self._now:
                 event.set()
+        due = [entry for entry in self._scopes if entry[0] <= self._now]
+        self._scopes = [entry for entry in self._scopes if entry[0] > self._now]
+        for _, scope in due:
+            scope.cancel()
         # Let woken tasks run before the caller looks at the results.
         for _ in range(5):
             await anyio.lowlevel.checkpoint()

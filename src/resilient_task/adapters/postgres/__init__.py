@@ -56,11 +56,14 @@ async def open_postgres_dao(
     prefix: str = DEFAULT_PREFIX,
     compression_threshold: int | None = 1024,
     compression_level: int = 6,
+    migrate: bool = False,
     **pool_options: Any,
 ) -> AsyncIterator[PostgresTaskDAO]:
     """A :class:`PostgresTaskDAO` with its own engine, schema-checked, disposed of on exit.
 
     ``pool_options`` go to :func:`create_engine` (``pool_size``, ``pool_timeout``...).
+    ``migrate=True`` creates or upgrades the tables first (as ``resilient-task db upgrade``);
+    by default a missing or outdated schema is an error, so deployments migrate explicitly.
 
     Raises:
         SchemaVersionError: the tables are missing or at another version.
@@ -74,6 +77,8 @@ async def open_postgres_dao(
     )
     dao = PostgresTaskDAO.from_url(database_url, settings=settings, **pool_options)
     try:
+        if migrate:
+            await upgrade(dao.engine, schema=schema, prefix=prefix)
         await dao.open()
         yield dao
     finally:

@@ -19,3 +19,7 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         """Sleep ``seconds`` (at least zero)."""
         await anyio.sleep(max(0.0, seconds))
+
+    def timeout_scope(self, seconds: float) -> anyio.CancelScope:
+        """``anyio.move_on_after(seconds)``: a deadline on the event loop's clock."""
+        return anyio.move_on_after(max(0.0, seconds))
