@@ -152,7 +152,10 @@ class ResilientTask:
             self.dao: TaskDAO = dao
             self.triggerer: Triggerer = triggerer
             self.clock: Clock = self._container.resolve(Clock)
-            self.service: TaskService = self._container.resolve(TaskService)
+            # Without workers here and without a broker, no trigger can reach a worker:
+            # leave due tasks to the workers' database polling.
+            poll_only = not self._run_workers and isinstance(triggerer, InMemoryTriggerer)
+            self.service: TaskService = self._container.resolve(TaskService, poll_only=poll_only)
             self.executor: TaskExecutor = self._container.resolve(TaskExecutor)
             self.resumer: TaskResumer = self._container.resolve(
                 TaskResumer, executor=self.executor if self._run_workers else None

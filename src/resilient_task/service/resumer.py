@@ -101,25 +101,30 @@ class TaskResumer:
                 return total
 
     async def _retrigger_overdue(self) -> int:
-        now = self._clock.now()
-        overdue = await self._dao.find_overdue(
-            TaskStatus.SUBMITTED, now=now, limit=self._props.resumer.batch_size
-        )
-        changes = [
-            TaskChange(
-                t.resubmit(
-                    now=now, deadline=now + self._registry.expected_queue_time(t.base, self._props)
-                ),
-                t.version,
-            )
-            for t in overdue
-        ]
-        won = await self._apply(changes)
-        self.stats["retriggered"] += len(won)
-        for task in won:
-            log.info("task %s type=%s not picked up in time: triggering again", task.id, task.type)
-        await self._trigger(won)
-        return len(won)
+        total = 0
+        batch = self._props.resumer.batch_size
+        while True:
+            now = self._clock.now()
+            overdue = await self._dao.find_overdue(TaskStatus.SUBMITTED, now=now, limit=batch)
+            changes = [
+                TaskChange(
+                    t.resubmit(
+                        now=now,
+                        deadline=now + self._registry.expected_queue_time(t.base, self._props),
+                    ),
+                    t.version,
+                )
+                for t in overdue
+            ]
+            won = await self._apply(changes)
+            total += len(won)
+            self.stats["retriggered"] += len(won)
+            if log.isEnabledFor(logging.INFO):
+                for task in won:
+                    log.info("task %s type=%s overdue in SUBMITTED: triggering", task.id, task.type)
+            await self._trigger(won)
+            if len(overdue) < batch or not won:
+                return total
 
     async def _resolve_stuck(self) -> int:
         now = self._clock.now()

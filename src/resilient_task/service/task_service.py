@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -42,7 +42,21 @@ class TaskService:
         registry: HandlerRegistry,
         clock: Clock,
         properties: TaskProperties,
+        poll_only: bool = False,
     ) -> None:
+        """Wire the service.
+
+        Args:
+            dao: the task store.
+            triggerer: sends triggers after commit.
+            registry: the handlers (for their expected queue times).
+            clock: time source.
+            properties: node settings.
+            poll_only: no trigger can reach a worker from here (a producer-only node without a
+                broker): due tasks are stored as already overdue so that any worker's resumer
+                takes them on its next poll, and no trigger is sent.
+        """
+        self._poll_only = poll_only
         self._dao = dao
         self._triggerer = triggerer
         self._registry = registry
@@ -97,7 +111,7 @@ class TaskService:
                     request.type,
                     request.unique_key,
                 )
-        if due:
+        if due and not self._poll_only:
             if transaction is None:
                 await self._trigger(due)
             else:
@@ -127,6 +141,8 @@ class TaskService:
         queue_time = request.expected_queue_time or self._registry.expected_queue_time(
             probe.base, self._props
         )
+        if due and self._poll_only:
+            queue_time = timedelta(0)
         return Task(
             id=base_id,
             type=request.type,
