@@ -256,7 +256,20 @@ def _require_uuid(task_id: object) -> None:
 
 
 def _bind(func: Callable[[Sequence[Task]], Any], tasks: Sequence[Task]) -> Callable[[], Any]:
+    """An after-commit callback that never raises into the caller's commit.
+
+    The tasks are committed by then; a failure here only delays them until their pick-up
+    deadline, when the resumer triggers them again.
+    """
+
     async def call() -> None:
-        await func(tasks)
+        try:
+            await func(tasks)
+        except Exception:
+            log.exception(
+                "triggering %d task(s) after commit failed; the resumer will "
+                "trigger them after their expected queue time",
+                len(tasks),
+            )
 
     return call
