@@ -1,0 +1,169 @@
+"""``python -m bench --json out.json``: run the benchmark, print a table, write JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench import commit_ceiling, machine, report, sections
+from bench.common import Config, drop_stale_schemas
+
+SECTIONS = ("add", "e2e", "latency", "scheduled", "memory", "ceiling")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--database-url", default=Config.database_url)
+    p.add_argument("--kafka-bootstrap", default=Config.kafka_bootstrap)
+    p.add_argument("--n", type=int, default=20_000, help="tasks for add and end-to-end")
+    p.add_argument("--batch", type=int, default=1000, help="add_tasks batch size")
+    p.add_argument("--quick", action="store_true", help="small N: a smoke run")
+    p.add_argument(
+        "--only", action="append", default=[], metavar="SECTION",
+        help=f"run only these sections (repeat or comma-separate): {', '.join(SECTIONS)}",
+    )  # fmt: skip
+    p.add_argument(
+        "--modes", default=",".join(sections.MODES),
+        help="modes for e2e and latency (comma-separated)",
+    )  # fmt: skip
+    p.add_argument("--rss-n", type=int, default=100_000, help="tasks for the memory section")
+    p.add_argument(
+        "--rss-modes", default="memory,postgres_kafka",
+        help="modes for the memory section (postgres-only is slow by default: see docs)",
+    )  # fmt: skip
+    p.add_argument("--profile", type=Path, help="py-spy the worker into this directory")
+    args = p.parse_args(argv)
+    only = {s for item in args.only for s in item.split(",") if s}
+    unknown = only - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    args.only = only or set(SECTIONS)
+    if args.quick:
+        args.n = min(args.n, 2000)
+        args.rss_n = min(args.rss_n, 10_000)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    cfg = Config(database_url=args.database_url, kafka_bootstrap=args.kafka_bootstrap)
+    modes = tuple(m for m in args.modes.split(",") if m)
+    run = sections.Run(
+        cfg=cfg,
+        n=args.n,
+        batch=args.batch,
+        latency_n=50 if args.quick else 200,
+        scheduled_n=200 if args.quick else 1000,
+        rss_n=args.rss_n,
+        rss_modes=tuple(m for m in args.rss_modes.split(",") if m),
+        workdir=sections.workdir(),
+        profile_dir=args.profile,
+        log=lambda *a: print(*a, file=sys.stderr, flush=True),
+    )
+    log = run.log
+    stale = drop_stale_schemas(cfg)
+    if stale:
+        log(f"dropped {len(stale)} schema(s) left by interrupted runs")
+    r: dict[str, Any] = {
+        "machine": machine.collect(cfg),
+        "settings": {
+            "n": run.n, "batch": run.batch, "latency_n": run.latency_n,
+            "latency_interval_ms": 20, "scheduled_n": run.scheduled_n, "rss_n": run.rss_n,
+            "quick": args.quick, "run_id": cfg.run_id, "logs": str(run.workdir),
+        },
+        "errors": {},
+    }  # fmt: skip
+    log(f"run {cfg.run_id}: child logs in {run.workdir}")
+
+    def save() -> None:
+        r["targets"] = report.targets(r)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(r, indent=2, sort_keys=False) + "\n")
+
+    def section(name: str, fn: Any, *a: Any) -> Any:
+        log(f"[{time.strftime('%H:%M:%S')}] {name} ...")
+        started = time.monotonic()
+        try:
+            value = fn(*a)
+        except Exception as exc:  # one failed section must not lose the others
+            r["errors"][name] = f"{type(exc).__name__}: {exc}"
+            log(traceback.format_exc())
+            return None
+        finally:
+            log(f"[{time.strftime('%H:%M:%S')}] {name} took {time.monotonic() - started:.1f}s")
+        log(f"  {name}: {_short(value)}")
+        return value
+
+    checks: list[bool] = []
+    if "add" in args.only:
+        value = section("add", sections.add_throughput, run)
+        if value:
+            r["add_per_s_by_mode"] = value
+            pg = value["postgres"]
+            r["add_per_s"] = {"single": pg["single"], "bulk": pg["bulk"]}
+        save()
+    if "e2e" in args.only:
+        r["e2e"], r["e2e_per_s"] = {}, {}
+        for mode in modes:
+            value = section(f"e2e {mode}", sections.end_to_end, run, mode)
+            if value:
+                r["e2e"][mode] = value
+                r["e2e_per_s"][mode] = value["per_s"]
+                checks.append(value["exactly_once"])
+            else:
+                checks.append(False)
+            save()
+    if "latency" in args.only:
+        r["latency"], r["latency_ms"] = {}, {}
+        for mode in modes:
+            value = section(f"latency {mode}", sections.latency, run, mode)
+            if value:
+                r["latency"][mode] = value
+                r["latency_ms"][mode] = {k: value[k] for k in ("p50", "p99", "max")}
+                checks.append(value["exactly_once"])
+            save()
+    if "scheduled" in args.only:
+        value = section("scheduled", sections.scheduled, run)
+        if value:
+            r["scheduled_lateness_ms"] = value
+            checks.append(value["exactly_once"])
+        save()
+    if "memory" in args.only:
+        r["rss"] = {}
+        for mode in run.rss_modes:
+            value = section(f"memory {mode}", sections.memory, run, mode)
+            if value:
+                value["n"] = run.rss_n
+                r["rss"][mode] = value
+            save()
+        if r["rss"]:
+            r["rss_growth_mb"] = max(v["growth_mb"] for v in r["rss"].values())
+    if "ceiling" in args.only:
+        seconds = 3 if args.quick else 10
+        value = section("commit ceiling", lambda: commit_ceiling.run(cfg, seconds=seconds))
+        if value:
+            r["commit_ceiling_per_s"] = value
+        save()
+    if checks:
+        r["exactly_once"] = all(checks)
+    save()
+    print(report.table(r))
+    print()
+    print(report.machine_lines(r["machine"]))
+    return 1 if r["errors"] else 0
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) < 400 else text[:400] + " ..."
+
+
+if __name__ == "__main__":
+    sys.exit(main())

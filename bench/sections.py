@@ -1,0 +1,381 @@
+"""The measured sections (parent side). Each runs in a fresh schema / topic namespace / group."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from bench.common import (
+    PAYLOAD_BYTES,
+    TASK_TYPE,
+    Child,
+    Config,
+    children,
+    create_schema,
+    done_count,
+    drop_schema,
+    node,
+    percentiles,
+    pg_connect,
+    read_json,
+    rss_mb,
+    schema_name,
+    status_counts,
+    verify_db,
+)
+
+MODES = ("memory", "postgres", "postgres_kafka")
+
+
+@dataclass
+class Run:
+    """Settings of the whole run, shared by the sections."""
+
+    cfg: Config
+    n: int
+    batch: int
+    latency_n: int
+    scheduled_n: int
+    rss_n: int
+    rss_modes: tuple[str, ...]
+    workdir: Path
+    profile_dir: Path | None = None
+    log: Any = print
+
+    def names(self, section: str, mode: str) -> dict[str, str]:
+        tag = f"{section}_{mode}"
+        return {
+            "schema": schema_name(self.cfg, tag),
+            "namespace": f"bench{self.cfg.run_id}.{tag}",
+            "group": f"bench-{self.cfg.run_id}-{tag}",
+        }
+
+
+@contextlib.contextmanager
+def fresh_schema(run: Run, schema: str) -> Iterator[None]:
+    anyio.run(create_schema, run.cfg, schema)
+    try:
+        yield
+    finally:
+        drop_schema(run.cfg, schema)
+
+
+@contextlib.contextmanager
+def profiled(run: Run, pid: int, name: str) -> Iterator[None]:
+    """With --profile: py-spy records ``pid`` while the block runs (collapsed stacks + SVG)."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if run.profile_dir is None or not Path(py_spy).exists():
+        yield
+        return
+    run.profile_dir.mkdir(parents=True, exist_ok=True)
+    raw = run.profile_dir / f"{name}.txt"
+    proc = subprocess.Popen(
+        [py_spy, "record", "--pid", str(pid), "--format", "raw", "-o", str(raw), "-r", "200",
+         "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        proc.send_signal(2)  # SIGINT: py-spy writes its output and exits
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+# --- 1. add throughput ------------------------------------------------------------------------
+def add_throughput(run: Run) -> dict[str, Any]:
+    """N single adds (each committed before the next) and N bulk adds, run_workers=False."""
+    out: dict[str, Any] = {}
+    for kafka in (False, True):
+        mode = "postgres_kafka" if kafka else "postgres"
+        names = run.names("add", mode)
+        with fresh_schema(run, names["schema"]):
+            out[mode] = anyio.run(_adds, run, mode, names)
+        run.log(f"  add {mode}: {out[mode]}")
+    return out
+
+
+async def _adds(run: Run, mode: str, names: dict[str, str]) -> dict[str, Any]:
+    from resilient_task import AddTaskRequest
+
+    def app() -> Any:  # a fresh node per measurement: the untaken trigger queue starts empty
+        return node(run.cfg, mode, run_workers=False, **names)
+
+    result: dict[str, Any] = {}
+    async with app() as a:
+        for _ in range(50):  # warm-up: pool, prepared statements, the Kafka producer
+            await a.service.add_task(AddTaskRequest(type="bench_warmup", data=PAYLOAD_BYTES))
+        with anyio.fail_after(600):
+            started = time.perf_counter()
+            for _ in range(run.n):
+                await a.service.add_task(AddTaskRequest(type=TASK_TYPE, data=PAYLOAD_BYTES))
+            result["single"] = round(run.n / (time.perf_counter() - started))
+    async with app() as a:
+        await a.service.add_tasks(
+            [AddTaskRequest(type="bench_warmup", data=PAYLOAD_BYTES) for _ in range(run.batch)]
+        )
+        with anyio.fail_after(600):
+            started = time.perf_counter()
+            for start in range(0, run.n, run.batch):
+                size = min(run.batch, run.n - start)
+                await a.service.add_tasks(
+                    [AddTaskRequest(type=TASK_TYPE, data=PAYLOAD_BYTES) for _ in range(size)]
+                )
+            result["bulk"] = round(run.n / (time.perf_counter() - started))
+    result["batch"] = run.batch
+    return result
+
+
+# --- 2. end to end ----------------------------------------------------------------------------
+def e2e_timeout(run: Run, mode: str) -> float:
+    # postgres: tasks wait for their expected_queue_time (60 s) and then 1000 per 2 s poll.
+    base = 90.0 if mode != "postgres" else 120.0 + run.n / 1000 * 4
+    return base + run.n / 100
+
+
+def end_to_end(run: Run, mode: str) -> dict[str, Any]:
+    if mode == "memory":
+        return _inproc(run, "e2e", {"n": run.n, "batch": run.batch}, e2e_timeout(run, mode))
+    names = run.names("e2e", mode)
+    timeout = e2e_timeout(run, mode)
+    with (
+        fresh_schema(run, names["schema"]),
+        children() as procs,
+        pg_connect(run.cfg.database_url) as conn,
+    ):
+        worker = _start_worker(run, procs, mode, names, "e2e", track_ids=True)
+        producer = _child(
+            run, procs, "producer", f"e2e-{mode}-producer",
+            {"mode": mode, **names, "kind": "e2e", "n": run.n, "batch": run.batch,
+             "warmup": mode == "postgres_kafka"},
+        )  # fmt: skip
+        with profiled(run, worker.pid, f"e2e-{mode}-worker"):
+            t_done = _wait_done(conn, names["schema"], run.n, timeout, worker, producer)
+        producer.wait(60)
+        produced = read_json(producer.results)
+        worked = _stop_worker(worker)
+        db = verify_db(conn, names["schema"], run.n)
+    seconds = t_done - produced["t_first_add"]
+    return {
+        "per_s": round(run.n / seconds),
+        "seconds": round(seconds, 3),
+        "add_seconds": round(produced["t_last_add"] - produced["t_first_add"], 3),
+        "db": db,
+        "worker": worked,
+        "exactly_once": _exactly_once(db, worked, run.n),
+    }
+
+
+def _exactly_once(db: dict[str, Any], worked: dict[str, Any], n: int) -> bool:
+    return bool(
+        db["ok"]
+        and worked["duplicate_executions"] == 0
+        and worked["executions"] == n
+        and worked.get("distinct") in (None, n)
+    )
+
+
+# --- 3. latency -------------------------------------------------------------------------------
+def latency(run: Run, mode: str) -> dict[str, Any]:
+    n = run.latency_n
+    if mode == "memory":
+        res = _inproc(run, "latency", {"n": n, "interval": 0.02}, 120)
+        adds, starts, worked = res["adds"], res["worker"]["starts"], res["worker"]
+        db = res["db"]
+    else:
+        names = run.names("latency", mode)
+        timeout = 60.0 + (90.0 if mode == "postgres" else 0.0)
+        with (
+            fresh_schema(run, names["schema"]),
+            children() as procs,
+            pg_connect(run.cfg.database_url) as conn,
+        ):
+            worker = _start_worker(run, procs, mode, names, "latency", track_ids=True,
+                                   with_starts=True)  # fmt: skip
+            producer = _child(
+                run, procs, "producer", f"latency-{mode}-producer",
+                {"mode": mode, **names, "kind": "latency", "n": n, "interval": 0.02,
+                 "warmup": mode == "postgres_kafka"},
+            )  # fmt: skip
+            producer.wait(120)
+            _wait_done(conn, names["schema"], n, timeout, worker, None)
+            worked = _stop_worker(worker)
+            db = verify_db(conn, names["schema"], n)
+        adds, starts = read_json(producer.results)["adds"], worked.pop("starts")
+    worked.pop("starts", None)
+    values = [(starts[i] - t) * 1000 for i, t in adds.items() if i in starts]
+    stats = percentiles(values)
+    stats["missing"] = len(adds) - len(values)
+    stats["negative"] = sum(1 for v in values if v < 0)
+    stats["exactly_once"] = _exactly_once(db, worked, n)
+    return stats
+
+
+# --- 4. scheduled lateness --------------------------------------------------------------------
+def scheduled(run: Run, mode: str = "postgres") -> dict[str, Any]:
+    n = run.scheduled_n
+    names = run.names("scheduled", mode)
+    with (
+        fresh_schema(run, names["schema"]),
+        children() as procs,
+        pg_connect(run.cfg.database_url) as conn,
+    ):
+        worker = _start_worker(run, procs, mode, names, "scheduled", track_ids=True,
+                               with_starts=True)  # fmt: skip
+        producer = _child(
+            run, procs, "producer", f"scheduled-{mode}-producer",
+            {"mode": mode, **names, "kind": "scheduled", "n": n, "delay": 3.0},
+        )  # fmt: skip
+        producer.wait(60)
+        _wait_done(conn, names["schema"], n, 60, worker, None)
+        worked = _stop_worker(worker)
+        db = verify_db(conn, names["schema"], n)
+    produced = read_json(producer.results)
+    run_after = produced["run_after"]
+    values = [(t - run_after) * 1000 for t in worked.pop("starts").values()]
+    stats = percentiles(values)
+    stats["mode"] = mode
+    stats["added_before_due_ms"] = round((run_after - produced["t_added"]) * 1000)
+    stats["exactly_once"] = _exactly_once(db, worked, n)
+    return stats
+
+
+# --- 5. memory --------------------------------------------------------------------------------
+def memory(run: Run, mode: str) -> dict[str, Any]:
+    warm = min(10_000, run.rss_n // 10)
+    timeout = 120.0 + run.rss_n / 100
+    if mode == "memory":
+        res = _inproc(run, "rss", {"n": run.rss_n, "batch": run.batch, "warm": warm}, timeout)
+        res.pop("samples", None)
+        res.pop("worker", None)
+        res["handler_result"] = "DONE_AND_DELETE"
+        return res
+    names = run.names("rss", mode)
+    with (
+        fresh_schema(run, names["schema"]),
+        children() as procs,
+        pg_connect(run.cfg.database_url) as conn,
+    ):
+        worker = _start_worker(run, procs, mode, names, "rss", track_ids=False)
+        out: dict[str, Any] = {"rss_start_mb": rss_mb(worker.pid)}
+        producer = _child(
+            run, procs, "producer", f"rss-{mode}-producer",
+            {"mode": mode, **names, "kind": "e2e", "n": run.rss_n, "batch": run.batch,
+             "warmup": mode == "postgres_kafka"},
+        )  # fmt: skip
+        peak = out["rss_start_mb"]
+        deadline = time.monotonic() + timeout
+        last_poll = 0.0
+        done = 0
+        while done < run.rss_n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rss {mode}: {done}/{run.rss_n} DONE after {timeout}s")
+            if worker.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early; log:\n{worker.tail()}")
+            value = rss_mb(worker.pid)
+            peak = max(peak, value)
+            if time.monotonic() - last_poll > 0.5:
+                last_poll = time.monotonic()
+                done = done_count(conn, names["schema"])
+                if "rss_warm_mb" not in out and done >= warm:
+                    out["rss_warm_mb"] = value
+            time.sleep(0.1)
+        time.sleep(1.0)
+        out["rss_end_mb"] = rss_mb(worker.pid)
+        out["rss_peak_mb"] = max(peak, out["rss_end_mb"])
+        producer.wait(60)
+        worked = _stop_worker(worker)
+    out["growth_mb"] = round(out["rss_end_mb"] - out["rss_warm_mb"], 1)
+    out["executions"] = worked["executions"]
+    out["handler_result"] = "DONE"
+    return out
+
+
+# --- helpers ----------------------------------------------------------------------------------
+def _child(run: Run, procs: list[Child], module: str, name: str, args: dict[str, Any]) -> Child:
+    results = run.workdir / f"{name}.json"
+    results.unlink(missing_ok=True)
+    child = Child(
+        module,
+        {"cfg": vars(run.cfg), "results": str(results), **args},
+        log=run.workdir / f"{name}.log",
+    )
+    child.results = results  # type: ignore[attr-defined]
+    procs.append(child)
+    return child
+
+
+def _start_worker(
+    run: Run, procs: list[Child], mode: str, names: dict[str, str], section: str, **flags: Any
+) -> Child:
+    worker = _child(run, procs, "worker", f"{section}-{mode}-worker", {"mode": mode, **names,
+                                                                       **flags})  # fmt: skip
+    worker.wait_line("READY", 60)
+    return worker
+
+
+def _stop_worker(worker: Child) -> dict[str, Any]:
+    worker.stop(60)
+    path: Path = worker.results  # type: ignore[attr-defined]
+    if not path.exists():
+        raise RuntimeError(f"worker wrote no results; log:\n{worker.tail()}")
+    return read_json(path)
+
+
+def _wait_done(
+    conn: Any, schema: str, n: int, timeout: float, worker: Child, producer: Child | None
+) -> float:
+    """Poll the database every 20 ms until N bench tasks are DONE; returns that time.time()."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if done_count(conn, schema) >= n:
+            return time.time()
+        if worker.proc.poll() is not None:
+            raise RuntimeError(f"worker exited early ({worker.proc.returncode}):\n{worker.tail()}")
+        if producer is not None and producer.proc.poll() not in (None, 0):
+            raise RuntimeError(f"producer failed:\n{producer.tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"only {status_counts(conn, schema)} after {timeout:.0f}s (want {n} DONE)"
+            )
+        time.sleep(0.02)
+
+
+def _inproc(run: Run, kind: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+    with children() as procs:
+        child = _child(run, procs, "inproc", f"{kind}-memory", {"kind": kind, "timeout": timeout,
+                                                                **args})  # fmt: skip
+        with profiled(run, child.pid, f"{kind}-memory"):
+            code = child.wait(timeout + 60)
+        if code != 0:
+            raise RuntimeError(f"memory {kind} failed ({code}):\n{child.tail()}")
+        res = read_json(child.results)  # type: ignore[attr-defined]
+    if kind == "e2e":
+        seconds = res["t_done"] - res["t_first_add"]
+        worked = res["worker"]
+        return {
+            "per_s": round(args["n"] / seconds),
+            "seconds": round(seconds, 3),
+            "add_seconds": round(res["t_last_add"] - res["t_first_add"], 3),
+            "db": res["db"],
+            "worker": worked,
+            "exactly_once": _exactly_once(res["db"], worked, args["n"]),
+        }
+    return res
+
+
+def workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="resilient-task-bench-"))

@@ -1,0 +1,52 @@
+"""A worker process: ``python -m bench.worker '<json args>'``.
+
+One default node (``ResilientTask(database_url=..., kafka=...)``) with the no-op handler, logging
+at WARNING. Prints READY once the node runs; on SIGTERM writes its results file and stops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from typing import Any
+
+import anyio
+
+from bench.common import Config, node, write_json
+from bench.recorder import Recorder, node_stats
+
+
+async def serve(args: dict[str, Any]) -> None:
+    cfg = Config(**args["cfg"])
+    recorder = Recorder(track_ids=args.get("track_ids", True), delete=args.get("delete", False))
+    app = node(
+        cfg,
+        args["mode"],
+        schema=args["schema"],
+        namespace=args["namespace"],
+        group=args["group"],
+        handlers=[recorder.handler()],
+        run_workers=True,
+    )
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with app:
+            print("READY", flush=True)
+            async for _ in signals:
+                break
+            # Results first: a slow shutdown must not lose them.
+            result = recorder.summary(with_starts=args.get("with_starts", False))
+            result["stats"] = node_stats(app)
+            write_json(args["results"], result)
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
+    anyio.run(serve, json.loads(sys.argv[1]))
+
+
+if __name__ == "__main__":
+    main()
