@@ -52,7 +52,13 @@ from resilient_task.errors import (
     VersionConflictError,
 )
 from resilient_task.ids import uuid7
-from resilient_task.properties import KafkaProperties, TaskProperties, TaskResumerProperties
+from resilient_task.properties import (
+    CleanerProperties,
+    KafkaProperties,
+    TaskProperties,
+    TaskResumerProperties,
+)
+from resilient_task.service.cleaner import TaskCleaner
 from resilient_task.service.context import (
     ProcessingContext,
     current_context,
@@ -73,6 +79,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailableError",
     "BaseTask",
+    "CleanerProperties",
     "ConcurrencyPolicy",
     "ConfigurationError",
     "ExponentialRetryPolicy",
@@ -93,6 +100,7 @@ __all__ = [
     "SimpleProcessingPolicy",
     "StuckTaskResolutionStrategy",
     "Task",
+    "TaskCleaner",
     "TaskExecutor",
     "TaskHandler",
     "TaskHandlerBuilder",

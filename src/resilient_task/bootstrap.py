@@ -26,6 +26,7 @@ from resilient_task.ports.clock import Clock
 from resilient_task.ports.task_dao import TaskDAO
 from resilient_task.ports.triggerer import Triggerer
 from resilient_task.properties import ENV_PREFIX, TaskProperties
+from resilient_task.service.cleaner import TaskCleaner
 from resilient_task.service.executor import TaskExecutor
 from resilient_task.service.registry import HandlerRegistry
 from resilient_task.service.resumer import TaskResumer
@@ -137,6 +138,7 @@ class ResilientTask:
         container.register(TaskService, scope=punq.Scope.singleton)
         container.register(TaskExecutor, scope=punq.Scope.singleton)
         container.register(TaskResumer)
+        container.register(TaskCleaner)
         return container
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -160,6 +162,7 @@ class ResilientTask:
             self.resumer: TaskResumer = self._container.resolve(
                 TaskResumer, executor=self.executor if self._run_workers else None
             )
+            self.cleaner: TaskCleaner = self._container.resolve(TaskCleaner)
             if self._run_workers:
                 tg = anyio.create_task_group()
                 await tg.__aenter__()
@@ -167,6 +170,8 @@ class ResilientTask:
                 await tg.start(self.executor.run)
                 await self.triggerer.start(self.executor.on_trigger)
                 tg.start_soon(self.resumer.run)
+                if self.properties.cleaner.enabled:
+                    tg.start_soon(self.cleaner.run)
                 log.info(
                     "node %s started: %d handler(s), store %s, triggers %s",
                     self.properties.node_id,

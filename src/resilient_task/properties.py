@@ -14,6 +14,7 @@ from resilient_task.errors import ConfigurationError
 
 __all__ = [
     "ENV_PREFIX",
+    "CleanerProperties",
     "KafkaProperties",
     "TaskProperties",
     "TaskResumerProperties",
@@ -47,6 +48,28 @@ class TaskResumerProperties:
         _positive_int("resumer.batch_size", self.batch_size)
         _positive_int("resumer.concurrency", self.concurrency)
         _positive_delta("resumer.polling_interval", self.polling_interval)
+
+
+@dataclass(frozen=True, slots=True)
+class CleanerProperties:
+    """Deleting finished tasks.
+
+    Args:
+        enabled: run the cleaner on this node.
+        retention: how long DONE, FAILED and CANCELLED tasks are kept (ERROR ones always are).
+        interval: time between clean-ups.
+        batch_size: most rows deleted per statement.
+    """
+
+    enabled: bool = True
+    retention: timedelta = timedelta(days=7)
+    interval: timedelta = timedelta(minutes=1)
+    batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        _positive_delta("cleaner.retention", self.retention)
+        _positive_delta("cleaner.interval", self.interval)
+        _positive_int("cleaner.batch_size", self.batch_size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +134,7 @@ class TaskProperties:
     node_id: str = field(default_factory=default_node_id)
     resumer: TaskResumerProperties = field(default_factory=TaskResumerProperties)
     kafka: KafkaProperties = field(default_factory=KafkaProperties)
+    cleaner: CleanerProperties = field(default_factory=CleanerProperties)
 
     def __post_init__(self) -> None:
         _positive_delta("task_stuck_timeout", self.task_stuck_timeout)
@@ -130,7 +154,8 @@ class TaskProperties:
         Durations are in seconds. Variables: ``NODE_ID``, ``STUCK_TIMEOUT_S``,
         ``PROCESSING_GRACE_S``, ``EXPECTED_QUEUE_TIME_S``, ``SHUTDOWN_GRACE_S``,
         ``MAX_TRIGGERS_IN_MEMORY``, ``RESUMER_BATCH_SIZE``, ``RESUMER_POLLING_INTERVAL_S``,
-        ``RESUMER_CONCURRENCY``, ``KAFKA_BOOTSTRAP_SERVERS``, ``KAFKA_TOPICS_NAMESPACE``,
+        ``RESUMER_CONCURRENCY``, ``CLEANER_ENABLED`` (0/1), ``CLEANER_RETENTION_S``,
+        ``KAFKA_BOOTSTRAP_SERVERS``, ``KAFKA_TOPICS_NAMESPACE``,
         ``KAFKA_CONSUMER_GROUP_ID``, ``KAFKA_PARTITIONS``, ``KAFKA_CLIENT_ID``.
         """
         env = _Env(os.environ if environ is None else environ)
@@ -146,7 +171,12 @@ class TaskProperties:
             partitions=env.integer("KAFKA_PARTITIONS", 6),
             client_id=env.text("KAFKA_CLIENT_ID", "resilient-task"),
         )
+        cleaner = CleanerProperties(
+            enabled=env.integer("CLEANER_ENABLED", 1) != 0,
+            retention=env.seconds("CLEANER_RETENTION_S", timedelta(days=7)),
+        )
         return cls(
+            cleaner=cleaner,
             task_stuck_timeout=env.seconds("STUCK_TIMEOUT_S", timedelta(minutes=5)),
             processing_grace=env.seconds("PROCESSING_GRACE_S", timedelta(seconds=10)),
             expected_queue_time=env.seconds("EXPECTED_QUEUE_TIME_S", timedelta(minutes=1)),

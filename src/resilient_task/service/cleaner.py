@@ -1,0 +1,59 @@
+"""The cleaner: deletes finished tasks once they are older than the retention period."""
+
+from __future__ import annotations
+
+import logging
+
+from resilient_task.errors import BackendError
+from resilient_task.ports.clock import Clock
+from resilient_task.ports.task_dao import TaskDAO
+from resilient_task.properties import TaskProperties
+from resilient_task.service.outage import OutageLog
+
+__all__ = ["TaskCleaner"]
+
+log = logging.getLogger("resilient_task.cleaner")
+
+
+class TaskCleaner:
+    """Deletes DONE, FAILED and CANCELLED tasks finished more than ``retention`` ago.
+
+    ERROR tasks are never deleted: they wait for an operator. Runs on every node; deletes are
+    bounded batches, so nodes cleaning at once only share the work.
+    """
+
+    def __init__(self, *, dao: TaskDAO, clock: Clock, properties: TaskProperties) -> None:
+        self._dao = dao
+        self._clock = clock
+        self._props = properties
+        self._db = OutageLog(log, "database")
+        self.deleted = 0
+        """Tasks deleted by this node so far."""
+
+    async def run_once(self) -> int:
+        """Delete every expired finished task, a batch at a time; returns how many."""
+        settings = self._props.cleaner
+        before = self._clock.now() - settings.retention
+        total = 0
+        while True:
+            deleted = await self._dao.delete_finished(before=before, limit=settings.batch_size)
+            total += deleted
+            if deleted < settings.batch_size:
+                break
+        if total:
+            self.deleted += total
+            log.info("deleted %d finished task(s) older than %s", total, settings.retention)
+        return total
+
+    async def run(self) -> None:
+        """Clean every ``cleaner.interval`` until cancelled; survives outages."""
+        interval = self._props.cleaner.interval.total_seconds()
+        while True:
+            try:
+                await self.run_once()
+                self._db.succeeded()
+            except BackendError as exc:
+                self._db.failed(exc, "deleting finished tasks")
+            except Exception:
+                log.exception("cleaner failed unexpectedly; trying again in %ss", interval)
+            await self._clock.sleep(interval)
