@@ -166,6 +166,10 @@ class TaskExecutor:
 
     async def _acquire(self, policy_slots: anyio.Semaphore) -> bool:
         """Take a node slot and a policy slot; False (holding none) when shutdown began."""
+        if _try_acquire(self._node_slots):  # fast path: no waiting, no cancel scope
+            if _try_acquire(policy_slots):
+                return True
+            self._node_slots.release()
         with anyio.CancelScope() as scope:
             self._waiting.add(scope)
             try:
@@ -437,3 +441,11 @@ async def _wait(event: anyio.Event, seconds: float, clock: Clock) -> bool:
         await event.wait()
         tg.cancel_scope.cancel()
     return event.is_set()
+
+
+def _try_acquire(semaphore: anyio.Semaphore) -> bool:
+    try:
+        semaphore.acquire_nowait()
+    except anyio.WouldBlock:
+        return False
+    return True
