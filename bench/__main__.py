@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick, "run_id": cfg.run_id, "logs": str(run.workdir),
         },
         "errors": {},
+        "load": {},
     }  # fmt: skip
     log(f"run {cfg.run_id}: child logs in {run.workdir}")
 
@@ -88,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(r, indent=2, sort_keys=False) + "\n")
 
     def section(name: str, fn: Any, *a: Any) -> Any:
-        log(f"[{time.strftime('%H:%M:%S')}] {name} ...")
+        log(f"[{time.strftime('%H:%M:%S')}] {name} ... (load average {os.getloadavg()[0]:.2f})")
         started = time.monotonic()
+        r["load"][name] = {"before": round(os.getloadavg()[0], 2)}
         try:
             value = fn(*a)
         except Exception as exc:  # one failed section must not lose the others
@@ -97,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             log(traceback.format_exc())
             return None
         finally:
+            r["load"][name]["after"] = round(os.getloadavg()[0], 2)
+            r["load"][name]["seconds"] = round(time.monotonic() - started, 1)
             log(f"[{time.strftime('%H:%M:%S')}] {name} took {time.monotonic() - started:.1f}s")
         log(f"  {name}: {_short(value)}")
         return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -81,7 +82,7 @@ def profiled(run: Run, pid: int, name: str) -> Iterator[None]:
     raw = run.profile_dir / f"{name}.txt"
     proc = subprocess.Popen(
         [py_spy, "record", "--pid", str(pid), "--format", "raw", "-o", str(raw), "-r", "200",
-         "--nonblocking"],
+         "--nonblocking", "--full-filenames"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     try:
@@ -102,7 +103,7 @@ def add_throughput(run: Run) -> dict[str, Any]:
     for kafka in (False, True):
         mode = "postgres_kafka" if kafka else "postgres"
         names = run.names("add", mode)
-        with fresh_schema(run, names["schema"]):
+        with fresh_schema(run, names["schema"]), profiled(run, os.getpid(), f"add-{mode}"):
             out[mode] = anyio.run(_adds, run, mode, names)
         run.log(f"  add {mode}: {out[mode]}")
     return out
