@@ -11,7 +11,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import commit_ceiling, machine, report, sections
+from bench import commit_ceiling, kafka_floor, machine, report, sections
 from bench.common import Config, drop_stale_schemas
 
 SECTIONS = ("add", "e2e", "latency", "scheduled", "memory", "ceiling")
@@ -133,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
                 r["latency"][mode] = value
                 r["latency_ms"][mode] = {k: value[k] for k in ("p50", "p99", "max")}
                 checks.append(value["exactly_once"])
+            save()
+        if "postgres_kafka" in modes:
+            value = section("kafka floor", kafka_floor.run, cfg)
+            if value:
+                r["kafka_floor_ms"] = value
             save()
     if "scheduled" in args.only:
         value = section("scheduled", sections.scheduled, run)

@@ -88,15 +88,19 @@ async def run(args: dict[str, Any]) -> None:
         elif kind == "latency":
             interval = float(args.get("interval", 0.02))
             adds: dict[str, float] = {}
+            calls: list[float] = []
             tick = time.monotonic()
             for _ in range(n):
+                called = time.time()
                 r = await app.service.add_task(_requests(1)[0])
                 adds[str(r.task_id)] = time.time()
+                calls.append((adds[str(r.task_id)] - called) * 1000)
                 tick += interval
                 await anyio.sleep(max(0.0, tick - time.monotonic()))
             await _wait_for(lambda: recorder.count >= n, timeout, step=0.01)
             await anyio.sleep(0.2)  # let the last completions land before verifying
             result["adds"] = adds
+            result["add_call_ms"] = calls
             result["db"] = _verify(app, n)
         elif kind == "rss":
             result.update(await _rss(app, recorder, args))

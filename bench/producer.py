@@ -73,13 +73,17 @@ async def produce(args: dict[str, Any]) -> None:
         elif kind == "latency":
             interval = float(args.get("interval", 0.02))
             adds: dict[str, float] = {}
+            calls: list[float] = []
             tick = time.monotonic()
             for _ in range(n):
+                called = time.time()
                 r = await app.service.add_task(AddTaskRequest(type=TASK_TYPE, data=PAYLOAD_BYTES))
                 adds[str(r.task_id)] = time.time()
+                calls.append((adds[str(r.task_id)] - called) * 1000)
                 tick += interval
                 await anyio.sleep(max(0.0, tick - time.monotonic()))
             result["adds"] = adds
+            result["add_call_ms"] = calls
         elif kind == "scheduled":
             run_after = datetime.now(UTC) + timedelta(seconds=float(args.get("delay", 3.0)))
             await app.service.add_tasks(

@@ -71,6 +71,13 @@ def table(r: dict[str, Any]) -> str:
             f"| latency add→start, {mode} | p50 {_fmt(v['p50'])} · p99 {_fmt(v['p99'])} · "
             f"max {_fmt(v['max'])} ms |"
         )
+    floor = r.get("kafka_floor_ms")
+    if floor:
+        f = floor["from_ack_ms"]
+        lines.append(
+            f"| bare aiokafka send-ack→receive (broker floor) | p50 {_fmt(f['p50'])} · "
+            f"p99 {_fmt(f['p99'])} · max {_fmt(f['max'])} ms |"
+        )
     late = r.get("scheduled_lateness_ms")
     if late:
         lines.append(

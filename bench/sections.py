@@ -195,7 +195,7 @@ def latency(run: Run, mode: str) -> dict[str, Any]:
     if mode == "memory":
         res = _inproc(run, "latency", {"n": n, "interval": 0.02}, 120)
         adds, starts, worked = res["adds"], res["worker"]["starts"], res["worker"]
-        db = res["db"]
+        db, calls = res["db"], res["add_call_ms"]
     else:
         names = run.names("latency", mode)
         timeout = 60.0 + (90.0 if mode == "postgres" else 0.0)
@@ -215,13 +215,15 @@ def latency(run: Run, mode: str) -> dict[str, Any]:
             _wait_done(conn, names["schema"], n, timeout, worker, None)
             worked = _stop_worker(worker)
             db = verify_db(conn, names["schema"], n)
-        adds, starts = read_json(producer.results)["adds"], worked.pop("starts")
+        produced = read_json(producer.results)
+        adds, calls, starts = produced["adds"], produced["add_call_ms"], worked.pop("starts")
     worked.pop("starts", None)
     values = [(starts[i] - t) * 1000 for i, t in adds.items() if i in starts]
     stats = percentiles(values)
     stats["missing"] = len(adds) - len(values)
     stats["negative"] = sum(1 for v in values if v < 0)
     stats["exactly_once"] = _exactly_once(db, worked, n)
+    stats["add_task_call_ms"] = percentiles(calls)  # add_task itself: commit (+ trigger send)
     return stats
 
 
