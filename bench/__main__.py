@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import commit_ceiling, kafka_floor, machine, report, sections
-from bench.common import Config, drop_stale_schemas
+from bench.common import Config, stale_schemas
 
 SECTIONS = ("add", "e2e", "latency", "scheduled", "memory", "ceiling")
 
@@ -39,6 +39,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="modes for the memory section (postgres-only is slow by default: see docs)",
     )  # fmt: skip
     p.add_argument("--profile", type=Path, help="py-spy the worker into this directory")
+    p.add_argument(
+        "--drop-stale", action="store_true",
+        help="drop bench_* schemas left by interrupted runs (not while another bench runs!)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     only = {s for item in args.only for s in item.split(",") if s}
     unknown = only - set(SECTIONS)
@@ -68,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         log=lambda *a: print(*a, file=sys.stderr, flush=True),
     )
     log = run.log
-    stale = drop_stale_schemas(cfg)
+    stale = stale_schemas(cfg, drop=args.drop_stale)
     if stale:
-        log(f"dropped {len(stale)} schema(s) left by interrupted runs")
+        verb = "dropped" if args.drop_stale else "found (--drop-stale drops them)"
+        log(f"{verb} {len(stale)} bench schema(s) left by interrupted runs: {', '.join(stale)}")
     r: dict[str, Any] = {
         "machine": machine.collect(cfg),
         "settings": {

@@ -66,14 +66,15 @@ def drop_schema(cfg: Config, schema: str) -> None:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-def drop_stale_schemas(cfg: Config) -> list[str]:
-    """Schemas left by earlier interrupted runs (``bench_<8 hex>_*``)."""
+def stale_schemas(cfg: Config, *, drop: bool) -> list[str]:
+    """Schemas of other runs (``bench_<8 hex>_*``): left by interrupted runs, or still in use."""
     with pg_connect(cfg.database_url) as conn:
         rows = conn.execute(
             "SELECT nspname FROM pg_namespace WHERE nspname ~ '^bench_[0-9a-f]{8}_'"
         ).fetchall()
-        for (name,) in rows:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        if drop:
+            for (name,) in rows:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
     return [r[0] for r in rows]
 
 

@@ -211,8 +211,9 @@ def latency(run: Run, mode: str) -> dict[str, Any]:
                 {"mode": mode, **names, "kind": "latency", "n": n, "interval": 0.02,
                  "warmup": mode == "postgres_kafka"},
             )  # fmt: skip
-            producer.wait(120)
-            _wait_done(conn, names["schema"], n, timeout, worker, None)
+            with profiled(run, worker.pid, f"latency-{mode}-worker"):
+                producer.wait(120)
+                _wait_done(conn, names["schema"], n, timeout, worker, None)
             worked = _stop_worker(worker)
             db = verify_db(conn, names["schema"], n)
         produced = read_json(producer.results)
@@ -281,6 +282,8 @@ def memory(run: Run, mode: str) -> dict[str, Any]:
         )  # fmt: skip
         peak = out["rss_start_mb"]
         deadline = time.monotonic() + timeout
+        profile = profiled(run, worker.pid, f"rss-{mode}-worker")
+        profile.__enter__()
         last_poll = 0.0
         done = 0
         while done < run.rss_n:
@@ -296,6 +299,7 @@ def memory(run: Run, mode: str) -> dict[str, Any]:
                 if "rss_warm_mb" not in out and done >= warm:
                     out["rss_warm_mb"] = value
             time.sleep(0.1)
+        profile.__exit__(None, None, None)
         time.sleep(1.0)
         out["rss_end_mb"] = rss_mb(worker.pid)
         out["rss_peak_mb"] = max(peak, out["rss_end_mb"])
