@@ -260,16 +260,22 @@ class TaskExecutor:
     async def _execute(
         self, handler: TaskHandler, task: Task, policy_slots: anyio.Semaphore
     ) -> None:
+        holding_policy_slot = True
         try:
             if handler.transactional:
                 await self._execute_in_transaction(handler, task)
             else:
                 outcome = await self._call(handler, task, None)
+                # The handler is done running: its concurrency slot is free while the outcome
+                # is written (the node-wide slot still bounds what this node holds).
+                policy_slots.release()
+                holding_policy_slot = False
                 await self._write(task, self._decide(handler, task, outcome))
         except Exception:  # a bug of ours must not kill the node; the deadline recovers it
             log.exception("task %s: unexpected executor failure", task.id)
         finally:
-            policy_slots.release()
+            if holding_policy_slot:
+                policy_slots.release()
             self._node_slots.release()
             self._end()
 

@@ -94,7 +94,12 @@ class PostgresTaskDAO:
 
     @asynccontextmanager
     async def _connect(self, transaction: Any, action: str) -> AsyncIterator[AsyncConnection]:
-        """One operation's connection: the caller's (not committed) or a pooled one (committed).
+        """One operation's connection: the caller's (not committed) or a pooled one.
+
+        A pooled connection runs in autocommit: every operation is one statement, or a
+        sequence of statements each of which is a complete compare-and-set batch, so each
+        commits on its own. That saves the BEGIN and COMMIT round trips of an explicit
+        transaction -- a third of the latency of a single add.
 
         The single choke point: every driver error inside becomes a resilient-task error.
         """
@@ -103,8 +108,8 @@ class PostgresTaskDAO:
             if transaction is not None:
                 yield await connection_of(transaction)
             else:
-                async with self.engine.begin() as conn:
-                    yield conn
+                async with self.engine.connect() as conn:
+                    yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
     async def _tasks(self, rows: Sequence[sa.Row[Any]], *, with_data: bool) -> list[Task]:
         tasks = []
