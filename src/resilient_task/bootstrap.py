@@ -119,7 +119,10 @@ class ResilientTask:
         if self._triggerer is not None:
             return self._triggerer
         if not self._kafka:
-            return InMemoryTriggerer(max_in_flight=self.properties.max_triggers_in_memory)
+            # A production-sized history: tests that inspect `sent` pass their own triggerer.
+            return InMemoryTriggerer(
+                max_in_flight=self.properties.max_triggers_in_memory, sent_history=1000
+            )
         from resilient_task.adapters.kafka import KafkaTriggerer
 
         triggerer = KafkaTriggerer(
