@@ -40,6 +40,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--profile", type=Path, help="py-spy the worker into this directory")
     p.add_argument(
+        "--handler-concurrency", type=int, metavar="N",
+        help="what-if: SimpleConcurrencyPolicy(N) for the bench handler (default: the "
+        "library's default policy); the headline numbers use the default",
+    )  # fmt: skip
+    p.add_argument(
         "--drop-stale", action="store_true",
         help="drop bench_* schemas left by interrupted runs (not while another bench runs!)",
     )  # fmt: skip
@@ -69,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         rss_modes=tuple(m for m in args.rss_modes.split(",") if m),
         workdir=sections.workdir(),
         profile_dir=args.profile,
+        concurrency=args.handler_concurrency,
         log=lambda *a: print(*a, file=sys.stderr, flush=True),
     )
     log = run.log
@@ -82,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             "n": run.n, "batch": run.batch, "latency_n": run.latency_n,
             "latency_interval_ms": 20, "scheduled_n": run.scheduled_n, "rss_n": run.rss_n,
             "quick": args.quick, "run_id": cfg.run_id, "logs": str(run.workdir),
+            "handler_concurrency": args.handler_concurrency or "default",
         },
         "errors": {},
         "load": {},

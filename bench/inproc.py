@@ -60,7 +60,9 @@ def _done(app: Any) -> int:
 async def run(args: dict[str, Any]) -> None:
     cfg = Config(**args["cfg"])
     kind, n, timeout = args["kind"], int(args["n"]), float(args["timeout"])
-    recorder = Recorder(track_ids=kind != "rss", delete=kind == "rss")
+    recorder = Recorder(
+        track_ids=kind != "rss", delete=kind == "rss", concurrency=args.get("concurrency")
+    )
     app = node(
         cfg,
         "memory",

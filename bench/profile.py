@@ -70,6 +70,9 @@ def summarise(path: Path, top: int = 25) -> str:
     lines += [f"  {pct(n)}  {name}" for name, n in own.most_common(top)]
     lines += ["", f"top {top} functions by inclusive time:"]
     lines += [f"  {pct(n)}  {name}" for name, n in incl.most_common(top)]
+    ours = [(name, n) for name, n in incl.most_common() if "(resilient_task/" in name]
+    lines += ["", f"top {top} resilient_task functions by inclusive time:"]
+    lines += [f"  {pct(n)}  {name}" for name, n in ours[:top]]
     return "\n".join(lines)
 
 

@@ -11,10 +11,13 @@ from bench.common import TASK_TYPE, WARMUP_TYPE
 class Recorder:
     """``process`` is the processor; ``track_ids`` keeps per-id counts and first start times."""
 
-    def __init__(self, *, track_ids: bool, delete: bool = False) -> None:
+    def __init__(
+        self, *, track_ids: bool, delete: bool = False, concurrency: int | None = None
+    ) -> None:
         from resilient_task import ProcessResult
 
         self.track_ids = track_ids
+        self.concurrency = concurrency  # None: the default SimpleConcurrencyPolicy
         self.count = 0
         self.warmups = 0
         self.counts: dict[Any, int] = {}
@@ -35,9 +38,16 @@ class Recorder:
         return self._result
 
     def handler(self) -> Any:
-        from resilient_task import TaskHandler
+        from resilient_task import SimpleConcurrencyPolicy, TaskHandler
 
-        return TaskHandler(types={TASK_TYPE, WARMUP_TYPE}, processor=self.process, name="bench")
+        if self.concurrency is None:
+            return TaskHandler(types={TASK_TYPE, WARMUP_TYPE}, processor=self.process, name="bench")
+        return TaskHandler(
+            types={TASK_TYPE, WARMUP_TYPE},
+            processor=self.process,
+            name="bench",
+            concurrency_policy=SimpleConcurrencyPolicy(self.concurrency),
+        )
 
     def summary(self, *, with_starts: bool) -> dict[str, Any]:
         duplicates = {str(k): v for k, v in self.counts.items() if v > 1}

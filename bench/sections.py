@@ -51,6 +51,7 @@ class Run:
     rss_modes: tuple[str, ...]
     workdir: Path
     profile_dir: Path | None = None
+    concurrency: int | None = None  # handler concurrency; None = the library default
     log: Any = print
 
     def names(self, section: str, mode: str) -> dict[str, str]:
@@ -81,7 +82,7 @@ def profiled(run: Run, pid: int, name: str) -> Iterator[None]:
     run.profile_dir.mkdir(parents=True, exist_ok=True)
     raw = run.profile_dir / f"{name}.txt"
     proc = subprocess.Popen(
-        [py_spy, "record", "--pid", str(pid), "--format", "raw", "-o", str(raw), "-r", "200",
+        [py_spy, "record", "--pid", str(pid), "--format", "raw", "-o", str(raw), "-r", "500",
          "--nonblocking", "--full-filenames"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
@@ -103,46 +104,42 @@ def add_throughput(run: Run) -> dict[str, Any]:
     for kafka in (False, True):
         mode = "postgres_kafka" if kafka else "postgres"
         names = run.names("add", mode)
-        with fresh_schema(run, names["schema"]), profiled(run, os.getpid(), f"add-{mode}"):
-            out[mode] = anyio.run(_adds, run, mode, names)
+        out[mode] = {"batch": run.batch}
+        with fresh_schema(run, names["schema"]):
+            for kind in ("single", "bulk"):
+                with profiled(run, os.getpid(), f"add-{kind}-{mode}"):
+                    out[mode][kind] = anyio.run(_adds, run, mode, names, kind)
         run.log(f"  add {mode}: {out[mode]}")
     return out
 
 
-async def _adds(run: Run, mode: str, names: dict[str, str]) -> dict[str, Any]:
+async def _adds(run: Run, mode: str, names: dict[str, str], kind: str) -> int:
+    """Adds per second. A fresh node per measurement: its untaken trigger queue starts empty."""
     from resilient_task import AddTaskRequest
 
-    def app() -> Any:  # a fresh node per measurement: the untaken trigger queue starts empty
-        return node(run.cfg, mode, run_workers=False, **names)
-
-    result: dict[str, Any] = {}
-    async with app() as a:
-        for _ in range(50):  # warm-up: pool, prepared statements, the Kafka producer
-            await a.service.add_task(AddTaskRequest(type="bench_warmup", data=PAYLOAD_BYTES))
+    async with node(run.cfg, mode, run_workers=False, **names) as app:
+        add = app.service
+        # warm-up: pool, prepared statements, the Kafka producer and topic
+        await add.add_tasks([AddTaskRequest(type="bench_warmup", data=PAYLOAD_BYTES)] * 50)
+        for _ in range(50):
+            await add.add_task(AddTaskRequest(type="bench_warmup", data=PAYLOAD_BYTES))
         with anyio.fail_after(600):
             started = time.perf_counter()
-            for _ in range(run.n):
-                await a.service.add_task(AddTaskRequest(type=TASK_TYPE, data=PAYLOAD_BYTES))
-            result["single"] = round(run.n / (time.perf_counter() - started))
-    async with app() as a:
-        await a.service.add_tasks(
-            [AddTaskRequest(type="bench_warmup", data=PAYLOAD_BYTES) for _ in range(run.batch)]
-        )
-        with anyio.fail_after(600):
-            started = time.perf_counter()
-            for start in range(0, run.n, run.batch):
-                size = min(run.batch, run.n - start)
-                await a.service.add_tasks(
-                    [AddTaskRequest(type=TASK_TYPE, data=PAYLOAD_BYTES) for _ in range(size)]
-                )
-            result["bulk"] = round(run.n / (time.perf_counter() - started))
-    result["batch"] = run.batch
-    return result
+            if kind == "single":
+                for _ in range(run.n):
+                    await add.add_task(AddTaskRequest(type=TASK_TYPE, data=PAYLOAD_BYTES))
+            else:
+                for start in range(0, run.n, run.batch):
+                    size = min(run.batch, run.n - start)
+                    await add.add_tasks(
+                        [AddTaskRequest(type=TASK_TYPE, data=PAYLOAD_BYTES) for _ in range(size)]
+                    )
+            return round(run.n / (time.perf_counter() - started))
 
 
 # --- 2. end to end ----------------------------------------------------------------------------
 def e2e_timeout(run: Run, mode: str) -> float:
-    # postgres: tasks wait for their expected_queue_time (60 s) and then 1000 per 2 s poll.
+    # postgres: tasks are found by the worker's polling (every 2 s, 1000 per claim): slower.
     base = 90.0 if mode != "postgres" else 120.0 + run.n / 1000 * 4
     return base + run.n / 100
 
@@ -317,7 +314,7 @@ def _child(run: Run, procs: list[Child], module: str, name: str, args: dict[str,
     results.unlink(missing_ok=True)
     child = Child(
         module,
-        {"cfg": vars(run.cfg), "results": str(results), **args},
+        {"cfg": vars(run.cfg), "results": str(results), "concurrency": run.concurrency, **args},
         log=run.workdir / f"{name}.log",
     )
     child.results = results  # type: ignore[attr-defined]

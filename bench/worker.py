@@ -20,7 +20,11 @@ from bench.recorder import Recorder, node_stats
 
 async def serve(args: dict[str, Any]) -> None:
     cfg = Config(**args["cfg"])
-    recorder = Recorder(track_ids=args.get("track_ids", True), delete=args.get("delete", False))
+    recorder = Recorder(
+        track_ids=args.get("track_ids", True),
+        delete=args.get("delete", False),
+        concurrency=args.get("concurrency"),
+    )
     app = node(
         cfg,
         args["mode"],
