@@ -45,6 +45,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "library's default policy); the headline numbers use the default",
     )  # fmt: skip
     p.add_argument(
+        "--breakdown", action="store_true",
+        help="diagnosis: instrument the latency workers to split add->start into legs",
+    )  # fmt: skip
+    p.add_argument(
         "--drop-stale", action="store_true",
         help="drop bench_* schemas left by interrupted runs (not while another bench runs!)",
     )  # fmt: skip
@@ -75,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir=sections.workdir(),
         profile_dir=args.profile,
         concurrency=args.handler_concurrency,
+        breakdown=args.breakdown,
         log=lambda *a: print(*a, file=sys.stderr, flush=True),
     )
     log = run.log

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 
+from bench import breakdown
 from bench.common import (
     PAYLOAD_BYTES,
     TASK_TYPE,
@@ -52,6 +53,7 @@ class Run:
     workdir: Path
     profile_dir: Path | None = None
     concurrency: int | None = None  # handler concurrency; None = the library default
+    breakdown: bool = False  # instrument the latency workers (diagnosis only)
     log: Any = print
 
     def names(self, section: str, mode: str) -> dict[str, str]:
@@ -202,7 +204,7 @@ def latency(run: Run, mode: str) -> dict[str, Any]:
             pg_connect(run.cfg.database_url) as conn,
         ):
             worker = _start_worker(run, procs, mode, names, "latency", track_ids=True,
-                                   with_starts=True)  # fmt: skip
+                                   with_starts=True, breakdown=run.breakdown)  # fmt: skip
             producer = _child(
                 run, procs, "producer", f"latency-{mode}-producer",
                 {"mode": mode, **names, "kind": "latency", "n": n, "interval": 0.02,
@@ -215,6 +217,7 @@ def latency(run: Run, mode: str) -> dict[str, Any]:
             db = verify_db(conn, names["schema"], n)
         produced = read_json(producer.results)
         adds, calls, starts = produced["adds"], produced["add_call_ms"], worked.pop("starts")
+        marks = worked.pop("marks", None)
     worked.pop("starts", None)
     values = [(starts[i] - t) * 1000 for i, t in adds.items() if i in starts]
     stats = percentiles(values)
@@ -222,6 +225,8 @@ def latency(run: Run, mode: str) -> dict[str, Any]:
     stats["negative"] = sum(1 for v in values if v < 0)
     stats["exactly_once"] = _exactly_once(db, worked, n)
     stats["add_task_call_ms"] = percentiles(calls)  # add_task itself: commit (+ trigger send)
+    if mode != "memory" and marks:
+        stats["breakdown"] = breakdown.summarise(adds, starts, marks)
     return stats
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 
+from bench import breakdown
 from bench.common import Config, node, write_json
 from bench.recorder import Recorder, node_stats
 
@@ -34,14 +35,20 @@ async def serve(args: dict[str, Any]) -> None:
         handlers=[recorder.handler()],
         run_workers=True,
     )
+    if args.get("breakdown"):
+        breakdown.install_executor_hook()
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with app:
+            if args.get("breakdown"):
+                breakdown.install_dao_hook(app)
             print("READY", flush=True)
             async for _ in signals:
                 break
             # Results first: a slow shutdown must not lose them.
             result = recorder.summary(with_starts=args.get("with_starts", False))
             result["stats"] = node_stats(app)
+            if args.get("breakdown"):
+                result["marks"] = breakdown.marks
             write_json(args["results"], result)
 
 
