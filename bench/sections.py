@@ -265,7 +265,18 @@ def memory(run: Run, mode: str) -> dict[str, Any]:
     timeout = 120.0 + run.rss_n / 100
     if mode == "memory":
         res = _inproc(run, "rss", {"n": run.rss_n, "batch": run.batch, "warm": warm}, timeout)
-        res.pop("samples", None)
+        samples = res.pop("samples", [])
+        step = run.rss_n // 10
+        res["rss_by_decile_mb"] = (
+            [
+                round(
+                    next((rss for _, count, rss in samples if count >= k * step), samples[-1][2]), 1
+                )
+                for k in range(1, 11)
+            ]
+            if samples
+            else []
+        )
         res.pop("worker", None)
         res["handler_result"] = "DONE_AND_DELETE"
         return res
@@ -288,6 +299,7 @@ def memory(run: Run, mode: str) -> dict[str, Any]:
         profile.__enter__()
         last_poll = 0.0
         done = 0
+        trajectory: list[float] = []  # RSS (MB) when 10%, 20% ... of the tasks were DONE
         while done < run.rss_n:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"rss {mode}: {done}/{run.rss_n} DONE after {timeout}s")
@@ -300,6 +312,9 @@ def memory(run: Run, mode: str) -> dict[str, Any]:
                 done = done_count(conn, names["schema"])
                 if "rss_warm_mb" not in out and done >= warm:
                     out["rss_warm_mb"] = value
+                step = run.rss_n // 10
+                while done >= (len(trajectory) + 1) * step and len(trajectory) < 10:
+                    trajectory.append(round(value, 1))
             time.sleep(0.1)
         profile.__exit__(None, None, None)
         time.sleep(1.0)
@@ -308,6 +323,7 @@ def memory(run: Run, mode: str) -> dict[str, Any]:
         producer.wait(60)
         worked = _stop_worker(worker)
     out["growth_mb"] = round(out["rss_end_mb"] - out["rss_warm_mb"], 1)
+    out["rss_by_decile_mb"] = trajectory
     out["executions"] = worked["executions"]
     out["handler_result"] = "DONE"
     return out
