@@ -92,11 +92,12 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 WORKER_APP = "tests.integration.faults.worker_app:app"
 READY_LINE = "SIGTERM or SIGINT stops it gracefully"
 
-# The short timings every worker runs with (seconds).
-POLLING_INTERVAL = 0.4
+# The short timings every worker runs with (seconds). The first two can be changed for
+# measurements (docs/kafka.md): RT_FAULTS_POLLING_INTERVAL_S, RT_FAULTS_EXPECTED_QUEUE_TIME_S.
+POLLING_INTERVAL = float(os.environ.get("RT_FAULTS_POLLING_INTERVAL_S", "0.4"))
 HANDLER_TIMEOUT = 2.0
 PROCESSING_GRACE = 1.0
-EXPECTED_QUEUE_TIME = 2.0
+EXPECTED_QUEUE_TIME = float(os.environ.get("RT_FAULTS_EXPECTED_QUEUE_TIME_S", "2.0"))
 SHUTDOWN_GRACE = 3.0
 PARTITIONS = 6
 

@@ -61,7 +61,9 @@ async def test_broker_stopped_mid_run_every_task_runs_exactly_once(
                         broker.stop()
                         stopped_at = time.monotonic()
                         probes_down = await add_spaced(app, PROBES, 0.05)
+                        adding = time.monotonic()
                         during = await add_tasks(app, DURING, batch=DURING)
+                        add_blocked = time.monotonic() - adding
                         # Everything so far must finish while the broker is still down.
                         so_far = len(warm) + PROBES * 2 + BEFORE + DURING
                         status_down = await store.wait_all_done(so_far, within=45)
@@ -97,7 +99,8 @@ async def test_broker_stopped_mid_run_every_task_runs_exactly_once(
         f"\nbroker outage of {outage:.1f} s; trigger->start latency "
         f"up: {percentiles(start_latencies(probes_up, rows, executions))}; "
         f"down: {percentiles(start_latencies(probes_down, rows, executions))}; "
-        f"bulk during outage: {percentiles(start_latencies(during, rows, executions))}; "
+        f"bulk during outage: {percentiles(start_latencies(during, rows, executions))} "
+        f"(add_tasks blocked {add_blocked:.1f} s); "
         f"right after restart: {percentiles(start_latencies(probes_after, rows, executions))}; "
         f"fast path back: {fast_again is not None} ({recovery:.1f} s after the restart); then: "
         f"{percentiles(start_latencies(probes_recovered, rows, executions))}; "

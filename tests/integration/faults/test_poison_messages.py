@@ -30,6 +30,7 @@ from tests.integration.faults.harness import (
     read_executions,
     run_problems,
     scenario,
+    silent_client,
     start_latencies,
     time_limit,
     unfinished,
@@ -41,6 +42,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 WORKERS = 3
 BULK = 1000
+MISROUTED = 300
 GRACEFUL_EXIT = SHUTDOWN_GRACE + 5.0
 
 
@@ -150,4 +152,49 @@ async def test_poison_messages_are_skipped_and_every_task_runs_once(
         f"{len(resubmitted)} task(s) waited {EXPECTED_QUEUE_TIME} s for the resumer: "
         f"{percentiles(latencies)}"
     )
+    cluster.assert_stopped_gracefully(stopped, GRACEFUL_EXIT)
+
+
+async def test_a_trigger_whose_type_disagrees_with_the_stored_task_changes_nothing(
+    database_url: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Well-formed, right id and version, wrong ``type``: the store is the truth, not the message.
+
+    The trigger must neither route the task to another handler nor put it in ERROR as
+    "unhandled": the task runs once, by its own handler, as if the trigger were a plain one.
+    """
+    with time_limit(90):
+        async with scenario(database_url, kafka_bootstrap, tmp_path) as world:
+            store = Store(world)
+            with Cluster(world) as cluster:
+                try:
+                    cluster.start(WORKERS)
+                    await cluster.wait_ready()
+                    async with client(world) as app:
+                        warm = await cluster.warm_up(app, store)
+                    async with silent_client(world) as quiet:
+                        pending = await add_tasks(quiet, MISROUTED)
+                    forged = [
+                        Message(
+                            _document(id=str(task_id), type="no-such-handler"),
+                            key=task_id.bytes,
+                        )
+                        for task_id in pending
+                    ]
+                    await produce(world, forged)
+                    total = len(warm) + MISROUTED
+                    status = await store.wait_all_done(total, within=30)
+                    executions = read_executions([w.exec_path for w in cluster.workers])
+                    rows = await store.rows()
+                    cluster.assert_alive()
+                    stopped = await cluster.stop_gracefully(GRACEFUL_EXIT + 5)
+                finally:
+                    await store.close()
+
+    assert status == {"DONE": total}, (
+        f"forged types changed the tasks: {dict(status)}\n{unfinished(rows)}\n{cluster.logs()}"
+    )
+    ran = counts(executions)
+    assert set(ran) == set(rows)
+    assert max(ran.values()) == 1
     cluster.assert_stopped_gracefully(stopped, GRACEFUL_EXIT)
