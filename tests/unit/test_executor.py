@@ -89,6 +89,44 @@ async def test_duplicate_triggers_run_the_handler_once() -> None:
     assert node.executor.stats["grabbed"] == 1
 
 
+async def test_a_trigger_naming_another_type_runs_the_stored_tasks_handler() -> None:
+    work, other = Calls(), Calls()
+    async with FakeNode(handler(work), handler(other, types=("other",))) as node:
+        task = stored_task(status=TaskStatus.SUBMITTED, next_event_time=START + 60 * SECOND)
+        node.dao.put(task)
+
+        await node.executor.on_trigger(replace(task.base, type="other"))
+        await node.wait_for(task.id, TaskStatus.DONE)
+    assert (work.count, other.count) == (1, 0)
+
+
+async def test_a_forged_trigger_with_an_unhandled_type_cannot_put_a_handled_task_in_error() -> None:
+    calls = Calls()
+    async with FakeNode(handler(calls)) as node:
+        task = stored_task(status=TaskStatus.SUBMITTED, next_event_time=START + 60 * SECOND)
+        node.dao.put(task)
+
+        await node.executor.on_trigger(replace(task.base, type="nobody-handles-this"))
+        await node.wait_for(task.id, TaskStatus.DONE)
+    assert calls.count == 1
+    assert node.executor.stats["no_handler"] == 0
+
+
+async def test_a_stored_task_without_handler_goes_to_error_whatever_the_trigger_says() -> None:
+    calls = Calls()
+    async with FakeNode(handler(calls)) as node:
+        task = stored_task(
+            status=TaskStatus.SUBMITTED, next_event_time=START + 60 * SECOND, type="orphan"
+        )
+        node.dao.put(task)
+
+        await node.executor.on_trigger(replace(task.base, type="work"))
+        stored = await node.wait_for(task.id, TaskStatus.ERROR)
+    assert calls.count == 0
+    assert stored is not None
+    assert "'orphan'" in (stored.last_error or "")
+
+
 # --- version checks: completion (fencing) --------------------------------------------------
 
 

@@ -69,6 +69,7 @@ class TaskExecutor:
         self._idle = anyio.Event()
         self._idle.set()
         self._waiting: set[anyio.CancelScope] = set()
+        self._unlimited = anyio.Semaphore(2**31)  # the "policy" of tasks without a handler
         self._grabs: Batcher[GrabRequest, Task | None] = Batcher(self._grab_batch)
         self._completions: Batcher[TaskChange, bool] = Batcher(self._dao.apply)
         self._grace = properties.shutdown_grace
@@ -140,29 +141,59 @@ class TaskExecutor:
 
         Returns once the task is grabbed or the trigger is found stale, so a broker may
         acknowledge the trigger. Waits (backpressure) while the node or the handler is full.
+        The trigger only routes: the handler that runs is the stored task's.
         """
         if not self._accepting or self._tg is None:
             log.debug("task %s: trigger ignored, executor not accepting work", base.id)
             return
         handler = self._registry.find(base)
-        if handler is None:
-            await self._reject_unhandled(base)
-            return
-        policy_slots = self._slots_for(handler)
-        if not await self._acquire(policy_slots):
+        slots = self._slots_for(handler) if handler is not None else self._unlimited
+        if not await self._acquire(slots):
             log.debug("task %s: trigger dropped, node shutting down", base.id)
             return
+        held = [slots]  # the policy slot currently held (none if re-acquiring was cancelled)
         started = False
         try:
             task = await self._grab(base, handler) if self._accepting else None
-            if task is not None and self._tg is not None:
+            if task is not None and _routing(task.base) != _routing(base):
+                handler = await self._reroute(base, task, handler, held)
+            if task is not None and handler is None:
+                await self._reject_unhandled(task)
+            elif task is not None and handler is not None and self._tg is not None:
                 self._begin()
-                self._tg.start_soon(self._execute, handler, task, policy_slots)
+                self._tg.start_soon(self._execute, handler, task, held[0])
                 started = True
         finally:
             if not started:
-                policy_slots.release()
+                for policy_slots in held:
+                    policy_slots.release()
                 self._node_slots.release()
+
+    async def _reroute(
+        self,
+        base: BaseTask,
+        task: Task,
+        handler: TaskHandler | None,
+        held: list[anyio.Semaphore],
+    ) -> TaskHandler | None:
+        """The trigger disagreed with the stored task (forged or buggy): use the stored one."""
+        actual = self._registry.find(task.base)
+        log.warning(
+            "task %s: trigger says type=%r sub_type=%r but the stored task is type=%r "
+            "sub_type=%r; routing by the stored task",
+            task.id,
+            base.type,
+            base.sub_type,
+            task.type,
+            task.sub_type,
+        )
+        if actual is not None and actual is not handler:
+            slots = self._slots_for(actual)
+            if slots is not held[0]:
+                held.pop().release()
+                await slots.acquire()
+                held.append(slots)
+        return actual
 
     async def _acquire(self, policy_slots: anyio.Semaphore) -> bool:
         """Take a node slot and a policy slot; False (holding none) when shutdown began."""
@@ -197,9 +228,13 @@ class TaskExecutor:
             self._policy_slots[id(policy)] = slots
         return slots
 
-    async def _grab(self, base: BaseTask, handler: TaskHandler) -> Task | None:
+    async def _grab(self, base: BaseTask, handler: TaskHandler | None) -> Task | None:
         now = self._clock.now()
-        timeout = self._registry.timeout(handler, self._props)
+        timeout = (
+            self._registry.timeout(handler, self._props)
+            if handler is not None
+            else self._props.task_stuck_timeout
+        )
         deadline = now + timeout + self._props.processing_grace
         request = GrabRequest(base.id, base.version, self._props.node_id, deadline)
         try:
@@ -232,20 +267,14 @@ class TaskExecutor:
         # A duplicate trigger in the same batch must not run the task twice: first one wins.
         return [by_key.pop((r.task_id, r.version), None) for r in requests]
 
-    async def _reject_unhandled(self, base: BaseTask) -> None:
-        """No handler: grab it and put it in ERROR with the reason, visible to operators."""
+    async def _reject_unhandled(self, task: Task) -> None:
+        """No handler for the stored task: ERROR with the reason, visible to operators."""
+        reason = f"no handler accepts task type {task.type!r}"
         now = self._clock.now()
-        request = GrabRequest(base.id, base.version, self._props.node_id, now)
-        try:
-            grabbed = await self._dao.grab([request], now=now)
-            for task in grabbed:
-                reason = f"no handler accepts task type {task.type!r}"
-                if await self._write(
-                    task, TaskChange(task.mark_error(now=now, reason=reason), task.version)
-                ):
-                    self.stats["no_handler"] += 1
-        except BackendError as exc:
-            self._db.failed(exc, f"rejecting unhandled task {base.id}")
+        if await self._write(
+            task, TaskChange(task.mark_error(now=now, reason=reason), task.version)
+        ):
+            self.stats["no_handler"] += 1
 
     def _begin(self) -> None:
         self._running += 1
@@ -455,3 +484,7 @@ def _try_acquire(semaphore: anyio.Semaphore) -> bool:
     except anyio.WouldBlock:
         return False
     return True
+
+
+def _routing(task: BaseTask) -> tuple[str, str | None]:
+    return task.type, task.sub_type
