@@ -129,6 +129,27 @@ async def test_lost_trigger_is_repeated_after_the_expected_queue_time_and_the_ta
     assert node.resumer.stats["retriggered"] == 1
 
 
+async def test_task_still_undelivered_after_its_repeated_trigger_runs_on_the_polling_node(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A broker that accepts triggers but never delivers them cannot stall a task."""
+    calls = Calls()
+    triggerer = DroppingTriggerer(drop=2)  # the original trigger and its repeat are lost
+    async with FakeNode(handler(calls), triggerer=triggerer) as node:
+        task_id = await node.add()
+        await node.advance(QUEUE_TIME + MICROSECOND)  # overdue: triggered again (lost again)
+        await idle()
+        assert node.status(task_id) is TaskStatus.SUBMITTED
+        assert len(triggerer.dropped) == 2
+
+        await node.advance(QUEUE_TIME + MICROSECOND)  # overdue again: run here
+
+        await node.wait_for(task_id, TaskStatus.DONE)
+    assert calls.count == 1
+    assert node.resumer.stats["run_locally"] == 1
+    assert any("running them on this node" in r.getMessage() for r in caplog.records)
+
+
 async def test_handlers_expected_queue_time_decides_when_a_lost_trigger_is_repeated() -> None:
     calls = Calls()
     policy = SimpleProcessingPolicy(expected_queue_time=5 * SECOND)

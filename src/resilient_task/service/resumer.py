@@ -15,8 +15,9 @@ never take the same task twice.
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
+from uuid import UUID
 
 import anyio
 
@@ -35,6 +36,7 @@ __all__ = ["TaskResumer"]
 
 log = logging.getLogger("resilient_task.resumer")
 _DEFAULT_PROCESSING = SimpleProcessingPolicy()
+_REMEMBERED_RETRIGGERS = 100_000
 _S = StuckTaskResolutionStrategy
 
 
@@ -59,6 +61,7 @@ class TaskResumer:
         self._executor = executor
         self._db = OutageLog(log, "database")
         self._broker = OutageLog(log, "trigger broker")
+        self._retriggered: OrderedDict[UUID, None] = OrderedDict()
         self.stats: Counter[str] = Counter()
         """Counts: resumed (due WAITING), retriggered, recovered, stuck_error, stuck_failed..."""
 
@@ -118,11 +121,29 @@ class TaskResumer:
             ]
             won = await self._apply(changes)
             total += len(won)
-            self.stats["retriggered"] += len(won)
+            # A task this node already re-triggered that is overdue again was not delivered
+            # although the broker accepted the trigger (e.g. a broker that lost its log): run
+            # it here instead of trusting the broker a third time.
+            again = [t for t in won if t.id in self._retriggered]
+            fresh = [t for t in won if t.id not in self._retriggered]
+            for task in fresh:
+                self._retriggered[task.id] = None
+            while len(self._retriggered) > _REMEMBERED_RETRIGGERS:
+                self._retriggered.popitem(last=False)
+            self.stats["retriggered"] += len(fresh)
             if log.isEnabledFor(logging.INFO):
-                for task in won:
+                for task in fresh:
                     log.info("task %s type=%s overdue in SUBMITTED: triggering", task.id, task.type)
-            await self._trigger(won)
+            if again:
+                log.warning(
+                    "%d task(s) stayed SUBMITTED after being triggered again; running them on "
+                    "this node (is the broker delivering?)",
+                    len(again),
+                )
+                for task in again:
+                    self._retriggered.pop(task.id, None)
+                await self._run_locally([t.base for t in again])
+            await self._trigger(fresh)
             if len(overdue) < batch or not won:
                 return total
 
