@@ -96,6 +96,11 @@ def table(r: dict[str, Any]) -> str:
             f"| commit ceiling ({ceiling.get('tool')}) | 1 client {_fmt(ceiling['c1'])} /s · "
             f"16 clients {_fmt(ceiling['c16'])} /s |"
         )
+        if ceiling.get("add_sql_c1"):
+            lines.append(
+                f"| add_task's SQL from 1 C client (pgbench, no Python) | "
+                f"{_fmt(ceiling['add_sql_c1'])} /s |"
+            )
     for section, error in r.get("errors", {}).items():
         lines.append(f"| {section} | FAILED: {error.splitlines()[0][:100]} |")
     lines += ["", "| target | value | goal | met |", "|---|---|---|---|"]
