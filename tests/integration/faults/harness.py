@@ -34,6 +34,7 @@ import pytest
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from resilient_task import (
@@ -47,6 +48,7 @@ from resilient_task import (
 from resilient_task.adapters.kafka import KafkaTriggerer
 from resilient_task.adapters.kafka.topics import ensure_topic
 from resilient_task.adapters.postgres import upgrade
+from resilient_task.ids import uuid7
 from resilient_task.ports.triggerer import TriggerCallback
 from tests.integration.faults.worker_app import TASK_TYPE, parse_record
 from tests.integration.postgres_env import drop_schema
@@ -80,6 +82,7 @@ __all__ = [
     "scenario",
     "silent_client",
     "start_latencies",
+    "task_id_for_partition",
     "time_limit",
     "unavailable",
     "unfinished",
@@ -100,6 +103,7 @@ PROCESSING_GRACE = 1.0
 EXPECTED_QUEUE_TIME = float(os.environ.get("RT_FAULTS_EXPECTED_QUEUE_TIME_S", "2.0"))
 SHUTDOWN_GRACE = 3.0
 PARTITIONS = 6
+_PARTITIONER = DefaultPartitioner()
 
 
 def unavailable(message: str) -> NoReturn:
@@ -569,23 +573,43 @@ async def add_spaced(app: ResilientTask, count: int, spacing: float) -> list[uui
     return ids
 
 
-async def wait_fast_path(app: ResilientTask, store: Store, within: float) -> float | None:
-    """Add one task at a time until one is DONE within 0.5 s (the broker delivers again).
+def task_id_for_partition(partition: int) -> uuid.UUID:
+    """A new task id whose trigger lands on ``partition`` (keyed by id, default partitioner)."""
+    partitions = list(range(PARTITIONS))
+    while True:
+        task_id = uuid7()
+        if _PARTITIONER(task_id.bytes, partitions, partitions) == partition:
+            return task_id
 
-    Without a trigger a task waits ``EXPECTED_QUEUE_TIME`` for the resumer, so a quick DONE
-    means the trigger went through the broker. Returns the seconds it took, or None when it
-    did not happen within ``within``.
+
+async def wait_fast_path(
+    app: ResilientTask, store: Store, within: float, since: float | None = None
+) -> dict[int, float | None]:
+    """Per partition, seconds until a task triggered on it was DONE within 0.5 s.
+
+    Without a delivered trigger a task waits at least ``EXPECTED_QUEUE_TIME`` for the
+    resumer, so a quick DONE means the broker delivered that partition's trigger. Every round
+    adds one task per partition still waiting; a partition that never delivers within
+    ``within`` seconds maps to None. Times count from ``since`` (a ``time.monotonic()``
+    reading; default: now).
     """
     began = time.monotonic()
-    while time.monotonic() - began < within:
-        result = await app.service.add_task(AddTaskRequest(type=TASK_TYPE, data=b"ping"))
-        added = time.monotonic()
-        while time.monotonic() - added < 0.5:
-            row = (await store.rows([result.task_id])).get(result.task_id)
-            if row is not None and row.status == "DONE":
-                return time.monotonic() - began
-            await anyio.sleep(0.02)
-    return None
+    origin = began if since is None else since
+    fast: dict[int, float] = {}
+    while len(fast) < PARTITIONS and time.monotonic() - began < within:
+        probes = {}
+        for partition in range(PARTITIONS):
+            if partition not in fast:
+                task_id = task_id_for_partition(partition)
+                await app.service.add_task(
+                    AddTaskRequest(type=TASK_TYPE, data=b"ping", task_id=task_id)
+                )
+                probes[task_id] = partition
+        await anyio.sleep(0.5)
+        for task_id, row in (await store.rows(list(probes))).items():
+            if row.status == "DONE":
+                fast.setdefault(probes[task_id], round(time.monotonic() - origin, 1))
+    return {p: fast.get(p) for p in range(PARTITIONS)}
 
 
 def start_latencies(
