@@ -37,8 +37,9 @@ __all__ = ["TriggerConsumer"]
 
 logger = logging.getLogger(__name__)
 
-_CLOSE_TIMEOUT = 10.0
-"""Seconds stop waits for the consumer to leave the group (a rebalance in progress first)."""
+_CLOSE_TIMEOUT = 3.0
+"""Seconds stop waits for the consumer to leave the group; then it is abandoned (the group
+coordinator drops the member after its session timeout)."""
 
 
 class TriggerConsumer:
@@ -150,6 +151,7 @@ class TriggerConsumer:
         while not self._stopping.is_set():
             if loop.time() >= next_commit:
                 await self._commit(consumer)
+                await self._rewind_past_log_end(consumer)
                 next_commit = loop.time() + self._commit_interval
             free = self._max_in_flight - self._in_flight
             if free <= 0:
@@ -236,6 +238,30 @@ class TriggerConsumer:
                     await self._callback_done.wait()
         await self._commit(consumer, revoked, time_limit=self._stop_timeout)
         self._tracker.forget(revoked)
+
+    async def _rewind_past_log_end(self, consumer: Any) -> None:
+        """Read a partition again from its start when our position lies beyond its end.
+
+        That happens when the broker lost the partition's log (a topic deleted and re-created,
+        an in-memory broker restarted) without answering OFFSET_OUT_OF_RANGE: the consumer
+        would otherwise wait at its old position while new triggers pile up below it.
+        """
+        for partition in consumer.assignment():
+            end = consumer.highwater(partition)
+            if end is None:
+                continue
+            position = await consumer.position(partition)
+            if position > end:
+                logger.warning(
+                    "trigger partition %s[%d] ends at offset %d, before our position %d: "
+                    "the broker lost its log; reading it again from the start",
+                    partition.topic,
+                    partition.partition,
+                    end,
+                    position,
+                )
+                self._tracker.forget([partition])
+                await consumer.seek_to_beginning(partition)
 
     def _pause(self, consumer: Any) -> None:
         if not self.paused:

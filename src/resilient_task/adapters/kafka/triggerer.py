@@ -66,6 +66,9 @@ class KafkaTriggerer:
         max_in_flight: most callbacks running at once; then fetching pauses.
         stop_timeout: seconds stop (and a rebalance) waits for running callbacks.
         send_timeout: seconds :meth:`trigger` may take before it raises TriggerError.
+        retry_after: after a failed send, seconds during which :meth:`trigger` fails at once
+            (the tasks go to database polling) instead of blocking every caller for
+            ``send_timeout`` while the broker is down.
         connect_timeout: seconds :meth:`start` waits to subscribe before returning anyway.
         commit_interval: seconds between offset commits.
     """
@@ -77,9 +80,10 @@ class KafkaTriggerer:
         partition_key: Callable[[BaseTask], bytes] = task_id_key,
         max_in_flight: int = 1000,
         stop_timeout: float = 5.0,
-        send_timeout: float = 5.0,
+        send_timeout: float = 3.0,
         connect_timeout: float = 10.0,
         commit_interval: float = 0.1,
+        retry_after: float = 5.0,
     ) -> None:
         validate_extra(properties)
         if max_in_flight < 1 or min(stop_timeout, send_timeout, connect_timeout) < 0:
@@ -90,6 +94,8 @@ class KafkaTriggerer:
         self._max_in_flight, self._stop_timeout = max_in_flight, stop_timeout
         self._send_timeout, self._connect_timeout = send_timeout, connect_timeout
         self._commit_interval = commit_interval
+        self._retry_after = retry_after
+        self._down_until = 0.0
         self._producer: Any = None
         self._producer_lock = asyncio.Lock()
         self._topic_ready = False
@@ -111,11 +117,19 @@ class KafkaTriggerer:
             return
         messages = [(self._partition_key(task), encode_trigger(task)) for task in tasks]
         topic = self._properties.triggers_topic
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._down_until:
+            raise TriggerError(
+                f"Kafka topic {topic!r} failed recently; not waiting for it again for "
+                f"{self._down_until - loop.time():.1f} s (tasks are left to database polling)",
+                transient=True,
+            )
         try:
             async with asyncio.timeout(self._send_timeout):
                 producer = await self._open_producer()
                 await _send_all(producer, topic, messages)
         except _SEND_ERRORS as exc:
+            self._down_until = loop.time() + self._retry_after
             ids = ", ".join(str(task.id) for task in tasks[:5])
             more = f" and {len(tasks) - 5} more" if len(tasks) > 5 else ""
             raise TriggerError(
