@@ -37,6 +37,8 @@ __all__ = ["TaskResumer"]
 log = logging.getLogger("resilient_task.resumer")
 _DEFAULT_PROCESSING = SimpleProcessingPolicy()
 _REMEMBERED_RETRIGGERS = 100_000
+_TRIGGER_PATIENCE = 0.5
+"""Seconds the resumer waits for the broker to take its triggers before running them itself."""
 _S = StuckTaskResolutionStrategy
 
 
@@ -210,12 +212,25 @@ class TaskResumer:
         if not tasks:
             return
         bases = [t.base for t in tasks]
+        if self._broker.down:
+            # The last trigger failed: run the tasks here first, then probe the broker with
+            # the (by then stale, harmless) triggers to notice when it is back.
+            await self._run_locally(bases)
         try:
-            await self._triggerer.trigger(bases)
+            # A healthy broker acknowledges in milliseconds; waiting its whole send timeout
+            # would only delay the fallback. Duplicates from a cut-short send are harmless.
+            with self._clock.timeout_scope(_TRIGGER_PATIENCE) as scope:
+                await self._triggerer.trigger(bases)
+            if scope.cancel_called:
+                raise TriggerError(
+                    f"broker did not acknowledge within {_TRIGGER_PATIENCE} s", transient=True
+                )
             self._broker.succeeded()
         except (TriggerError, BackendError) as exc:
+            was_down = self._broker.down
             self._broker.failed(exc, f"triggering {len(bases)} task(s)")
-            await self._run_locally(bases)
+            if not was_down:
+                await self._run_locally(bases)
 
     async def _run_locally(self, bases: Sequence[BaseTask]) -> None:
         """Broker down: hand the tasks to this node's executor (they stay safe in the store)."""
