@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,8 @@ class Run:
     log: Any = print
 
     def names(self, section: str, mode: str) -> dict[str, str]:
-        tag = f"{section}_{mode}"
+        """Fresh names on every call: a retried section never meets an earlier attempt's data."""
+        tag = f"{section}_{mode}_{uuid.uuid4().hex[:4]}"
         return {
             "schema": schema_name(self.cfg, tag),
             "namespace": f"bench{self.cfg.run_id}.{tag}",
@@ -67,6 +69,9 @@ class Run:
 
 @contextlib.contextmanager
 def fresh_schema(run: Run, schema: str) -> Iterator[None]:
+    with pg_connect(run.cfg.database_url) as conn:
+        if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone():
+            raise RuntimeError(f"schema {schema} exists already: refusing to reuse its rows")
     anyio.run(create_schema, run.cfg, schema)
     try:
         yield
