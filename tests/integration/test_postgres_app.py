@@ -196,6 +196,7 @@ async def test_task_added_in_a_rolled_back_transaction_never_runs(
     async with node(database_url, settings, recorder.handler("n")) as app:
         engine = create_async_engine(database_url)
         try:
+
             async def add_then_fail() -> None:
                 async with engine.begin() as conn:
                     await app.service.add_task(AddTaskRequest(type="work"), transaction=conn)
