@@ -208,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         save()
     if checks:
         r["exactly_once"] = all(checks)
+    removed = kafka_floor.delete_run_topics(cfg)
+    if removed:
+        log(f"deleted {len(removed)} topic(s) of this run from the broker")
     save()
     print(report.table(r))
     print()

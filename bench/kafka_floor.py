@@ -80,3 +80,25 @@ async def measure(cfg: Config, *, n: int = 200, interval: float = 0.02) -> dict[
 
 def run(cfg: Config) -> dict[str, Any]:
     return asyncio.run(measure(cfg))
+
+
+async def _delete_run_topics(cfg: Config) -> list[str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=cfg.kafka_bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(f"bench{cfg.run_id}.")]
+        if mine:
+            await admin.delete_topics(mine)
+        return mine
+    finally:
+        await admin.close()
+
+
+def delete_run_topics(cfg: Config) -> list[str]:
+    """Best effort: remove this run's topics (``bench<run_id>.*``) from the broker."""
+    try:
+        return asyncio.run(asyncio.wait_for(_delete_run_topics(cfg), 30))
+    except Exception:
+        return []
