@@ -10,7 +10,7 @@ from uuid import UUID
 
 from resilient_task.domain.requests import AddTaskRequest, require_aware
 from resilient_task.domain.results import AddTaskResult, AddTaskResultCode
-from resilient_task.domain.task import Task, TaskStatus
+from resilient_task.domain.task import BaseTask, Task, TaskStatus
 from resilient_task.errors import (
     BackendError,
     TaskNotFoundError,
@@ -127,20 +127,11 @@ class TaskService:
         run_at = request.run_after_time
         due = run_at is None or run_at <= now
         base_id = request.task_id or uuid7()
-        probe = Task(
-            id=base_id,
-            type=request.type,
-            sub_type=request.sub_type,
-            data=b"",
-            status=TaskStatus.SUBMITTED,
-            next_event_time=now,
-            created_at=now,
-            updated_at=now,
-            priority=request.priority,
-        )
-        queue_time = request.expected_queue_time or self._registry.expected_queue_time(
-            probe.base, self._props
-        )
+        if request.expected_queue_time is not None or not due:
+            queue_time = request.expected_queue_time or self._props.expected_queue_time
+        else:  # only a due task needs its handler's pick-up deadline now
+            header = BaseTask(base_id, 0, request.type, request.sub_type, request.priority)
+            queue_time = self._registry.expected_queue_time(header, self._props)
         if due and self._poll_only:
             queue_time = timedelta(0)
         return Task(

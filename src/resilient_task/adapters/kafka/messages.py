@@ -41,7 +41,7 @@ def decode_trigger(value: bytes | None) -> BaseTask | None:
     if not value:
         return None
     try:
-        document: Any = json.loads(value)
+        document: Any = json.loads(value.decode())  # str: skips json's encoding sniffing
     except (ValueError, UnicodeDecodeError):
         return None
     if not isinstance(document, dict) or document.get("v") != MESSAGE_VERSION:
