@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from psycopg.types.array import ListBinaryDumper
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from resilient_task.errors import ConfigurationError
@@ -81,4 +83,15 @@ def create_engine(
         "connect_args": connect_args,
     }
     options.update(engine_options)
-    return create_async_engine(normalize_url(url), **options)
+    engine = create_async_engine(normalize_url(url), **options)
+    event.listen(engine.sync_engine, "connect", _binary_arrays)
+    return engine
+
+
+def _binary_arrays(dbapi_connection: Any, _record: Any) -> None:
+    """Send list parameters (the ``unnest`` batches) as binary arrays on our connections.
+
+    psycopg's default text format parses every element with a regular expression; binary
+    halves the client CPU of a bulk insert. Only connections of this engine are changed.
+    """
+    dbapi_connection.driver_connection.adapters.register_dumper(list, ListBinaryDumper)
