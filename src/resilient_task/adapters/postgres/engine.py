@@ -72,8 +72,18 @@ def create_engine(
         engine_options: more :func:`~sqlalchemy.ext.asyncio.create_async_engine` options;
             ``connect_args`` are merged into the defaults above.
     """
-    connect_args = {"connect_timeout": connect_timeout, "application_name": application_name}
+    connect_args: dict[str, Any] = {
+        "connect_timeout": connect_timeout,
+        "application_name": application_name,
+    }
     connect_args.update(engine_options.pop("connect_args", {}))
+    # psycopg prepares a statement after a few executions, and PostgreSQL then switches to a
+    # generic plan that cannot see the (bound) status values: for the batch grab that plan
+    # burns server CPU (measured: end to end 880 -> 1,550 tasks/s with custom plans).
+    # Planning a custom plan per execution is far cheaper than a wrong generic one.
+    connect_args["options"] = " ".join(
+        o for o in (connect_args.get("options"), "-c plan_cache_mode=force_custom_plan") if o
+    )
     options: dict[str, Any] = {
         "pool_pre_ping": True,
         "pool_size": pool_size,
