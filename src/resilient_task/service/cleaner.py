@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from resilient_task.errors import BackendError
 from resilient_task.ports.clock import Clock
 from resilient_task.ports.task_dao import TaskDAO
 from resilient_task.properties import TaskProperties
-from resilient_task.service.outage import OutageLog
+from resilient_task.service.outage import OutageLog, repeat_every
 
 __all__ = ["TaskCleaner"]
 
@@ -47,13 +46,10 @@ class TaskCleaner:
 
     async def run(self) -> None:
         """Clean every ``cleaner.interval`` until cancelled; survives outages."""
-        interval = self._props.cleaner.interval.total_seconds()
-        while True:
-            try:
-                await self.run_once()
-                self._db.succeeded()
-            except BackendError as exc:
-                self._db.failed(exc, "deleting finished tasks")
-            except Exception:
-                log.exception("cleaner failed unexpectedly; trying again in %ss", interval)
-            await self._clock.sleep(interval)
+        await repeat_every(
+            self.run_once,
+            seconds=self._props.cleaner.interval.total_seconds(),
+            clock=self._clock,
+            outage=self._db,
+            doing="deleting finished tasks",
+        )

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from resilient_task.errors import BackendError
+from resilient_task.ports.clock import Clock
 
-__all__ = ["OutageLog"]
+__all__ = ["OutageLog", "repeat_every"]
 
 
 class OutageLog:
     """Tracks consecutive failures of one dependency (e.g. "database", "broker")."""
 
     def __init__(self, logger: logging.Logger, what: str) -> None:
-        self._log = logger
+        self.log = logger
+        """The logger this outage writes to."""
         self._what = what
         self.failures = 0
         self.outages = 0
@@ -29,7 +32,7 @@ class OutageLog:
         transient = isinstance(exc, BackendError) and exc.transient
         if self.failures == 1:
             self.outages += 1
-            self._log.warning(
+            self.log.warning(
                 "%s unavailable while %s (%s: %s); %s",
                 self._what,
                 doing,
@@ -38,10 +41,34 @@ class OutageLog:
                 "will keep retrying" if transient else "not transient",
             )
         else:
-            self._log.debug("%s still unavailable while %s: %s", self._what, doing, exc)
+            self.log.debug("%s still unavailable while %s: %s", self._what, doing, exc)
 
     def succeeded(self) -> None:
         """Record a success; ends an outage with one info line."""
         if self.failures:
-            self._log.warning("%s reachable again after %d failed calls", self._what, self.failures)
+            self.log.warning("%s reachable again after %d failed calls", self._what, self.failures)
             self.failures = 0
+
+
+async def repeat_every(
+    step: Callable[[], Awaitable[object]],
+    *,
+    seconds: float,
+    clock: Clock,
+    outage: OutageLog,
+    doing: str,
+) -> None:
+    """Run ``step`` every ``seconds`` forever (cancel to stop); it survives any failure.
+
+    Backend failures go to ``outage`` (logged once per outage); anything else is logged with
+    its traceback. Either way the next run comes after ``seconds``.
+    """
+    while True:
+        try:
+            await step()
+            outage.succeeded()
+        except BackendError as exc:
+            outage.failed(exc, doing)
+        except Exception:
+            outage.log.exception("%s failed unexpectedly; trying again in %ss", doing, seconds)
+        await clock.sleep(seconds)

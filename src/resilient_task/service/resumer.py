@@ -29,7 +29,7 @@ from resilient_task.ports.task_dao import TaskChange, TaskDAO
 from resilient_task.ports.triggerer import Triggerer
 from resilient_task.properties import TaskProperties
 from resilient_task.service.executor import TaskExecutor
-from resilient_task.service.outage import OutageLog
+from resilient_task.service.outage import OutageLog, repeat_every
 from resilient_task.service.registry import HandlerRegistry
 
 __all__ = ["TaskResumer"]
@@ -69,16 +69,13 @@ class TaskResumer:
 
     async def run(self) -> None:
         """Poll forever, every polling interval; survives backend outages. Cancel to stop."""
-        interval = self._props.resumer.polling_interval.total_seconds()
-        while True:
-            try:
-                await self.run_once()
-                self._db.succeeded()
-            except BackendError as exc:
-                self._db.failed(exc, "polling for due and stuck tasks")
-            except Exception:
-                log.exception("resumer poll failed unexpectedly; polling again in %ss", interval)
-            await self._clock.sleep(interval)
+        await repeat_every(
+            self.run_once,
+            seconds=self._props.resumer.polling_interval.total_seconds(),
+            clock=self._clock,
+            outage=self._db,
+            doing="polling for due and stuck tasks",
+        )
 
     async def run_once(self) -> int:
         """One poll over due, overdue and stuck tasks; returns how many tasks it acted on."""
