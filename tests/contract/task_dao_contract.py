@@ -20,7 +20,9 @@ from uuid import UUID, uuid4
 import anyio
 import pytest
 
+from resilient_task.domain.requests import MAX_TYPE_LENGTH, MAX_UNIQUE_KEY_LENGTH
 from resilient_task.domain.task import Task, TaskStatus
+from resilient_task.errors import ValidationError
 from resilient_task.ports.task_dao import GrabRequest, InsertOutcome, TaskChange, TaskDAO
 
 __all__ = ["NOW", "TaskDAOContract", "make_task"]
@@ -326,6 +328,16 @@ class TaskDAOContract:
         late = task.complete(now=NOW + SECOND)
         assert await dao.apply([TaskChange(late, task.version)]) == [False]
         assert await dao.get_task(task.id) == recovered
+
+    @pytest.mark.anyio
+    async def test_over_long_type_or_unique_key_is_refused_and_nothing_is_stored(
+        self, dao: TaskDAO
+    ) -> None:
+        with pytest.raises(ValidationError, match=r"unique_key is 151 characters long"):
+            await dao.insert_tasks([make_task(unique_key="k" * (MAX_UNIQUE_KEY_LENGTH + 1))])
+        with pytest.raises(ValidationError, match=r"type is 251 characters long"):
+            await dao.insert_tasks([make_task(type="t" * (MAX_TYPE_LENGTH + 1))])
+        assert sum((await dao.count_by_status()).values()) == 0
 
     @pytest.mark.anyio
     async def test_applying_a_polled_task_without_payload_keeps_the_stored_payload(

@@ -31,6 +31,7 @@ from uuid import UUID
 
 import anyio
 
+from resilient_task.adapters.validation import check_change, check_limit, check_new
 from resilient_task.domain.requests import require_aware
 from resilient_task.domain.task import FINAL_STATUSES, Task, TaskStatus
 from resilient_task.errors import BackendUnavailableError, ValidationError, VersionConflictError
@@ -39,7 +40,6 @@ from resilient_task.ports.task_dao import GrabRequest, InsertOutcome, TaskChange
 __all__ = ["InMemoryTaskDAO", "InMemoryTransaction"]
 
 _Key = tuple[str, str]
-_INSERTABLE = frozenset({TaskStatus.WAITING, TaskStatus.SUBMITTED})
 
 
 def _key(task: Task) -> _Key | None:
@@ -256,7 +256,7 @@ class InMemoryTaskDAO:
         self._enter("insert_tasks")
         view = self._view(transaction)
         for task in tasks:
-            _check_new(task)
+            check_new(task)
         outcomes = [view.insert(task) for task in tasks]
         if transaction is not None:
             transaction._staged.extend(t for t, o in zip(tasks, outcomes, strict=True) if o.created)
@@ -291,7 +291,7 @@ class InMemoryTaskDAO:
         self._enter("apply")
         view = self._view(transaction)
         for change in changes:
-            _check_times(change.task)
+            check_change(change)
         results = [view.apply(change) for change in changes]
         if transaction is not None:
             transaction._staged.extend(c for c, ok in zip(changes, results, strict=True) if ok)
@@ -304,7 +304,7 @@ class InMemoryTaskDAO:
         require_aware("now", now)
         require_aware("deadline", deadline)
         due = self._select(lambda t: t.status is TaskStatus.WAITING and t.next_event_time <= now)
-        claimed = [task.submit(now=now, deadline=deadline) for task in due[: _limit(limit)]]
+        claimed = [task.submit(now=now, deadline=deadline) for task in due[: check_limit(limit)]]
         self.put(*claimed)
         return [replace(task, data=b"") for task in claimed]
 
@@ -314,7 +314,7 @@ class InMemoryTaskDAO:
         self._enter("find_overdue")
         require_aware("now", now)
         found = self._select(lambda t: t.status is status and t.next_event_time < now)
-        return [replace(task, data=b"") for task in found[: _limit(limit)]]
+        return [replace(task, data=b"") for task in found[: check_limit(limit)]]
 
     async def find_tasks(
         self, *, status: TaskStatus | None = None, type: str | None = None, limit: int = 100
@@ -325,7 +325,7 @@ class InMemoryTaskDAO:
         found = self._select(
             lambda t: (status is None or t.status is status) and (type is None or t.type == type)
         )
-        return found[: _limit(limit)]
+        return found[: check_limit(limit)]
 
     async def count_by_status(self) -> dict[TaskStatus, int]:
         """How many tasks are in each status, every status present."""
@@ -342,9 +342,9 @@ class InMemoryTaskDAO:
         self._enter("delete_finished")
         require_aware("before", before)
         done = self._select(lambda t: t.status in FINAL_STATUSES and t.next_event_time < before)
-        for task in done[: _limit(limit)]:
+        for task in done[: check_limit(limit)]:
             self._store.remove(task.id)
-        return min(len(done), _limit(limit))
+        return min(len(done), check_limit(limit))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[InMemoryTransaction]:
@@ -379,24 +379,3 @@ class InMemoryTaskDAO:
 
     def _select(self, keep: Callable[[Task], bool]) -> list[Task]:
         return sorted((t for t in self._store.tasks.values() if keep(t)), key=_order)
-
-
-def _limit(limit: int) -> int:
-    if limit < 0:
-        raise ValidationError(f"limit must not be negative, got {limit}")
-    return limit
-
-
-def _check_times(task: Task) -> None:
-    require_aware("next_event_time", task.next_event_time)
-    require_aware("created_at", task.created_at)
-    require_aware("updated_at", task.updated_at)
-
-
-def _check_new(task: Task) -> None:
-    _check_times(task)
-    if task.status not in _INSERTABLE or task.version != 0:
-        raise ValidationError(
-            f"new tasks must be WAITING or SUBMITTED at version 0, "
-            f"got {task.status} at version {task.version}"
-        )

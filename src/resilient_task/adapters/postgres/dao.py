@@ -22,7 +22,7 @@ from resilient_task.adapters.postgres.migrations import check_schema
 from resilient_task.adapters.postgres.schema import PostgresSettings, Tables
 from resilient_task.adapters.postgres.statements import Statements
 from resilient_task.adapters.postgres.transactions import AfterCommit, Callback, connection_of
-from resilient_task.adapters.postgres.validation import (
+from resilient_task.adapters.validation import (
     check_change,
     check_limit,
     check_new,

@@ -1,4 +1,7 @@
-"""Checks made before anything is sent: the same ValidationErrors as the in-memory store.
+"""Checks of the task store's arguments, shared by every TaskDAO adapter.
+
+Both stores run them before anything is written, so the in-memory store refuses exactly what
+PostgreSQL refuses, with the same ValidationErrors.
 
 Lengths are bounded as in :mod:`resilient_task.domain.requests` (the unique-key index has a
 size limit, and the limits are documented), and times must be timezone-aware: PostgreSQL
