@@ -9,6 +9,7 @@ Public API::
     await current_version(engine_or_url, schema=..., prefix=...)  # 0 = no tables yet
     db_upgrade_main(database_url, schema, prefix) -> exit code    # `resilient-task db upgrade`
     async_session_for(connection)   # an AsyncSession inside a transactional handler's transaction
+    PostgresNotifyTriggerer(url=..., settings=...)  # triggers through LISTEN/NOTIFY (no Kafka)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from resilient_task.adapters.postgres.migrations import (
     current_version,
     upgrade,
 )
+from resilient_task.adapters.postgres.notify import PostgresNotifyTriggerer
 from resilient_task.adapters.postgres.schema import (
     DEFAULT_PREFIX,
     DEFAULT_SCHEMA,
@@ -36,6 +38,7 @@ from resilient_task.adapters.postgres.transactions import async_session_for
 
 __all__ = [
     "SCHEMA_VERSION",
+    "PostgresNotifyTriggerer",
     "PostgresSettings",
     "PostgresTaskDAO",
     "async_session_for",

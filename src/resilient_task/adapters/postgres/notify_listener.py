@@ -1,0 +1,188 @@
+"""The receiving half of :class:`~.notify.PostgresNotifyTriggerer`: LISTEN, decode, hand over.
+
+One :class:`NotifyListener` per start..stop period. It owns one connection that runs ``LISTEN``
+and reads ``notifies()``; each task reference goes to the callback in its own asyncio task, at
+most ``max_in_flight`` at once. With every slot busy it stops reading, so notifications wait
+in the server's queue (bounded backpressure, nothing buffered here). A lost connection is
+logged once per outage (:class:`~resilient_task.service.outage.OutageLog`) and re-opened with
+capped, jittered backoff; nothing escapes into the node. Notifications sent while it was not
+listening are lost: they were hints, and the resumer's poll finds the tasks later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from resilient_task.adapters.postgres.errors import translate
+from resilient_task.adapters.postgres.notify_payloads import decode_payload
+from resilient_task.domain.task import BaseTask
+from resilient_task.errors import BackendUnavailableError
+from resilient_task.ports.triggerer import TriggerCallback
+from resilient_task.service.outage import OutageLog
+
+__all__ = ["NotifyListener"]
+
+logger = logging.getLogger(__name__)
+
+_DRIVER_ERRORS = (psycopg.Error, OSError)
+_STABLE_AFTER = 10.0
+"""Seconds a listening connection must last before the reconnect backoff starts over: a server
+that accepts and then drops every connection must not be hammered."""
+
+
+class NotifyListener:
+    """One start..stop period of listening (the triggerer makes a new one per start).
+
+    Attributes:
+        listening: True while the connection is open and ``LISTEN`` is in effect.
+    """
+
+    def __init__(
+        self,
+        *,
+        channel: str,
+        connect: Callable[[str], Awaitable[psycopg.AsyncConnection[Any]]],
+        on_trigger: TriggerCallback,
+        max_in_flight: int,
+        stop_timeout: float,
+        connect_timeout: float,
+        health_check_interval: float,
+    ) -> None:
+        self._channel, self._connect, self._on_trigger = channel, connect, on_trigger
+        self._stop_timeout, self._connect_timeout = stop_timeout, connect_timeout
+        self._health_check_interval = health_check_interval
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._outage = OutageLog(logger, "PostgreSQL trigger listener")
+        self.listening = False
+
+    async def start(self) -> None:
+        """Listen in the background; return once listening or after ``connect_timeout``."""
+        self._task = asyncio.create_task(self._run(), name="resilient-task-notify-listener")
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await self._ready.wait()
+        except TimeoutError:
+            logger.warning(
+                "not listening on channel %r after %.1f s; still trying in the background",
+                self._channel,
+                self._connect_timeout,
+            )
+
+    async def stop(self) -> None:
+        """Stop reading, wait ``stop_timeout`` for running callbacks, cancel the rest."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()  # stops reading and closes the connection; notifications not read
+            await asyncio.wait({task})  # are lost, as if this node had never listened
+        if self._handlers:
+            _, late = await asyncio.wait(set(self._handlers), timeout=self._stop_timeout)
+            for handler in late:
+                handler.cancel()
+            if late:
+                logger.warning("cancelled %d trigger callback(s) still running at stop", len(late))
+                await asyncio.gather(*late, return_exceptions=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = _Backoff()
+        channel = self._channel
+        while True:
+            connected_at: float | None = None
+            try:
+                conn = await self._listen()
+                connected_at = loop.time()
+                try:
+                    await self._read(conn)
+                finally:
+                    self.listening = False
+                    await conn.close()
+            except TimeoutError:
+                unanswered = BackendUnavailableError(
+                    f"PostgreSQL did not answer within {self._connect_timeout} s"
+                )
+                self._outage.failed(unanswered, f"listening on channel {channel!r}")
+            except _DRIVER_ERRORS as exc:
+                self._outage.failed(translate(exc, "listen"), f"listening on channel {channel!r}")
+            except Exception:
+                logger.exception("trigger listener of %r failed unexpectedly; restarting", channel)
+            if connected_at is not None and loop.time() - connected_at > _STABLE_AFTER:
+                backoff.reset()
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _listen(self) -> psycopg.AsyncConnection[Any]:
+        async with asyncio.timeout(self._connect_timeout):
+            conn = await self._connect("listen")
+            try:
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            except BaseException:
+                await conn.close()
+                raise
+        self.listening = True
+        self._ready.set()
+        self._outage.succeeded()
+        return conn
+
+    async def _read(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        interval = self._health_check_interval
+        while True:
+            received = False
+            async with contextlib.aclosing(conn.notifies(timeout=interval)) as notifies:
+                async for notify in notifies:
+                    received = True
+                    await self._dispatch(notify.payload)
+            if not received:  # idle for a whole interval: is the server still there?
+                async with asyncio.timeout(self._connect_timeout):
+                    await conn.execute("SELECT 1")
+
+    async def _dispatch(self, payload: str) -> None:
+        tasks = decode_payload(payload)
+        if tasks is None:
+            logger.warning(
+                "skipping a malformed notification on channel %r: %.200r",
+                self._channel,
+                payload,
+            )
+            return
+        for task in tasks:
+            # Backpressure: with every slot busy, stop reading until a callback returns.
+            await self._slots.acquire()
+            handler = asyncio.create_task(self._handle(task))
+            self._handlers.add(handler)
+            handler.add_done_callback(self._handlers.discard)
+
+    async def _handle(self, task: BaseTask) -> None:
+        try:
+            await self._on_trigger(task)
+        except Exception:
+            # Handled all the same: the store and the resumer own retries.
+            logger.exception(
+                "trigger callback failed for task %s (version %s)", task.id, task.version
+            )
+        finally:
+            self._slots.release()
+
+
+class _Backoff:
+    """Exponential delays with full jitter, from 0.1 s up to 5 s."""
+
+    def __init__(self) -> None:
+        self._attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(5.0, 0.1 * 2**self._attempt)
+        self._attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self._attempt = 0
