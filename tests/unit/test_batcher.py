@@ -43,11 +43,17 @@ async def test_batches_never_exceed_the_maximum_size() -> None:
         return list(items)
 
     batcher: Batcher[int, int] = Batcher(flush, max_batch=7)
+    results: dict[int, int] = {}
+
+    async def submit(i: int) -> None:
+        results[i] = await batcher.submit(i)
+
     async with anyio.create_task_group() as tg:
         for i in range(50):
-            tg.start_soon(batcher.submit, i)
+            tg.start_soon(submit, i)
     assert max(sizes) <= 7
     assert sum(sizes) == 50
+    assert results == {i: i for i in range(50)}
 
 
 async def test_a_failed_flush_fails_every_request_of_its_batch_and_later_batches_work() -> None:
@@ -73,3 +79,32 @@ async def test_a_flush_returning_the_wrong_number_of_results_is_an_error_not_a_h
     batcher: Batcher[int, int] = Batcher(flush)
     with anyio.fail_after(5), pytest.raises(RuntimeError, match="0 results for 1 items"):
         await batcher.submit(1)
+
+
+async def test_a_request_whose_caller_is_cancelled_is_still_written_with_its_batch() -> None:
+    written: list[int] = []
+    release = anyio.Event()
+
+    async def flush(items: Sequence[int]) -> list[int]:
+        await release.wait()
+        written.extend(items)
+        return list(items)
+
+    batcher: Batcher[int, int] = Batcher(flush)
+    results: dict[int, int] = {}
+
+    async def submit(i: int) -> None:
+        results[i] = await batcher.submit(i)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(submit, 1)  # the flusher: its batch is in flight
+        await anyio.lowlevel.checkpoint()
+        async with anyio.create_task_group() as inner:
+            inner.start_soon(submit, 2)  # both wait for the next batch
+            inner.start_soon(submit, 3)
+            for _ in range(5):
+                await anyio.lowlevel.checkpoint()
+            inner.cancel_scope.cancel()  # their callers give up
+        release.set()
+    assert sorted(written) == [1, 2, 3]
+    assert results == {1: 1}
