@@ -44,7 +44,10 @@ class ResilientTask:
 
     - store: ``dao=`` an instance, else PostgreSQL when ``database_url`` is given, else in-memory;
     - triggers: ``triggerer=`` an instance, else Kafka when ``kafka=True`` (settings from
-      ``properties.kafka``), else in-process;
+      ``properties.kafka``), else PostgreSQL LISTEN/NOTIFY when ``notify=True`` (needs the
+      PostgreSQL store; every listening node receives every trigger), else in-process. A
+      ``run_workers=False`` node with the in-process triggerer cannot reach any worker: it
+      leaves its tasks to the workers' database polling (``poll_only``);
     - time: ``clock=`` (e.g. ``FakeClock`` in tests), else the system clock.
 
     Leaving the block stops taking work, lets running tasks finish for
@@ -59,6 +62,7 @@ class ResilientTask:
         properties: TaskProperties | None = None,
         database_url: str | None = None,
         kafka: bool = False,
+        notify: bool = False,
         dao: TaskDAO | None = None,
         triggerer: Triggerer | None = None,
         clock: Clock | None = None,
@@ -69,6 +73,7 @@ class ResilientTask:
         self.registry = HandlerRegistry(handlers)
         self._database_url = database_url
         self._kafka = kafka
+        self._notify = notify
         self._dao = dao
         self._triggerer = triggerer
         self._clock = clock
@@ -77,6 +82,13 @@ class ResilientTask:
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._container: punq.Container | None = None
+        if notify and kafka:
+            raise ConfigurationError("choose one trigger transport: kafka=True or notify=True")
+        if notify and database_url is None and not _is_postgres(dao):
+            raise ConfigurationError(
+                "notify=True sends triggers through PostgreSQL: it needs database_url= "
+                "(or a PostgresTaskDAO as dao=)"
+            )
 
     @classmethod
     def from_env(
@@ -89,7 +101,8 @@ class ResilientTask:
         """A node configured from ``RESILIENT_TASK_*`` environment variables.
 
         ``RESILIENT_TASK_DATABASE_URL`` selects PostgreSQL;
-        ``RESILIENT_TASK_KAFKA_BOOTSTRAP_SERVERS`` selects Kafka triggering; the rest is
+        ``RESILIENT_TASK_KAFKA_BOOTSTRAP_SERVERS`` selects Kafka triggering;
+        ``RESILIENT_TASK_NOTIFY=1`` selects PostgreSQL LISTEN/NOTIFY triggering; the rest is
         read by :meth:`TaskProperties.from_env`.
         Keyword ``overrides`` win over the environment.
         """
@@ -99,6 +112,7 @@ class ResilientTask:
             "properties": TaskProperties.from_env(env),
             "database_url": env.get(ENV_PREFIX + "DATABASE_URL") or None,
             "kafka": bool(env.get(ENV_PREFIX + "KAFKA_BOOTSTRAP_SERVERS")),
+            "notify": _flag(env, "NOTIFY"),
         }
         settings.update(overrides)
         return cls(**settings)
@@ -115,9 +129,11 @@ class ResilientTask:
             open_postgres_dao(self._database_url, **self._postgres_options)
         )
 
-    async def _open_triggerer(self, stack: AsyncExitStack) -> Triggerer:
+    async def _open_triggerer(self, stack: AsyncExitStack, dao: TaskDAO) -> Triggerer:
         if self._triggerer is not None:
             return self._triggerer
+        if self._notify:
+            return await self._open_notify_triggerer(stack, dao)
         if not self._kafka:
             # A production-sized history: tests that inspect `sent` pass their own triggerer.
             return InMemoryTriggerer(
@@ -128,6 +144,23 @@ class ResilientTask:
         triggerer = KafkaTriggerer(
             properties=self.properties.kafka,
             max_in_flight=self.properties.max_triggers_in_memory,
+        )
+        return await stack.enter_async_context(triggerer)
+
+    async def _open_notify_triggerer(self, stack: AsyncExitStack, dao: TaskDAO) -> Triggerer:
+        from resilient_task.adapters.postgres import PostgresNotifyTriggerer, PostgresTaskDAO
+
+        if not isinstance(dao, PostgresTaskDAO):
+            raise ConfigurationError(
+                f"notify=True needs the PostgreSQL store, not {type(dao).__name__}"
+            )
+        options = self._postgres_options
+        triggerer = PostgresNotifyTriggerer(
+            url=dao.engine.url,
+            settings=dao.settings,
+            max_in_flight=self.properties.max_triggers_in_memory,
+            connect_timeout=options.get("connect_timeout", 10),
+            application_name=options.get("application_name", "resilient-task"),
         )
         return await stack.enter_async_context(triggerer)
 
@@ -152,13 +185,13 @@ class ResilientTask:
         await stack.__aenter__()
         try:
             dao = await self._open_dao(stack)
-            triggerer = await self._open_triggerer(stack)
+            triggerer = await self._open_triggerer(stack, dao)
             self._container = self._wire(dao, triggerer)
             self.dao: TaskDAO = dao
             self.triggerer: Triggerer = triggerer
             self.clock: Clock = self._container.resolve(Clock)
-            # Without workers here and without a broker, no trigger can reach a worker:
-            # leave due tasks to the workers' database polling.
+            # Without workers here and without a broker (Kafka or NOTIFY), no trigger can reach
+            # a worker: leave due tasks to the workers' database polling.
             poll_only = not self._run_workers and isinstance(triggerer, InMemoryTriggerer)
             self.service: TaskService = self._container.resolve(TaskService, poll_only=poll_only)
             self.executor: TaskExecutor = self._container.resolve(TaskExecutor)
@@ -207,3 +240,21 @@ class ResilientTask:
         finally:
             if stack is not None:
                 await stack.__aexit__(exc_type, exc, tb)
+
+
+def _is_postgres(dao: TaskDAO | None) -> bool:
+    if dao is None:
+        return False
+    from resilient_task.adapters.postgres import PostgresTaskDAO
+
+    return isinstance(dao, PostgresTaskDAO)
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """A ``RESILIENT_TASK_<name>`` switch: 1/true/yes/on or 0/false/no/off (unset: off)."""
+    raw = env.get(ENV_PREFIX + name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigurationError(f"{ENV_PREFIX}{name} must be 0 or 1 (or true/false), got {raw!r}")
