@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import MISSING, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -105,6 +105,49 @@ def test_a_transition_succeeds_exactly_when_the_table_allows_it_from_the_status(
         task.data,
         task.created_at,
     )
+
+
+# The fields each transition may change besides status, version, next_event_time, updated_at.
+OWN_FIELDS: dict[Transition, set[str]] = {
+    Transition.SUBMIT: set(),
+    Transition.RESUBMIT: set(),
+    Transition.GRAB: {"processing_node", "processing_tries_count"},
+    Transition.COMPLETE: {"last_error"},
+    Transition.SCHEDULE: {"last_error", "processing_tries_count"},
+    Transition.RECOVER: {"recovery_count", "last_error"},
+    Transition.MARK_ERROR: {"last_error"},
+    Transition.MARK_FAILED: {"last_error"},
+    Transition.RESUME: {"recovery_count"},
+    Transition.RESCHEDULE: set(),
+    Transition.CANCEL: set(),
+}
+
+
+def every_field_set(status: TaskStatus) -> Task:
+    """A task whose every field differs from its default, whatever fields Task has."""
+
+    def other_than(default: object) -> object:
+        if default is None:
+            return "set"
+        if isinstance(default, int):
+            return default + 3
+        raise AssertionError(f"teach this test a non-default value for {default!r}")
+
+    defaults = {f.name: f.default for f in fields(Task) if f.default is not MISSING}
+    return a_task(status, **{name: other_than(value) for name, value in defaults.items()})
+
+
+@pytest.mark.parametrize("transition", list(Transition))
+def test_a_transition_copies_every_field_it_does_not_own(transition: Transition) -> None:
+    apply, _ = APPLY[transition]
+    for status in TRANSITIONS[transition][0]:
+        task = every_field_set(status)
+        changed = apply(task)
+        differ = {f.name for f in fields(Task) if getattr(changed, f.name) != getattr(task, f.name)}
+        assert (
+            differ
+            <= {"status", "version", "next_event_time", "updated_at"} | OWN_FIELDS[transition]
+        )
 
 
 @pytest.mark.parametrize("status", sorted(FINAL_STATUSES))
