@@ -21,7 +21,8 @@ from resilient_task.errors import (
     ResilientTaskError,
     ValidationError,
 )
-from tests.contract.task_dao_contract import make_task
+from resilient_task.ports.task_dao import GrabRequest
+from tests.contract.task_dao_contract import make_submitted, make_task
 from tests.integration.postgres_env import isolated_schema
 
 pytestmark = pytest.mark.anyio
@@ -65,21 +66,28 @@ def _dao(database_url: str, settings: PostgresSettings, **pool: Any) -> tuple[Po
     return dao, name
 
 
-async def test_killed_connections_are_replaced_by_pre_ping(
-    database_url: str, settings: PostgresSettings
+@pytest.mark.parametrize("pool", [{}, {"pool_pre_ping": True}], ids=["liveness", "pre_ping"])
+async def test_killed_connections_are_replaced_on_checkout(
+    database_url: str, settings: PostgresSettings, pool: dict[str, Any]
 ) -> None:
-    dao, name = _dao(database_url, settings)
+    dao, name = _dao(database_url, settings, pool_size=3, **pool)
     async with dao:
-        task = make_task()
+        task = make_submitted()
+        async with anyio.create_task_group() as tg:  # three pooled connections in use
+            for _ in range(3):
+                tg.start_soon(dao.insert_tasks, [make_task()])
         await dao.insert_tasks([task])
         assert await _terminate(database_url, name) >= 1
         assert await dao.get_task(task.id) == task
+        request = GrabRequest(task.id, task.version, "node-1", task.next_event_time)
+        grabbed = await dao.grab([request], now=task.created_at)
+        assert [t.id for t in grabbed] == [task.id]
 
 
-async def test_killed_connection_without_pre_ping_is_a_transient_error_then_recovers(
+async def test_killed_connection_without_liveness_check_is_a_transient_error_then_recovers(
     database_url: str, settings: PostgresSettings
 ) -> None:
-    dao, name = _dao(database_url, settings, pool_pre_ping=False, pool_size=1)
+    dao, name = _dao(database_url, settings, ping_after_idle=None, pool_size=1)
     async with dao:
         task = make_task()
         await dao.insert_tasks([task])
@@ -88,6 +96,24 @@ async def test_killed_connection_without_pre_ping_is_a_transient_error_then_reco
             await dao.get_task(task.id)
         assert caught.value.transient
         assert isinstance(caught.value.__cause__, sa_exc.DBAPIError)
+        assert await dao.get_task(task.id) == task
+
+
+async def test_killed_connection_on_the_driver_path_is_a_transient_error_then_recovers(
+    database_url: str, settings: PostgresSettings
+) -> None:
+    # insert, grab and apply run on psycopg directly (adapters/postgres/driver.py): their
+    # errors must be translated, and the broken connection must not go back into the pool.
+    dao, name = _dao(database_url, settings, ping_after_idle=None, pool_size=1, max_overflow=0)
+    async with dao:
+        await dao.insert_tasks([make_task()])
+        assert await _terminate(database_url, name) == 1
+        task = make_task()
+        with pytest.raises(BackendUnavailableError) as caught:
+            await dao.insert_tasks([task])
+        assert caught.value.transient
+        assert isinstance(caught.value.__cause__, psycopg.OperationalError)
+        assert [o.created for o in await dao.insert_tasks([task])] == [True]
         assert await dao.get_task(task.id) == task
 
 

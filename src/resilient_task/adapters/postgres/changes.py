@@ -14,6 +14,7 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resilient_task.adapters.postgres.codec import task_values
+from resilient_task.adapters.postgres.driver import fetch_scalars
 from resilient_task.adapters.postgres.statements import CHANGE_COLUMNS, Statements
 from resilient_task.ports.task_dao import TaskChange
 
@@ -50,11 +51,11 @@ async def apply_batch(
     written = [False] * len(changes)
     for round_ in _rounds(changes):
         done: set[UUID] = set()
-        for delete, statement in ((False, sql.update), (True, sql.delete)):
+        for delete, statement in ((False, sql.driver_update), (True, sql.driver_delete)):
             indexes = [i for i in round_ if changes[i].delete is delete]
             if indexes:
                 params = _params(changes, indexes, delete=delete)
-                done.update((await conn.execute(statement, params)).scalars())
+                done.update(await fetch_scalars(conn, statement, params))
         for i in round_:
             written[i] = changes[i].task.id in done
     return written

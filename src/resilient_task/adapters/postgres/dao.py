@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, Self
@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from resilient_task.adapters.postgres.changes import apply_batch
 from resilient_task.adapters.postgres.codec import PayloadCodec, task_from_row
+from resilient_task.adapters.postgres.driver import fetch_dicts
 from resilient_task.adapters.postgres.engine import create_engine
 from resilient_task.adapters.postgres.errors import translate, translate_errors
 from resilient_task.adapters.postgres.inserts import insert_batch
@@ -108,13 +109,19 @@ class PostgresTaskDAO:
             if transaction is not None:
                 yield await connection_of(transaction)
             else:
+                # A connection broken on the driver path (``driver``) is discarded by the
+                # pool when its reset on return fails, as for SQLAlchemy's own statements.
                 async with self.engine.connect() as conn:
                     yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
     async def _tasks(self, rows: Sequence[sa.Row[Any]], *, with_data: bool) -> list[Task]:
+        return await self._from_mappings([row._mapping for row in rows], with_data=with_data)
+
+    async def _from_mappings(
+        self, rows: Sequence[Mapping[Any, Any]], *, with_data: bool
+    ) -> list[Task]:
         tasks = []
-        for row in rows:
-            m = row._mapping
+        for m in rows:
             data = await self._codec.decode(m["data_format"], m["data"]) if with_data else b""
             tasks.append(task_from_row(m, data))
         return tasks
@@ -152,8 +159,8 @@ class PostgresTaskDAO:
             "now": now,
         }
         async with self._connect(None, "grab tasks") as conn:
-            rows = (await conn.execute(self._sql.grab, params)).all()
-        grabbed = {t.id: t for t in await self._tasks(rows, with_data=True)}
+            rows = await fetch_dicts(conn, self._sql.driver_grab, params)
+        grabbed = {t.id: t for t in await self._from_mappings(rows, with_data=True)}
         return [grabbed.pop(r.task_id) for r in requests if r.task_id in grabbed]
 
     async def apply(self, changes: Sequence[TaskChange], *, transaction: Any = None) -> list[bool]:

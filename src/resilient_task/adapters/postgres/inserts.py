@@ -16,6 +16,7 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resilient_task.adapters.postgres.codec import PayloadCodec, task_values
+from resilient_task.adapters.postgres.driver import fetch_scalars
 from resilient_task.adapters.postgres.statements import INSERT_COLUMNS, Statements
 from resilient_task.domain.task import Task
 from resilient_task.errors import BackendError
@@ -58,7 +59,7 @@ async def _insert(
     params["d_task_id"] = [p[0] for p in payloads]
     params["d_data_format"] = [p[1] for p in payloads]
     params["d_data"] = [p[2] for p in payloads]
-    return set((await conn.execute(sql.insert, params)).scalars())
+    return set(await fetch_scalars(conn, sql.driver_insert, params))
 
 
 async def _owners(

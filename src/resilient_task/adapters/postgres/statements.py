@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
+from resilient_task.adapters.postgres.driver import DriverStatement
 from resilient_task.adapters.postgres.schema import Tables
 from resilient_task.domain.task import FINAL_STATUSES, TaskStatus
 
@@ -63,6 +64,11 @@ class Statements:
             .order_by(t.c.next_event_time, t.c.priority, t.c.id)
             .limit(sa.bindparam("limit"))
         )
+        # The hot path, run on psycopg directly and prepared (see ``driver``).
+        self.driver_insert = DriverStatement.compile(self.insert, prepare=True)
+        self.driver_grab = DriverStatement.compile(self.grab, prepare=True)
+        self.driver_update = DriverStatement.compile(self.update, prepare=True)
+        self.driver_delete = DriverStatement.compile(self.delete, prepare=True)
         self.count_by_status = sa.select(t.c.status, sa.func.count()).group_by(t.c.status)
         self.delete_finished = self._delete_finished()
 
@@ -113,7 +119,10 @@ class Statements:
             .where(
                 t.c.id == v.c.id,
                 t.c.version == v.c.version,
-                t.c.status == _status(TaskStatus.SUBMITTED),
+                # ``|| ''`` keeps the planner off the poll index (status, next_event_time): on a
+                # busy queue most of its SUBMITTED entries are dead, and a plan that scans them
+                # took 11 ms where the primary-key lookups of the batch take 0.05 ms.
+                t.c.status.concat(sa.literal_column("''")) == _status(TaskStatus.SUBMITTED),
             )
             .values(
                 status=_status(TaskStatus.PROCESSING),
@@ -130,7 +139,7 @@ class Statements:
             d, d.c.task_id == grabbed.c.id
         )
 
-    def _update(self) -> sa.Executable:
+    def _update(self) -> sa.ClauseElement:
         t = self.tables.tasks
         v = _unnest(
             "c", {"id": sa.Uuid(), "expected": sa.BigInteger()}
@@ -143,7 +152,7 @@ class Statements:
             .returning(t.c.id)
         )
 
-    def _delete(self) -> sa.Executable:
+    def _delete(self) -> sa.ClauseElement:
         t = self.tables.tasks
         v = _unnest("c", {"id": sa.Uuid(), "expected": sa.BigInteger()})
         return sa.delete(t).where(t.c.id == v.c.id, t.c.version == v.c.expected).returning(t.c.id)
