@@ -140,7 +140,11 @@ def node(
     handlers: Any = (),
     run_workers: bool,
 ) -> Any:
-    """A ResilientTask for ``mode`` (memory | postgres | postgres_kafka), otherwise defaults."""
+    """A ResilientTask for ``mode``, otherwise defaults.
+
+    Modes: memory | postgres (database polling only) | postgres_kafka | postgres_notify
+    (triggers through PostgreSQL LISTEN/NOTIFY).
+    """
     from resilient_task import ResilientTask
 
     if mode == "memory":
@@ -150,6 +154,7 @@ def node(
         properties=properties(cfg, namespace, group),
         database_url=cfg.database_url,
         kafka=mode == "postgres_kafka",
+        notify=mode == "postgres_notify",
         run_workers=run_workers,
         postgres_options={"schema": schema},
     )

@@ -37,7 +37,9 @@ from bench.common import (
     verify_db,
 )
 
-MODES = ("memory", "postgres", "postgres_kafka")
+MODES = ("memory", "postgres", "postgres_kafka", "postgres_notify")
+TRIGGERED = ("postgres_kafka", "postgres_notify")
+"""Modes whose producer sends triggers: it warms up first (connections, consumer group)."""
 
 
 @dataclass
@@ -165,7 +167,7 @@ def end_to_end(run: Run, mode: str) -> dict[str, Any]:
         producer = _child(
             run, procs, "producer", f"e2e-{mode}-producer",
             {"mode": mode, **names, "kind": "e2e", "n": run.n, "batch": run.batch,
-             "warmup": mode == "postgres_kafka"},
+             "warmup": mode in TRIGGERED},
         )  # fmt: skip
         with profiled(run, worker.pid, f"e2e-{mode}-worker"):
             t_done = _wait_done(conn, names["schema"], run.n, timeout, worker, producer)
@@ -213,7 +215,7 @@ def latency(run: Run, mode: str) -> dict[str, Any]:
             producer = _child(
                 run, procs, "producer", f"latency-{mode}-producer",
                 {"mode": mode, **names, "kind": "latency", "n": n, "interval": 0.02,
-                 "warmup": mode == "postgres_kafka"},
+                 "warmup": mode in TRIGGERED},
             )  # fmt: skip
             with profiled(run, worker.pid, f"latency-{mode}-worker"):
                 producer.wait(120)
@@ -296,7 +298,7 @@ def memory(run: Run, mode: str) -> dict[str, Any]:
         producer = _child(
             run, procs, "producer", f"rss-{mode}-producer",
             {"mode": mode, **names, "kind": "e2e", "n": run.rss_n, "batch": run.batch,
-             "warmup": mode == "postgres_kafka"},
+             "warmup": mode in TRIGGERED},
         )  # fmt: skip
         peak = out["rss_start_mb"]
         deadline = time.monotonic() + timeout
