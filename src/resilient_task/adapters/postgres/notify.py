@@ -169,9 +169,12 @@ class PostgresNotifyTriggerer:
             if listener is not None:
                 await listener.stop()
         finally:
-            sender, self._sender = self._sender, None
-            if sender is not None:
-                await sender.close()
+            # Not under a running trigger(): closing a socket another task waits on would
+            # leave that task waiting for its timeout. A trigger holds the lock briefly.
+            async with self._send_lock:
+                sender, self._sender = self._sender, None
+                if sender is not None:
+                    await sender.close()
 
     async def __aenter__(self) -> PostgresNotifyTriggerer:
         return self
