@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable
@@ -48,6 +49,7 @@ from tests.unit.helpers import (
 pytestmark = pytest.mark.anyio
 
 SECOND = timedelta(seconds=1)
+TENANT: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="none")
 MICROSECOND = timedelta(microseconds=1)
 FINISHED = (TaskStatus.WAITING, TaskStatus.ERROR, TaskStatus.DONE)
 
@@ -646,6 +648,21 @@ async def test_current_context_tells_the_processor_its_task_node_and_deadline() 
     assert context.node_id == "test-node"
     assert context.timeout_at == START + 30 * SECOND
     assert context.transaction is None
+
+
+async def test_context_variables_a_processor_sets_do_not_reach_later_tasks() -> None:
+    seen: list[str] = []
+
+    async def process(task: Task) -> ProcessResult:
+        seen.append(TENANT.get())
+        TENANT.set(f"tenant of {task.id}")
+        return ProcessResult.DONE
+
+    async with FakeNode(handler(process)) as node:
+        for _ in range(3):
+            await node.wait_for(await node.add(), TaskStatus.DONE)
+
+    assert seen == ["none", "none", "none"]
 
 
 def test_current_context_outside_a_processor_raises_configuration_error() -> None:

@@ -34,12 +34,17 @@ from resilient_task.service.batcher import Batcher
 from resilient_task.service.context import ProcessingContext, set_context
 from resilient_task.service.outage import OutageLog
 from resilient_task.service.registry import HandlerRegistry
+from resilient_task.service.workers import WorkerPool
 
 __all__ = ["ProcessingTimeoutError", "TaskExecutor"]
 
 log = logging.getLogger("resilient_task.executor")
 
 _WRITE_ATTEMPTS = 6
+
+
+_Job = tuple[TaskHandler, Task, anyio.Semaphore]
+"""A grabbed task to run: its handler, the task, and the policy slot it holds."""
 
 
 class _FencedError(Exception):
@@ -66,8 +71,8 @@ class TaskExecutor:
         self._tg: anyio.abc.TaskGroup | None = None
         self._accepting = False
         self._running = 0
-        self._idle = anyio.Event()
-        self._idle.set()
+        self._idle: anyio.Event | None = None  # created when shutdown waits for running tasks
+        self._workers: WorkerPool[_Job] = WorkerPool(self._execute)
         self._waiting: set[anyio.CancelScope] = set()
         self._unlimited = anyio.Semaphore(2**31)  # the "policy" of tasks without a handler
         self._grabs: Batcher[GrabRequest, Task | None] = Batcher(self._grab_batch)
@@ -101,7 +106,9 @@ class TaskExecutor:
                 task_status.started()
                 await self._stop_requested.wait()
                 self.stop_accepting()
-                await _wait(self._idle, self._grace.total_seconds(), self._clock)
+                if self._running:
+                    self._idle = anyio.Event()
+                    await _wait(self._idle, self._grace.total_seconds(), self._clock)
                 if self._running:
                     log.warning(
                         "shutdown grace over: cancelling %d running task(s); they stay "
@@ -155,13 +162,13 @@ class TaskExecutor:
         started = False
         try:
             task = await self._grab(base, handler) if self._accepting else None
-            if task is not None and _routing(task.base) != _routing(base):
+            if task is not None and (task.type != base.type or task.sub_type != base.sub_type):
                 handler = await self._reroute(base, task, handler, held)
             if task is not None and handler is None:
                 await self._reject_unhandled(task)
             elif task is not None and handler is not None and self._tg is not None:
-                self._begin()
-                self._tg.start_soon(self._execute, handler, task, held[0])
+                self._running += 1
+                self._workers.submit(self._tg, (handler, task, held[0]))
                 started = True
         finally:
             if not started:
@@ -276,19 +283,8 @@ class TaskExecutor:
         ):
             self.stats["no_handler"] += 1
 
-    def _begin(self) -> None:
-        self._running += 1
-        if self._idle.is_set():
-            self._idle = anyio.Event()
-
-    def _end(self) -> None:
-        self._running -= 1
-        if self._running == 0:
-            self._idle.set()
-
-    async def _execute(
-        self, handler: TaskHandler, task: Task, policy_slots: anyio.Semaphore
-    ) -> None:
+    async def _execute(self, job: _Job) -> None:
+        handler, task, policy_slots = job
         holding_policy_slot = True
         try:
             if handler.transactional:
@@ -306,7 +302,9 @@ class TaskExecutor:
             if holding_policy_slot:
                 policy_slots.release()
             self._node_slots.release()
-            self._end()
+            self._running -= 1
+            if self._running == 0 and self._idle is not None:
+                self._idle.set()
 
     async def _execute_in_transaction(self, handler: TaskHandler, task: Task) -> None:
         failure: BaseException | None = None
@@ -484,7 +482,3 @@ def _try_acquire(semaphore: anyio.Semaphore) -> bool:
     except anyio.WouldBlock:
         return False
     return True
-
-
-def _routing(task: BaseTask) -> tuple[str, str | None]:
-    return task.type, task.sub_type
