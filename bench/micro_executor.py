@@ -75,8 +75,10 @@ async def _one_run(n: int, concurrency: int | None, profiler: cProfile.Profile |
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         assert done == n
         assert all(dao.tasks[t.id].status is TaskStatus.DONE for t in tasks)
+    batches = [getattr(app.executor, name).batches for name in ("_grabs", "_completions")]
     print(
         f"  {n} tasks: {wall:.3f} s wall, {n / wall:,.0f} tasks/s, {cpu / n * 1e6:.1f} us CPU/task"
+        f" (round trips: {batches[0]} grabs, {batches[1]} completions)"
     )
     return cpu / n * 1e6
 

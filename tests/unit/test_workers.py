@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextvars
+import gc
+import weakref
 
 import anyio
 import anyio.lowlevel
@@ -174,3 +176,22 @@ async def test_run_in_context_lets_the_coroutine_handle_a_cancellation_itself() 
     with anyio.move_on_after(0.01):
         await run_in_context(context, cleans_up())
     assert steps == ["cancelled", "cleaned up"]
+
+
+async def test_an_idle_worker_keeps_no_reference_to_its_finished_job() -> None:
+    class Job:
+        pass
+
+    async def work(job: Job) -> None:
+        await anyio.lowlevel.checkpoint()
+
+    pool: WorkerPool[Job] = WorkerPool(work)
+    job = Job()
+    finished = weakref.ref(job)
+    async with anyio.create_task_group() as tg:
+        pool.submit(tg, job)
+        del job
+        await idle()
+        gc.collect()
+        assert finished() is None
+        tg.cancel_scope.cancel()

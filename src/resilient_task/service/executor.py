@@ -253,18 +253,22 @@ class TaskExecutor:
         self._db.succeeded()
         if task is None:
             self.stats["stale"] += 1
-            log.debug(
-                "task %s v%d: stale or duplicate trigger, nothing grabbed", base.id, base.version
-            )
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "task %s v%d: stale or duplicate trigger, nothing grabbed",
+                    base.id,
+                    base.version,
+                )
             return None
         self.stats["grabbed"] += 1
-        log.info(
-            "task %s type=%s SUBMITTED -> PROCESSING attempt=%d node=%s",
-            task.id,
-            task.type,
-            task.processing_tries_count,
-            self._props.node_id,
-        )
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "task %s type=%s SUBMITTED -> PROCESSING attempt=%d node=%s",
+                task.id,
+                task.type,
+                task.processing_tries_count,
+                self._props.node_id,
+            )
         return task
 
     async def _grab_batch(self, requests: Sequence[GrabRequest]) -> list[Task | None]:
@@ -357,7 +361,7 @@ class TaskExecutor:
         timed_out = scope.cancel_called
         if timed_out:
             return ProcessingTimeoutError(f"processing exceeded its timeout of {timeout}")
-        if outcome is None or not isinstance(outcome, ProcessResult | Exception):
+        if outcome is None or not isinstance(outcome, (ProcessResult, Exception)):
             return TypeError(f"processor returned {outcome!r}; expected a ProcessResult")
         return outcome
 

@@ -59,6 +59,7 @@ class WorkerPool(Generic[J]):
     async def _run(self, job: J, context: contextvars.Context) -> None:
         while True:
             await run_in_context(context, self._work(job))
+            del job, context  # an idle worker keeps no finished task alive
             if len(self._idle) >= self._max_idle:
                 return
             worker: _Worker[J] = _Worker()
