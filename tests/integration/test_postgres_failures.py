@@ -100,7 +100,7 @@ async def test_killed_connection_without_liveness_check_is_a_transient_error_the
 
 
 async def test_killed_connection_on_the_driver_path_is_a_transient_error_then_recovers(
-    database_url: str, settings: PostgresSettings
+    database_url: str, settings: PostgresSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
     # insert, grab and apply run on psycopg directly (adapters/postgres/driver.py): their
     # errors must be translated, and the broken connection must not go back into the pool.
@@ -115,6 +115,8 @@ async def test_killed_connection_on_the_driver_path_is_a_transient_error_then_re
         assert isinstance(caught.value.__cause__, psycopg.OperationalError)
         assert [o.created for o in await dao.insert_tasks([task])] == [True]
         assert await dao.get_task(task.id) == task
+    # discarded, not returned to the pool (where the failing reset would log a traceback)
+    assert not [r for r in caplog.records if r.name.startswith("sqlalchemy")]
 
 
 async def test_connection_killed_inside_a_transaction_is_a_transient_error(

@@ -10,6 +10,7 @@ from typing import Any, Self
 from uuid import UUID
 
 import anyio
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -35,6 +36,8 @@ from resilient_task.ports.task_dao import GrabRequest, InsertOutcome, TaskChange
 __all__ = ["PostgresTaskDAO"]
 
 log = logging.getLogger("resilient_task.postgres")
+
+_BROKEN_CONNECTION = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
 class PostgresTaskDAO:
@@ -109,10 +112,16 @@ class PostgresTaskDAO:
             if transaction is not None:
                 yield await connection_of(transaction)
             else:
-                # A connection broken on the driver path (``driver``) is discarded by the
-                # pool when its reset on return fails, as for SQLAlchemy's own statements.
                 async with self.engine.connect() as conn:
-                    yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    try:
+                        yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    except _BROKEN_CONNECTION:
+                        # SQLAlchemy invalidates a connection after its own disconnect errors.
+                        # The driver path (``driver``) does it here; otherwise the pool finds
+                        # out when its reset fails, and logs that failure with a traceback.
+                        if not conn.invalidated:
+                            await conn.invalidate()
+                        raise
 
     async def _tasks(self, rows: Sequence[sa.Row[Any]], *, with_data: bool) -> list[Task]:
         return await self._from_mappings([row._mapping for row in rows], with_data=with_data)
