@@ -104,12 +104,17 @@ async def test_incompressible_payload_is_stored_raw(dao: PostgresTaskDAO) -> Non
 async def test_small_payload_is_stored_raw_and_empty_payload_needs_no_row(
     dao: PostgresTaskDAO,
 ) -> None:
+    # One task goes through the scalar statement, several through the unnest batch.
     small, empty = make_task(data=b"a" * 1024), make_task(data=b"")
     await dao.insert_tasks([empty])  # a batch without any payload row
     await dao.insert_tasks([small])
     assert await _stored_payload(dao, small.id) == (RAW, 1024)
     assert await _stored_payload(dao, empty.id) is None
     assert await dao.get_task(empty.id) == empty
+    mixed = [make_task(data=b""), make_task(data=b"b" * 10), make_task(data=b"")]
+    await dao.insert_tasks(mixed)
+    assert [await _stored_payload(dao, t.id) for t in mixed] == [None, (RAW, 10), None]
+    assert [await dao.get_task(t.id) for t in mixed] == mixed
 
 
 async def test_compression_can_be_switched_off(engine: AsyncEngine, database_url: str) -> None:

@@ -53,6 +53,8 @@ def _leaders(tasks: Sequence[Task]) -> list[int]:
 async def _insert(
     conn: AsyncConnection, sql: Statements, codec: PayloadCodec, tasks: list[Task]
 ) -> set[UUID]:
+    if len(tasks) == 1:
+        return await _insert_one(conn, sql, codec, tasks[0])
     values = [task_values(t) for t in tasks]
     params: dict[str, list[object]] = {f"t_{c}": [v[c] for v in values] for c in INSERT_COLUMNS}
     payloads = [(t.id, *await codec.encode(t.data)) for t in tasks if t.data]
@@ -60,6 +62,16 @@ async def _insert(
     params["d_data_format"] = [p[1] for p in payloads]
     params["d_data"] = [p[2] for p in payloads]
     return set(await fetch_scalars(conn, sql.driver_insert, params))
+
+
+async def _insert_one(
+    conn: AsyncConnection, sql: Statements, codec: PayloadCodec, task: Task
+) -> set[UUID]:
+    params: dict[str, object] = {f"t_{c}": v for c, v in task_values(task).items()}
+    params["d_data_format"], params["d_data"] = (
+        await codec.encode(task.data) if task.data else (None, None)
+    )
+    return set(await fetch_scalars(conn, sql.driver_insert_one, params))
 
 
 async def _owners(
