@@ -29,6 +29,7 @@ from resilient_task import (
     current_transaction,
 )
 from resilient_task.adapters.postgres import PostgresSettings
+from resilient_task.errors import BackendUnavailableError
 from tests.integration.postgres_env import isolated_schema
 
 pytestmark = pytest.mark.anyio
@@ -117,7 +118,12 @@ async def test_two_nodes_on_one_database_execute_every_task_exactly_once(
 
 
 async def _all_done(app: ResilientTask, n: int) -> bool:
-    return await count(app, TaskStatus.DONE) == n
+    try:
+        return await count(app, TaskStatus.DONE) == n
+    except BackendUnavailableError:
+        # The fault tests below kill connections; this check may meet one whose session
+        # ends right as it is checked out. What they assert is that no task is lost.
+        return False
 
 
 def business_table(settings: PostgresSettings) -> str:
