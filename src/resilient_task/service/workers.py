@@ -9,7 +9,9 @@ idle workers alike.
 
 What a job sees does not change with the pool: every job runs in a copy of the context of
 the code that submitted it, as ``start_soon`` would give it, so context variables a processor
-sets never leak into the next job of the same worker.
+sets never leak into the next job of the same worker. The one visible difference: consecutive
+jobs of a worker share its task object (``asyncio.current_task()``, the task's name), so state
+keyed by the task rather than held in a context variable is per worker, not per job.
 """
 
 from __future__ import annotations
