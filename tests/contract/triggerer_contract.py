@@ -1,9 +1,11 @@
-"""The one contract every ``Triggerer`` adapter passes (memory, Kafka).
+"""The contract every ``Triggerer`` adapter passes (memory, Kafka, PostgreSQL NOTIFY).
 
-Subclass :class:`TriggererContract` in a ``Test...`` class and override the ``triggerer``
-fixture: it yields a fresh, *not started* triggerer built with ``max_in_flight=self.max_in_flight``
-and ``stop_timeout=self.stop_timeout``, and stops it afterwards. Tests start and stop it
-themselves, in the test's own task (the memory adapter's task group requires that).
+Subclass :class:`DurableTriggererContract` (only :class:`TriggererContract` for an adapter
+whose triggers do not outlive a stopped listener) in a ``Test...`` class and override the
+``triggerer`` fixture: it yields a fresh, *not started* triggerer built with
+``max_in_flight=self.max_in_flight`` and ``stop_timeout=self.stop_timeout``, and stops it
+afterwards. Tests start and stop it themselves, in the test's own task (the memory adapter's
+task group requires that).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pytest
 from resilient_task.domain.task import BaseTask
 from resilient_task.ports.triggerer import Triggerer
 
-__all__ = ["Recorder", "TriggererContract", "make_tasks"]
+__all__ = ["DurableTriggererContract", "Recorder", "TriggererContract", "make_tasks"]
 
 
 def make_tasks(count: int, *, type_: str = "contract") -> list[BaseTask]:
@@ -106,46 +108,11 @@ class TriggererContract:
             await anyio.sleep(self.quiet_period)
         assert recorder.received == []
 
-    async def test_triggers_sent_before_start_are_delivered_after_start(
-        self, triggerer: Triggerer
-    ) -> None:
-        tasks = make_tasks(3)
-        await triggerer.trigger(tasks)
-        async with running(triggerer, Recorder()) as recorder:
-            await recorder.wait_for_tasks(tasks, self.delivery_timeout)
-
     async def test_stop_is_idempotent_and_allowed_before_start(self, triggerer: Triggerer) -> None:
         await triggerer.stop()
         await triggerer.start(Recorder())
         await triggerer.stop()
         await triggerer.stop()
-
-    async def test_a_stopped_triggerer_delivers_nothing_until_started_again(
-        self, triggerer: Triggerer
-    ) -> None:
-        first, later = make_tasks(2), make_tasks(2)
-        async with running(triggerer, Recorder()) as before_stop:
-            await triggerer.trigger(first)
-            await before_stop.wait_for_tasks(first, self.delivery_timeout)
-        await triggerer.trigger(later)
-        await anyio.sleep(self.quiet_period)
-        assert before_stop.ids == {task.id for task in first}
-        async with running(triggerer, Recorder()) as after_restart:
-            await after_restart.wait_for_tasks(later, self.delivery_timeout)
-
-    async def test_handled_triggers_are_not_delivered_again_after_restart(
-        self, triggerer: Triggerer
-    ) -> None:
-        tasks = make_tasks(5)
-        async with running(triggerer, Recorder()) as first_run:
-            await triggerer.trigger(tasks)
-            await first_run.wait_for_tasks(tasks, self.delivery_timeout)
-        marker = make_tasks(1)
-        await triggerer.trigger(marker)
-        async with running(triggerer, Recorder()) as second_run:
-            await second_run.wait_for_tasks(marker, self.delivery_timeout)
-            await anyio.sleep(self.quiet_period)
-        assert second_run.ids == {marker[0].id}
 
     async def test_a_callback_that_raises_does_not_stop_later_deliveries(
         self, triggerer: Triggerer, caplog: pytest.LogCaptureFixture
@@ -200,23 +167,6 @@ class TriggererContract:
             with anyio.fail_after(self.stop_timeout + self.delivery_timeout):
                 await triggerer.stop()
 
-    async def test_a_trigger_whose_callback_never_returned_is_delivered_again_after_restart(
-        self, triggerer: Triggerer
-    ) -> None:
-        stuck, handled = make_tasks(2)
-
-        async def hang_on_stuck(task: BaseTask) -> None:
-            if task.id == stuck.id:
-                await anyio.sleep_forever()
-
-        async with running(triggerer, Recorder(hang_on_stuck)) as first_run:
-            await triggerer.trigger([stuck])
-            await first_run.wait_for_tasks([stuck], self.delivery_timeout)
-            await triggerer.trigger([handled])
-            await first_run.wait_for_tasks([handled], self.delivery_timeout)
-        async with running(triggerer, Recorder()) as second_run:
-            await second_run.wait_for_tasks([stuck], self.delivery_timeout)
-
     async def test_a_callback_that_finishes_within_stop_timeout_is_not_cancelled(
         self, triggerer: Triggerer
     ) -> None:
@@ -241,3 +191,64 @@ class TriggererContract:
         await recorder.wait_for_tasks(tasks, self.delivery_timeout)
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(triggerer.stop)
+
+
+class DurableTriggererContract(TriggererContract):
+    """The contract plus durability: triggers outlive a stopped (or not yet started) node.
+
+    Kafka keeps triggers in the log and the in-memory adapter in its queue. PostgreSQL
+    ``NOTIFY`` reaches only connections listening at commit, so that adapter passes only
+    :class:`TriggererContract`; the resumer's poll recovers what it loses.
+    """
+
+    async def test_triggers_sent_before_start_are_delivered_after_start(
+        self, triggerer: Triggerer
+    ) -> None:
+        tasks = make_tasks(3)
+        await triggerer.trigger(tasks)
+        async with running(triggerer, Recorder()) as recorder:
+            await recorder.wait_for_tasks(tasks, self.delivery_timeout)
+
+    async def test_a_stopped_triggerer_delivers_nothing_until_started_again(
+        self, triggerer: Triggerer
+    ) -> None:
+        first, later = make_tasks(2), make_tasks(2)
+        async with running(triggerer, Recorder()) as before_stop:
+            await triggerer.trigger(first)
+            await before_stop.wait_for_tasks(first, self.delivery_timeout)
+        await triggerer.trigger(later)
+        await anyio.sleep(self.quiet_period)
+        assert before_stop.ids == {task.id for task in first}
+        async with running(triggerer, Recorder()) as after_restart:
+            await after_restart.wait_for_tasks(later, self.delivery_timeout)
+
+    async def test_handled_triggers_are_not_delivered_again_after_restart(
+        self, triggerer: Triggerer
+    ) -> None:
+        tasks = make_tasks(5)
+        async with running(triggerer, Recorder()) as first_run:
+            await triggerer.trigger(tasks)
+            await first_run.wait_for_tasks(tasks, self.delivery_timeout)
+        marker = make_tasks(1)
+        await triggerer.trigger(marker)
+        async with running(triggerer, Recorder()) as second_run:
+            await second_run.wait_for_tasks(marker, self.delivery_timeout)
+            await anyio.sleep(self.quiet_period)
+        assert second_run.ids == {marker[0].id}
+
+    async def test_a_trigger_whose_callback_never_returned_is_delivered_again_after_restart(
+        self, triggerer: Triggerer
+    ) -> None:
+        stuck, handled = make_tasks(2)
+
+        async def hang_on_stuck(task: BaseTask) -> None:
+            if task.id == stuck.id:
+                await anyio.sleep_forever()
+
+        async with running(triggerer, Recorder(hang_on_stuck)) as first_run:
+            await triggerer.trigger([stuck])
+            await first_run.wait_for_tasks([stuck], self.delivery_timeout)
+            await triggerer.trigger([handled])
+            await first_run.wait_for_tasks([handled], self.delivery_timeout)
+        async with running(triggerer, Recorder()) as second_run:
+            await second_run.wait_for_tasks([stuck], self.delivery_timeout)

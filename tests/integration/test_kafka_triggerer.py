@@ -22,7 +22,12 @@ from resilient_task.adapters.kafka.topics import ensure_topic
 from resilient_task.domain.task import BaseTask
 from resilient_task.errors import ConfigurationError, TriggerError
 from resilient_task.properties import KafkaProperties
-from tests.contract.triggerer_contract import Recorder, TriggererContract, make_tasks, running
+from tests.contract.triggerer_contract import (
+    DurableTriggererContract,
+    Recorder,
+    make_tasks,
+    running,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +63,7 @@ async def produce_raw(properties: KafkaProperties, values: list[bytes | None]) -
         await producer.stop()
 
 
-class TestKafkaTriggererContract(TriggererContract):
+class TestKafkaTriggererContract(DurableTriggererContract):
     delivery_timeout = DELIVERY_TIMEOUT
     quiet_period = 0.5
 

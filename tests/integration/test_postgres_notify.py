@@ -30,13 +30,10 @@ from resilient_task import (
     TaskResumerProperties,
 )
 from resilient_task.adapters.postgres import PostgresNotifyTriggerer, PostgresSettings
-from resilient_task.ports.triggerer import Triggerer
 from tests.contract.triggerer_contract import Recorder, TriggererContract, make_tasks, running
 from tests.integration.postgres_env import isolated_schema
 
 pytestmark = pytest.mark.integration
-
-NOT_DURABLE = "NOTIFY reaches only connections listening at commit: such triggers are lost"
 
 
 def fresh_settings() -> PostgresSettings:
@@ -57,10 +54,11 @@ def make_triggerer(
 
 
 class TestPostgresNotifyTriggererContract(TriggererContract):
-    """The shared contract, minus the four tests that need triggers to outlive a listener.
+    """The shared contract (not the durable one: triggers do not outlive a listener).
 
-    Their NOTIFY counterparts are in :class:`TestPostgresNotifyTriggerer`: triggers sent while
-    nobody listens are lost, and a restarted listener gets only what is sent after it restarted.
+    The NOTIFY counterparts of the durability tests are in :class:`TestPostgresNotifyTriggerer`:
+    triggers sent while nobody listens are lost, and a restarted listener gets only what is sent
+    after it restarted.
     """
 
     @pytest.fixture
@@ -70,30 +68,6 @@ class TestPostgresNotifyTriggererContract(TriggererContract):
         )
         yield triggerer
         await triggerer.stop()
-
-    @pytest.mark.skip(reason=NOT_DURABLE)
-    async def test_triggers_sent_before_start_are_delivered_after_start(
-        self, triggerer: Triggerer
-    ) -> None:
-        raise AssertionError("not run")
-
-    @pytest.mark.skip(reason=NOT_DURABLE)
-    async def test_a_stopped_triggerer_delivers_nothing_until_started_again(
-        self, triggerer: Triggerer
-    ) -> None:
-        raise AssertionError("not run")
-
-    @pytest.mark.skip(reason=NOT_DURABLE)
-    async def test_handled_triggers_are_not_delivered_again_after_restart(
-        self, triggerer: Triggerer
-    ) -> None:
-        raise AssertionError("not run")
-
-    @pytest.mark.skip(reason=NOT_DURABLE)
-    async def test_a_trigger_whose_callback_never_returned_is_delivered_again_after_restart(
-        self, triggerer: Triggerer
-    ) -> None:
-        raise AssertionError("not run")
 
 
 async def sql(database_url: str, statement: str, **params: Any) -> Any:

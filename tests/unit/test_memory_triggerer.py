@@ -9,12 +9,17 @@ import pytest
 
 from resilient_task.adapters.memory import InMemoryTriggerer
 from resilient_task.errors import BackendError, TriggerError
-from tests.contract.triggerer_contract import Recorder, TriggererContract, make_tasks, running
+from tests.contract.triggerer_contract import (
+    DurableTriggererContract,
+    Recorder,
+    make_tasks,
+    running,
+)
 
 pytestmark = pytest.mark.anyio
 
 
-class TestInMemoryTriggererContract(TriggererContract):
+class TestInMemoryTriggererContract(DurableTriggererContract):
     delivery_timeout = 2.0
     quiet_period = 0.05
     stop_timeout = 0.2
