@@ -21,6 +21,7 @@ from resilient_task import (
     AddTaskRequest,
     ProcessResult,
     ResilientTask,
+    SimpleConcurrencyPolicy,
     Task,
     TaskHandler,
     TaskProperties,
@@ -79,10 +80,11 @@ async def count(app: ResilientTask, status: TaskStatus) -> int:
 class Recorder:
     """A processor counting executions per task id and per node."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, concurrency: int | None = None) -> None:
         self.runs: Counter[uuid.UUID] = Counter()
         self.by_node: Counter[str] = Counter()
         self.delay = delay
+        self.concurrency = concurrency
 
     def handler(self, node_name: str) -> TaskHandler:
         async def process(task: Task) -> ProcessResult:
@@ -92,7 +94,10 @@ class Recorder:
                 await anyio.sleep(self.delay)
             return ProcessResult.DONE
 
-        return TaskHandler(types={"work"}, processor=process)
+        if self.concurrency is None:
+            return TaskHandler(types={"work"}, processor=process)
+        limit = SimpleConcurrencyPolicy(self.concurrency)
+        return TaskHandler(types={"work"}, processor=process, concurrency_policy=limit)
 
 
 async def test_two_nodes_on_one_database_execute_every_task_exactly_once(
@@ -243,7 +248,7 @@ async def test_killed_database_connections_lose_no_task_and_log_once_per_outage(
     database_url: str, settings: PostgresSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    recorder = Recorder(delay=0.005)
+    recorder = Recorder(delay=0.005, concurrency=10)  # 400 x 5 ms: still running at each kill
     async with node(database_url, settings, recorder.handler("n")) as app:
         added = await app.service.add_tasks([AddTaskRequest(type="work") for _ in range(400)])
         for _ in range(3):
@@ -271,7 +276,7 @@ async def test_database_restart_mid_run_loses_no_task(
     if cluster is None or "127.0.0.1" not in database_url:
         pytest.skip("needs the local PostgreSQL cluster (pg_ctlcluster) to restart it")
     caplog.set_level(logging.WARNING)
-    recorder = Recorder(delay=0.005)
+    recorder = Recorder(delay=0.005, concurrency=10)  # still running when the database stops
     async with node(database_url, settings, recorder.handler("n"), pool_timeout=2) as app:
         added = await app.service.add_tasks([AddTaskRequest(type="work") for _ in range(500)])
         await anyio.sleep(0.2)

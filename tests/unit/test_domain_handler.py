@@ -113,7 +113,20 @@ def test_a_handler_has_the_documented_defaults() -> None:
 def test_handlers_do_not_share_a_default_concurrency_limit() -> None:
     first = TaskHandler(types="payment", processor=pay)
     second = TaskHandler(types="refund", processor=pay)
-    assert first.concurrency_policy is not second.concurrency_policy
+    built = TaskHandlerBuilder(for_types("payment"), pay).build()
+    assert len({id(h.concurrency_policy) for h in (first, second, built)}) == 3
+
+
+def test_default_concurrency_is_100_and_10_for_transactional_handlers() -> None:
+    # A transactional processor holds a pooled connection while it runs.
+    assert TaskHandler(types="a", processor=pay).concurrency_policy.max_concurrency == 100
+    transactional = TaskHandler(types="a", processor=pay, transactional=True)
+    assert transactional.concurrency_policy.max_concurrency == 10
+    built = TaskHandlerBuilder(for_types("a"), pay).transactional().build()
+    assert built.concurrency_policy.max_concurrency == 10
+    explicit = SimpleConcurrencyPolicy()
+    chosen = TaskHandler(types="a", processor=pay, transactional=True, concurrency_policy=explicit)
+    assert chosen.concurrency_policy is explicit
 
 
 def test_the_builder_sets_every_option() -> None:

@@ -205,8 +205,8 @@ def test_equal_valued_concurrency_policies_are_different_limits() -> None:
     assert len({first, second}) == 2
 
 
-def test_concurrency_policy_defaults_to_ten() -> None:
-    assert SimpleConcurrencyPolicy().max_concurrency == 10
+def test_concurrency_policy_defaults_to_a_hundred() -> None:
+    assert SimpleConcurrencyPolicy().max_concurrency == 100
 
 
 @pytest.mark.parametrize(

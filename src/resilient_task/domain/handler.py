@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from resilient_task.domain.policies import (
+    DEFAULT_TRANSACTIONAL_MAX_CONCURRENCY,
     ConcurrencyPolicy,
     ExponentialRetryPolicy,
     ProcessingPolicy,
@@ -18,6 +19,9 @@ from resilient_task.domain.task import BaseTask, Task
 from resilient_task.errors import ValidationError
 
 __all__ = ["Processor", "TaskHandler", "TaskHandlerBuilder", "TaskPredicate", "for_types"]
+
+_DEFAULT_CONCURRENCY = SimpleConcurrencyPolicy()
+"""Marks "no concurrency policy given"; replaced by a fresh policy per handler (never shared)."""
 
 Processor = Callable[[Task], Awaitable[ProcessResult]]
 """An async function running the business logic; raising means the attempt failed."""
@@ -49,18 +53,29 @@ class TaskHandler:
     fluent :class:`TaskHandlerBuilder`. ``transactional=True`` runs the processor inside the
     store's transaction (see :func:`resilient_task.current_transaction`): its writes commit
     only together with the task's completion.
+
+    Without a ``concurrency_policy`` a handler runs at most 100 tasks at once per node
+    (:data:`~resilient_task.domain.policies.DEFAULT_MAX_CONCURRENCY`), a transactional one 10
+    (each holds a pooled database connection while it runs).
     """
 
     processor: Processor
     predicate: TaskPredicate | None = None
     types: Iterable[str] | None = None
     retry_policy: RetryPolicy = field(default_factory=ExponentialRetryPolicy)
-    concurrency_policy: ConcurrencyPolicy = field(default_factory=SimpleConcurrencyPolicy)
+    concurrency_policy: ConcurrencyPolicy = _DEFAULT_CONCURRENCY
     processing_policy: ProcessingPolicy = field(default_factory=SimpleProcessingPolicy)
     transactional: bool = False
     name: str | None = None
 
     def __post_init__(self) -> None:
+        if self.concurrency_policy is _DEFAULT_CONCURRENCY:
+            policy = (
+                SimpleConcurrencyPolicy(DEFAULT_TRANSACTIONAL_MAX_CONCURRENCY)
+                if self.transactional
+                else SimpleConcurrencyPolicy()
+            )
+            object.__setattr__(self, "concurrency_policy", policy)
         if not callable(self.processor):
             raise ValidationError("processor must be an async callable (task) -> ProcessResult")
         if (self.predicate is None) == (self.types is None):
@@ -89,7 +104,7 @@ class TaskHandlerBuilder:
         self._predicate = predicate
         self._processor = processor
         self._retry: RetryPolicy = ExponentialRetryPolicy()
-        self._concurrency: ConcurrencyPolicy = SimpleConcurrencyPolicy()
+        self._concurrency: ConcurrencyPolicy = _DEFAULT_CONCURRENCY
         self._processing: ProcessingPolicy = SimpleProcessingPolicy()
         self._transactional = False
         self._name: str | None = None
@@ -100,7 +115,7 @@ class TaskHandlerBuilder:
         return self
 
     def with_concurrency_policy(self, policy: ConcurrencyPolicy) -> TaskHandlerBuilder:
-        """Set the concurrency policy (default: 10 at once per node)."""
+        """Set the concurrency policy (default: 100 at once per node, 10 if transactional)."""
         self._concurrency = policy
         return self
 

@@ -14,6 +14,8 @@ from resilient_task.domain.task import Task
 from resilient_task.errors import ValidationError
 
 __all__ = [
+    "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_TRANSACTIONAL_MAX_CONCURRENCY",
     "MAX_DELAY",
     "ConcurrencyPolicy",
     "ExponentialRetryPolicy",
@@ -123,6 +125,18 @@ class ConcurrencyPolicy(Protocol):
         ...
 
 
+DEFAULT_MAX_CONCURRENCY = 100
+"""The limit of a handler that sets none. Async processors are cheap to run side by side, and
+the executor grabs and completes tasks in batches of up to this many per database round trip,
+so the limit also sets the throughput of fast handlers (benchmarked: 10 -> 2,750 tasks/s,
+100 -> 7,100 tasks/s end to end with PostgreSQL and Kafka). Set a lower one for a processor
+whose downstream system takes less."""
+
+DEFAULT_TRANSACTIONAL_MAX_CONCURRENCY = 10
+"""The limit of a transactional handler that sets none: each running one holds a pooled
+database connection (the default pool has 10 + 10 overflow)."""
+
+
 @dataclass(frozen=True, eq=False)
 class SimpleConcurrencyPolicy:
     """At most ``max_concurrency`` tasks at once, per node, per policy *instance*.
@@ -130,7 +144,7 @@ class SimpleConcurrencyPolicy:
     Equality is identity on purpose: two handlers share a limit only by sharing the instance.
     """
 
-    max_concurrency: int = 10
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
 
     def __post_init__(self) -> None:
         _integer("max_concurrency", self.max_concurrency, minimum=1)
