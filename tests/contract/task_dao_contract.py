@@ -340,6 +340,30 @@ class TaskDAOContract:
         assert sum((await dao.count_by_status()).values()) == 0
 
     @pytest.mark.anyio
+    @pytest.mark.parametrize(
+        "ran",
+        [
+            {"status": TaskStatus.PROCESSING},
+            {"version": 1},
+            {"processing_tries_count": 1},
+            {"recovery_count": 1},
+            {"processing_node": "node-1"},
+            {"last_error": "boom"},
+        ],
+        ids=lambda ran: next(iter(ran)),
+    )
+    async def test_only_tasks_that_never_ran_can_be_inserted(
+        self, dao: TaskDAO, ran: dict[str, object]
+    ) -> None:
+        # A batch insert writes these columns as constants (PostgreSQL adapter).
+        fresh = make_task()
+        with pytest.raises(ValidationError, match="new tasks must"):
+            await dao.insert_tasks([make_task(), replace(fresh, **ran)])  # type: ignore[arg-type]
+        with pytest.raises(ValidationError, match="new tasks must"):
+            await dao.insert_tasks([replace(fresh, **ran)])  # type: ignore[arg-type]
+        assert sum((await dao.count_by_status()).values()) == 0
+
+    @pytest.mark.anyio
     async def test_applying_a_polled_task_without_payload_keeps_the_stored_payload(
         self, dao: TaskDAO
     ) -> None:

@@ -46,13 +46,20 @@ def _check_length(name: str, value: str | None, maximum: int) -> None:
 
 
 def check_new(task: Task) -> None:
-    """Raise ValidationError unless ``task`` may be inserted (WAITING/SUBMITTED, version 0)."""
+    """Raise ValidationError unless ``task`` may be inserted.
+
+    That is WAITING or SUBMITTED at version 0, never run: no tries, recoveries, node or error.
+    """
     _check_times(task)
     if task.status not in _INSERTABLE or task.version != 0:
         raise ValidationError(
             f"new tasks must be WAITING or SUBMITTED at version 0, "
             f"got {task.status} at version {task.version}"
         )
+    if task.processing_tries_count or task.recovery_count or task.processing_node is not None:
+        raise ValidationError("new tasks must not have run: no tries, recoveries or node")
+    if task.last_error is not None:
+        raise ValidationError("new tasks must not carry a last_error")
     _check_length("type", task.type, MAX_TYPE_LENGTH)
     _check_length("sub_type", task.sub_type, MAX_TYPE_LENGTH)
     _check_length("unique_key", task.unique_key, MAX_UNIQUE_KEY_LENGTH)

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from resilient_task.adapters.postgres.codec import task_values
+from resilient_task.adapters.postgres.codec import task_columns
 from resilient_task.adapters.postgres.driver import fetch_scalars
 from resilient_task.adapters.postgres.statements import CHANGE_COLUMNS, Statements
 from resilient_task.ports.task_dao import TaskChange
@@ -39,8 +39,8 @@ def _params(changes: Sequence[TaskChange], indexes: list[int], *, delete: bool) 
         "c_expected": [changes[i].expected_version for i in indexes],
     }
     if not delete:
-        values = [task_values(changes[i].task) for i in indexes]
-        params |= {f"c_{c}": [v[c] for v in values] for c in CHANGE_COLUMNS}
+        columns = task_columns([changes[i].task for i in indexes], CHANGE_COLUMNS)
+        params |= {f"c_{c}": v for c, v in columns.items()}
     return params
 
 

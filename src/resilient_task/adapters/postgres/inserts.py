@@ -15,9 +15,9 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from resilient_task.adapters.postgres.codec import PayloadCodec, task_values
+from resilient_task.adapters.postgres.codec import PayloadCodec, task_columns, task_values
 from resilient_task.adapters.postgres.driver import fetch_scalars
-from resilient_task.adapters.postgres.statements import INSERT_COLUMNS, Statements
+from resilient_task.adapters.postgres.statements import BATCH_INSERT_COLUMNS, Statements
 from resilient_task.domain.task import Task
 from resilient_task.errors import BackendError
 from resilient_task.ports.task_dao import InsertOutcome
@@ -55,8 +55,8 @@ async def _insert(
 ) -> set[UUID]:
     if len(tasks) == 1:
         return await _insert_one(conn, sql, codec, tasks[0])
-    values = [task_values(t) for t in tasks]
-    params: dict[str, list[object]] = {f"t_{c}": [v[c] for v in values] for c in INSERT_COLUMNS}
+    columns = task_columns(tasks, BATCH_INSERT_COLUMNS)
+    params: dict[str, list[object]] = {f"t_{c}": v for c, v in columns.items()}
     payloads = [(t.id, *await codec.encode(t.data)) for t in tasks if t.data]
     params["d_task_id"] = [p[0] for p in payloads]
     params["d_data_format"] = [p[1] for p in payloads]

@@ -17,14 +17,30 @@ from resilient_task.adapters.postgres.driver import DriverStatement
 from resilient_task.adapters.postgres.schema import Tables
 from resilient_task.domain.task import FINAL_STATUSES, TaskStatus
 
-__all__ = ["CHANGE_COLUMNS", "INSERT_COLUMNS", "Statements"]
+__all__ = [
+    "BATCH_INSERT_COLUMNS",
+    "CHANGE_COLUMNS",
+    "INSERT_COLUMNS",
+    "NEW_TASK_CONSTANTS",
+    "Statements",
+]
 
 INSERT_COLUMNS = (
     "id", "type", "sub_type", "status", "version", "priority", "next_event_time",
     "processing_tries_count", "recovery_count", "processing_node", "last_error", "unique_key",
     "created_at", "updated_at",
 )  # fmt: skip
-"""``tasks`` columns written by an insert, each bound as the array ``t_<column>``."""
+"""``tasks`` columns written by an insert (a single one binds each as ``t_<column>``)."""
+
+NEW_TASK_CONSTANTS: dict[str, int | None] = {
+    "version": 0, "processing_tries_count": 0, "recovery_count": 0, "processing_node": None,
+    "last_error": None,
+}  # fmt: skip
+"""Columns every new task has at these values (``check_new``): a batch insert writes them as
+constants instead of arrays, which psycopg would dump element by element."""
+
+BATCH_INSERT_COLUMNS = tuple(c for c in INSERT_COLUMNS if c not in NEW_TASK_CONSTANTS)
+"""``tasks`` columns a batch insert binds as the arrays ``t_<column>``."""
 
 CHANGE_COLUMNS = (
     "status", "version", "priority", "next_event_time", "processing_tries_count",
@@ -37,6 +53,10 @@ def _unnest(name: str, columns: Mapping[str, Any]) -> Any:
     """``unnest(:p_a, :p_b, ...) AS name(a, b, ...)``, one typed array parameter per column."""
     params = [sa.bindparam(f"{name}_{c}", type_=pg.ARRAY(t)) for c, t in columns.items()]
     return sa.func.unnest(*params).table_valued(*columns).render_derived(name=name)
+
+
+def _constant(value: int | None, type_: Any) -> Any:
+    return sa.cast(sa.null(), type_) if value is None else sa.literal(value, type_)
 
 
 def _status(status: TaskStatus) -> sa.BindParameter[str]:
@@ -76,10 +96,14 @@ class Statements:
 
     def _insert(self) -> sa.Select[Any]:
         t, d = self.tables.tasks, self.tables.task_data
-        v = _unnest("t", {c: t.c[c].type for c in INSERT_COLUMNS})
+        v = _unnest("t", {c: t.c[c].type for c in BATCH_INSERT_COLUMNS})
+        values = [
+            v.c[c] if c in BATCH_INSERT_COLUMNS else _constant(NEW_TASK_CONSTANTS[c], t.c[c].type)
+            for c in INSERT_COLUMNS
+        ]
         inserted = (
             pg.insert(t)
-            .from_select(list(INSERT_COLUMNS), sa.select(*(v.c[c] for c in INSERT_COLUMNS)))
+            .from_select(list(INSERT_COLUMNS), sa.select(*values))
             .on_conflict_do_nothing()  # any unique index: the id or (type, unique_key)
             .returning(t.c.id)
             .cte("inserted")
