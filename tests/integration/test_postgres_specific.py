@@ -421,3 +421,20 @@ async def test_concurrent_claims_from_two_engines_never_share_a_task(
 
 async def _noop() -> None:
     pass
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+async def test_hot_statements_are_prepared_unless_switched_off(
+    database_url: str, prepared: bool
+) -> None:
+    # Off for poolers that cannot keep prepared statements (PgBouncer transaction mode < 1.21).
+    async with isolated_schema(database_url, prepared_statements=prepared) as settings:
+        dao = PostgresTaskDAO.from_url(database_url, settings=settings, pool_size=1, max_overflow=0)
+        async with dao:
+            for _ in range(3):
+                await dao.insert_tasks([make_task(), make_task()])
+                grabbed = await processing(dao)  # a single insert, then the grab
+                assert await dao.apply([TaskChange(grabbed.complete(now=NOW), grabbed.version)])
+            async with dao.engine.connect() as conn:  # the pool's one connection
+                count = await conn.scalar(sa.text("SELECT count(*) FROM pg_prepared_statements"))
+        assert (count > 0) is prepared, count

@@ -59,6 +59,7 @@ async def open_postgres_dao(
     prefix: str = DEFAULT_PREFIX,
     compression_threshold: int | None = 1024,
     compression_level: int = 6,
+    prepared_statements: bool = True,
     migrate: bool = False,
     **pool_options: Any,
 ) -> AsyncIterator[PostgresTaskDAO]:
@@ -77,6 +78,7 @@ async def open_postgres_dao(
         prefix=prefix,
         compression_threshold=compression_threshold,
         compression_level=compression_level,
+        prepared_statements=prepared_statements,
     )
     dao = PostgresTaskDAO.from_url(database_url, settings=settings, **pool_options)
     try:

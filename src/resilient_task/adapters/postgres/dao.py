@@ -64,7 +64,9 @@ class PostgresTaskDAO:
         self.engine = engine
         self.settings = settings or PostgresSettings()
         self._owns_engine = owns_engine
-        self._sql = Statements(Tables.build(self.settings))
+        self._sql = Statements(
+            Tables.build(self.settings), prepare=self.settings.prepared_statements
+        )
         self._codec = PayloadCodec(
             threshold=self.settings.compression_threshold, level=self.settings.compression_level
         )

@@ -46,12 +46,16 @@ class PostgresSettings:
         compression_threshold: payloads longer than this many bytes are zlib-compressed
             (kept raw when compression does not make them smaller); ``None`` disables it.
         compression_level: zlib level 1 (fastest) to 9 (smallest).
+        prepared_statements: prepare the hot statements (add, grab, complete) once per
+            connection. Turn it off behind a pooler that cannot keep prepared statements
+            (PgBouncer in transaction mode before 1.21).
     """
 
     schema: str = DEFAULT_SCHEMA
     prefix: str = DEFAULT_PREFIX
     compression_threshold: int | None = 1024
     compression_level: int = 6
+    prepared_statements: bool = True
 
     def __post_init__(self) -> None:
         if not _IDENTIFIER.fullmatch(self.schema) or len(self.schema) > _MAX_SCHEMA_LENGTH:

@@ -66,7 +66,7 @@ def _status(status: TaskStatus) -> sa.BindParameter[str]:
 class Statements:
     """Prepared Core statements over one :class:`Tables`."""
 
-    def __init__(self, tables: Tables) -> None:
+    def __init__(self, tables: Tables, *, prepare: bool = True) -> None:
         self.tables = tables
         t, d = tables.tasks, tables.task_data
         self.task_columns = tuple(t.c)
@@ -86,11 +86,11 @@ class Statements:
             .limit(sa.bindparam("limit"))
         )
         # The hot path, run on psycopg directly and prepared (see ``driver``).
-        self.driver_insert = DriverStatement.compile(self.insert, prepare=True)
-        self.driver_insert_one = DriverStatement.compile(self.insert_one, prepare=True)
-        self.driver_grab = DriverStatement.compile(self.grab, prepare=True)
-        self.driver_update = DriverStatement.compile(self.update, prepare=True)
-        self.driver_delete = DriverStatement.compile(self.delete, prepare=True)
+        self.driver_insert = DriverStatement.compile(self.insert, prepare=prepare)
+        self.driver_insert_one = DriverStatement.compile(self.insert_one, prepare=prepare)
+        self.driver_grab = DriverStatement.compile(self.grab, prepare=prepare)
+        self.driver_update = DriverStatement.compile(self.update, prepare=prepare)
+        self.driver_delete = DriverStatement.compile(self.delete, prepare=prepare)
         self.count_by_status = sa.select(t.c.status, sa.func.count()).group_by(t.c.status)
         self.delete_finished = self._delete_finished()
 
