@@ -135,8 +135,11 @@ async def main() -> None:
         "--pool", action="append", default=[], metavar="K=V",
         help="engine option for create_engine, e.g. pool_pre_ping=false (repeatable)",
     )  # fmt: skip
+    parser.add_argument("--no-prepare", action="store_true", help="prepared_statements=False")
     args = parser.parse_args()
-    settings = PostgresSettings(schema=f"micro_{uuid.uuid4().hex[:8]}")
+    settings = PostgresSettings(
+        schema=f"micro_{uuid.uuid4().hex[:8]}", prepared_statements=not args.no_prepare
+    )
     pool = dict(_option(o) for o in args.pool)
     dao = PostgresTaskDAO.from_url(args.database_url, settings=settings, **pool)
     await upgrade(dao.engine, schema=settings.schema, prefix=settings.prefix)

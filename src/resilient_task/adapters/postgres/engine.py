@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import select
+import sys
 import time
 from typing import Any
 
@@ -150,12 +151,13 @@ def _configure_connection(dbapi_connection: Any, _record: Any) -> None:
     """Our settings for every new connection of this engine (only this engine's).
 
     - No automatic preparation: psycopg prepares a statement after five executions, and
-      PostgreSQL may then switch to a generic plan that cannot see the parameters (for the
-      batch grab that plan was 60 times slower). Statements that gain from preparation are
-      prepared explicitly (``driver``).
+      PostgreSQL may then switch to a generic plan that cannot see the parameters. The hot
+      statements, written so that their generic plan is the right one, are prepared
+      explicitly (``driver``); a threshold of ``None`` would disable that too.
     - List parameters (the ``unnest`` batches) go as binary arrays: psycopg's text format
       quotes every element with a regular expression.
     """
     driver = dbapi_connection.driver_connection
-    driver.prepare_threshold = None
+    # Never by count; ``prepare=True`` still prepares (a threshold of None would disable it).
+    driver.prepare_threshold = sys.maxsize
     driver.adapters.register_dumper(list, ListBinaryDumper)
