@@ -77,7 +77,7 @@ class PostgresTaskDAO:
     def from_url(
         cls, url: str | sa.URL, *, settings: PostgresSettings | None = None, **pool: Any
     ) -> PostgresTaskDAO:
-        """A DAO owning a new engine (pre-ping, bounded pool; see ``create_engine``)."""
+        """A DAO owning a new engine (liveness-checked, bounded pool; see ``create_engine``)."""
         return cls(engine=create_engine(url, **pool), settings=settings, owns_engine=True)
 
     async def open(self) -> None:
