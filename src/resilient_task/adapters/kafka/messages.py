@@ -12,9 +12,9 @@ Readers ignore unknown fields, so fields can be added without bumping ``v``.
 from __future__ import annotations
 
 import json
-from typing import Any, TypeGuard
-from uuid import UUID
+from typing import Any
 
+from resilient_task.adapters.task_references import task_reference
 from resilient_task.domain.task import BaseTask
 
 __all__ = ["MESSAGE_VERSION", "decode_trigger", "encode_trigger"]
@@ -48,18 +48,4 @@ def decode_trigger(value: bytes | None) -> BaseTask | None:
         return None
     task_id, version, type_ = document.get("id"), document.get("version"), document.get("type")
     sub_type, priority = document.get("sub_type"), document.get("priority", 5)
-    if not (isinstance(task_id, str) and _is_int(version) and _is_int(priority)):
-        return None
-    if not (isinstance(type_, str) and type_) or not (
-        sub_type is None or isinstance(sub_type, str)
-    ):
-        return None
-    try:
-        uuid = UUID(task_id)
-    except ValueError:
-        return None
-    return BaseTask(uuid, version, type_, sub_type, priority)
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return task_reference(task_id, version, type_, sub_type, priority)

@@ -20,10 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from typing import Any, TypeGuard
-from uuid import UUID
+from typing import Any
 
 from resilient_task.adapters.postgres.schema import PostgresSettings
+from resilient_task.adapters.task_references import is_int, task_reference
 from resilient_task.domain.task import BaseTask
 
 __all__ = [
@@ -102,23 +102,8 @@ def _join(entries: list[str]) -> str:
 def _decode(entry: object) -> BaseTask | None:
     if not isinstance(entry, list) or len(entry) != 5:
         return None
-    task_id, version, type_, sub_type, priority = entry
-    if not (isinstance(task_id, str) and _is_int(version) and _is_int(priority)):
-        return None
-    if not (isinstance(type_, str) and type_) or not (
-        sub_type is None or isinstance(sub_type, str)
-    ):
-        return None
-    try:
-        uuid = UUID(hex=task_id)
-    except ValueError:
-        return None
-    return BaseTask(uuid, version, type_, sub_type, priority)
+    return task_reference(*entry)
 
 
 def _is_version(value: object) -> bool:
-    return _is_int(value) and value == PAYLOAD_VERSION
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return is_int(value) and value == PAYLOAD_VERSION
