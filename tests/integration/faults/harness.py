@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import anyio
 import pytest
@@ -55,6 +55,7 @@ from tests.integration.postgres_env import drop_schema
 
 __all__ = [
     "EXPECTED_QUEUE_TIME",
+    "GRACEFUL_EXIT",
     "HANDLER_TIMEOUT",
     "PARTITIONS",
     "POLLING_INTERVAL",
@@ -102,6 +103,8 @@ HANDLER_TIMEOUT = 2.0
 PROCESSING_GRACE = 1.0
 EXPECTED_QUEUE_TIME = float(os.environ.get("RT_FAULTS_EXPECTED_QUEUE_TIME_S", "2.0"))
 SHUTDOWN_GRACE = 3.0
+GRACEFUL_EXIT = SHUTDOWN_GRACE + 5.0
+"""Seconds a worker may take to exit after SIGTERM (its shutdown grace, plus start-up slack)."""
 PARTITIONS = 6
 _PARTITIONER = DefaultPartitioner()
 
@@ -335,8 +338,20 @@ class Cluster:
             for w in live
         }
 
+    async def finish(self, store: Store, *, except_for: Sequence[Worker] = ()) -> Finale:
+        """The run's records, then the workers stopped (the closing steps of every scenario).
+
+        Reads every execution record and stored row, fails if a worker other than
+        ``except_for`` exited, then SIGTERMs the live ones (see :meth:`stop_gracefully`).
+        """
+        executions = read_executions([w.exec_path for w in self.workers])
+        rows = await store.rows()
+        self.assert_alive(except_for=except_for)
+        stopped = await self.stop_gracefully(GRACEFUL_EXIT + 5)
+        return Finale(executions, rows, stopped)
+
     def assert_stopped_gracefully(
-        self, stopped: dict[str, tuple[int | None, float]], within: float
+        self, stopped: dict[str, tuple[int | None, float]], within: float = GRACEFUL_EXIT
     ) -> None:
         """Fail unless every worker stopped by :meth:`stop_gracefully` exited 0 in time."""
         bad = {
@@ -373,6 +388,14 @@ class Cluster:
             lines = [line for line in worker.log().splitlines() if " aiokafka" not in line]
             parts.append(f"===== {worker.node_id} =====\n" + "\n".join(lines)[-limit:])
         return "\n".join(parts)
+
+
+class Finale(NamedTuple):
+    """What :meth:`Cluster.finish` collected."""
+
+    executions: list[Execution]
+    rows: dict[uuid.UUID, TaskRow]
+    stopped: dict[str, tuple[int | None, float]]
 
 
 # --- execution records ------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from tests.integration.faults.harness import (
-    SHUTDOWN_GRACE,
     Cluster,
     PrivateBroker,
     Store,
@@ -22,7 +21,6 @@ from tests.integration.faults.harness import (
     counts,
     describe,
     percentiles,
-    read_executions,
     scenario,
     start_latencies,
     time_limit,
@@ -35,7 +33,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 WORKERS = 3
 BEFORE, DURING, AFTER = 1000, 600, 40
 PROBES = 20
-GRACEFUL_EXIT = SHUTDOWN_GRACE + 5.0
 
 
 async def test_broker_stopped_mid_run_every_task_runs_exactly_once(
@@ -85,10 +82,7 @@ async def test_broker_stopped_mid_run_every_task_runs_exactly_once(
                         probes_recovered = await add_spaced(app, PROBES, 0.05)
                     total = len(await store.rows())
                     status = await store.wait_all_done(total, within=30)
-                    executions = read_executions([w.exec_path for w in cluster.workers])
-                    rows = await store.rows()
-                    cluster.assert_alive()
-                    stopped = await cluster.stop_gracefully(GRACEFUL_EXIT + 5)
+                    executions, rows, stopped = await cluster.finish(store)
                 finally:
                     await store.close()
 
@@ -129,4 +123,4 @@ async def test_broker_stopped_mid_run_every_task_runs_exactly_once(
     )
     assert set(ids) <= set(rows)
     assert set(ran) == set(rows), "tasks DONE without an execution record"
-    cluster.assert_stopped_gracefully(stopped, GRACEFUL_EXIT)
+    cluster.assert_stopped_gracefully(stopped)

@@ -18,13 +18,11 @@ import pytest
 import sqlalchemy as sa
 
 from tests.integration.faults.harness import (
-    SHUTDOWN_GRACE,
     Cluster,
     Store,
     add_tasks,
     client,
     counts,
-    read_executions,
     run_problems,
     scenario,
     time_limit,
@@ -36,7 +34,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 WORKERS = 3
 BEFORE, AFTER = 2000, 500
-GRACEFUL_EXIT = SHUTDOWN_GRACE + 5.0
 LOCAL_HOSTS = {None, "", "localhost", "127.0.0.1", "::1"}
 
 
@@ -84,10 +81,7 @@ async def test_database_restart_mid_run_loses_nothing_and_workers_keep_running(
                         after = await add_tasks(app, AFTER)
                     total = len(warm) + BEFORE + AFTER
                     status = await store.wait_all_done(total, within=60)
-                    executions = read_executions([w.exec_path for w in cluster.workers])
-                    rows = await store.rows()
-                    cluster.assert_alive()
-                    stopped = await cluster.stop_gracefully(GRACEFUL_EXIT + 5)
+                    executions, rows, stopped = await cluster.finish(store)
                 finally:
                     await store.close()
 
@@ -114,4 +108,4 @@ async def test_database_restart_mid_run_loses_nothing_and_workers_keep_running(
     )
     for node_id, lines in unavailable_lines.items():
         assert lines <= 10, f"{node_id} logged the outage {lines} times\n{cluster.logs()}"
-    cluster.assert_stopped_gracefully(stopped, GRACEFUL_EXIT)
+    cluster.assert_stopped_gracefully(stopped)

@@ -20,7 +20,6 @@ from resilient_task.adapters.kafka.messages import encode_trigger
 from resilient_task.domain.task import BaseTask
 from tests.integration.faults.harness import (
     PARTITIONS,
-    SHUTDOWN_GRACE,
     Cluster,
     Message,
     Store,
@@ -30,7 +29,6 @@ from tests.integration.faults.harness import (
     counts,
     describe,
     produce,
-    read_executions,
     run_problems,
     scenario,
     silent_client,
@@ -44,7 +42,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 WORKERS = 3
 FINISHED, PENDING = 1000, 1000
-GRACEFUL_EXIT = SHUTDOWN_GRACE + 5.0
 
 
 def trigger(task_id: uuid.UUID, version: int, partition: int | None = None) -> Message:
@@ -98,10 +95,7 @@ async def test_duplicate_and_replayed_triggers_never_run_a_task_twice(
                     again = replays(rows, list(rows))
                     await produce(world, again)
                     await wait_consumed(world, within=30)
-                    executions = read_executions([w.exec_path for w in cluster.workers])
-                    final = await store.rows()
-                    cluster.assert_alive()
-                    stopped = await cluster.stop_gracefully(GRACEFUL_EXIT + 5)
+                    executions, final, stopped = await cluster.finish(store)
                 finally:
                     await store.close()
 
@@ -123,4 +117,4 @@ async def test_duplicate_and_replayed_triggers_never_run_a_task_twice(
     assert all(row.status == "DONE" for row in final.values()), unfinished(final)
     problems = run_problems(executions, final)
     assert not problems, "\n".join(problems[:10])
-    cluster.assert_stopped_gracefully(stopped, GRACEFUL_EXIT)
+    cluster.assert_stopped_gracefully(stopped)

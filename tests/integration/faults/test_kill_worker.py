@@ -12,14 +12,12 @@ import anyio
 import pytest
 
 from tests.integration.faults.harness import (
-    SHUTDOWN_GRACE,
     Cluster,
     Execution,
     Store,
     add_tasks,
     client,
     describe,
-    read_executions,
     run_problems,
     scenario,
     time_limit,
@@ -32,7 +30,6 @@ WORKERS = 3
 TASKS = 2400
 BATCH = 200
 SLEEP_MS = 50
-GRACEFUL_EXIT = SHUTDOWN_GRACE + 5.0
 
 
 async def test_kill_9_of_a_worker_loses_nothing_and_reruns_only_its_running_tasks(
@@ -62,10 +59,7 @@ async def test_kill_9_of_a_worker_loses_nothing_and_reruns_only_its_running_task
                         }
                         ids += await add_tasks(app, TASKS - len(ids), batch=BATCH)
                     status = await store.wait_all_done(len(ids), within=60)
-                    executions = read_executions([w.exec_path for w in cluster.workers])
-                    rows = await store.rows()
-                    cluster.assert_alive(except_for=[victim])
-                    stopped = await cluster.stop_gracefully(GRACEFUL_EXIT + 5)
+                    executions, rows, stopped = await cluster.finish(store, except_for=[victim])
                 finally:
                     await store.close()
 
@@ -101,7 +95,7 @@ async def test_kill_9_of_a_worker_loses_nothing_and_reruns_only_its_running_task
         row = rows[task_id]
         assert row.recovery_count >= 1, f"{task_id} was not recovered: {row}"
         assert row.processing_node != victim.node_id, f"{task_id} finished by the dead: {row}"
-    cluster.assert_stopped_gracefully(stopped, GRACEFUL_EXIT)
+    cluster.assert_stopped_gracefully(stopped)
 
 
 async def wait_running_on(store: Store, node_id: str, *, at_least: int, within: float) -> None:

@@ -17,7 +17,6 @@ import pytest
 from tests.integration.faults.harness import (
     EXPECTED_QUEUE_TIME,
     PARTITIONS,
-    SHUTDOWN_GRACE,
     Cluster,
     Message,
     Store,
@@ -27,7 +26,6 @@ from tests.integration.faults.harness import (
     describe,
     percentiles,
     produce,
-    read_executions,
     run_problems,
     scenario,
     silent_client,
@@ -43,7 +41,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 WORKERS = 3
 BULK = 1000
 MISROUTED = 300
-GRACEFUL_EXIT = SHUTDOWN_GRACE + 5.0
 
 
 def _document(**changes: object) -> bytes:
@@ -120,10 +117,7 @@ async def test_poison_messages_are_skipped_and_every_task_runs_once(
                     total = len(warm) + 2 * BULK
                     status = await store.wait_all_done(total, within=45)
                     await wait_consumed(world, within=30)
-                    executions = read_executions([w.exec_path for w in cluster.workers])
-                    rows = await store.rows()
-                    cluster.assert_alive()
-                    stopped = await cluster.stop_gracefully(GRACEFUL_EXIT + 5)
+                    executions, rows, stopped = await cluster.finish(store)
                 finally:
                     await store.close()
 
@@ -152,7 +146,7 @@ async def test_poison_messages_are_skipped_and_every_task_runs_once(
         f"{len(resubmitted)} task(s) waited {EXPECTED_QUEUE_TIME} s for the resumer: "
         f"{percentiles(latencies)}"
     )
-    cluster.assert_stopped_gracefully(stopped, GRACEFUL_EXIT)
+    cluster.assert_stopped_gracefully(stopped)
 
 
 async def test_a_trigger_whose_type_disagrees_with_the_stored_task_changes_nothing(
@@ -184,10 +178,7 @@ async def test_a_trigger_whose_type_disagrees_with_the_stored_task_changes_nothi
                     await produce(world, forged)
                     total = len(warm) + MISROUTED
                     status = await store.wait_all_done(total, within=30)
-                    executions = read_executions([w.exec_path for w in cluster.workers])
-                    rows = await store.rows()
-                    cluster.assert_alive()
-                    stopped = await cluster.stop_gracefully(GRACEFUL_EXIT + 5)
+                    executions, rows, stopped = await cluster.finish(store)
                 finally:
                     await store.close()
 
@@ -197,4 +188,4 @@ async def test_a_trigger_whose_type_disagrees_with_the_stored_task_changes_nothi
     ran = counts(executions)
     assert set(ran) == set(rows)
     assert max(ran.values()) == 1
-    cluster.assert_stopped_gracefully(stopped, GRACEFUL_EXIT)
+    cluster.assert_stopped_gracefully(stopped)
