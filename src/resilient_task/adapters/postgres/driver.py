@@ -50,6 +50,8 @@ class DriverStatement:
     def compile(cls, statement: sa.ClauseElement, *, prepare: bool) -> DriverStatement:
         """Compile ``statement``; every placeholder becomes a binary one (``%(name)b``)."""
         compiled = statement.compile(dialect=_DIALECT)
+        # Parameters without a value are the caller's; a literal NULL must therefore be written
+        # as SQL (``CAST(NULL AS ...)``), not as a bound None.
         constants = {k: v for k, v in compiled.params.items() if v is not None}
         return cls(_PLACEHOLDER.sub(r"%(\1)b", str(compiled)), constants, prepare)
 
