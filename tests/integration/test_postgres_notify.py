@@ -28,6 +28,7 @@ from resilient_task import (
     TaskHandler,
     TaskProperties,
     TaskResumerProperties,
+    TaskStatus,
 )
 from resilient_task.adapters.postgres import PostgresNotifyTriggerer, PostgresSettings
 from tests.contract.triggerer_contract import Recorder, TriggererContract, make_tasks, running
@@ -318,6 +319,25 @@ async def test_a_producer_node_reaches_a_worker_node_well_within_the_polling_int
         batch_seconds = max(starts.at[r.task_id] for r in batch) - added_at
     assert max(latencies) < 1.0, latencies
     assert batch_seconds < 1.0
+
+
+@pytest.mark.anyio
+async def test_tasks_added_while_no_worker_listens_start_as_soon_as_one_does(
+    database_url: str, settings: PostgresSettings
+) -> None:
+    # Their notifications reached nobody; the new listener's catch-up reads them from the
+    # store (the poll, every 30 s with a pick-up deadline a minute away, cannot be it).
+    async with node(database_url, settings, run_workers=False) as producer:
+        early = await producer.service.add_tasks([AddTaskRequest(type="work")] * 50)
+        starts = Starts()
+        began = time.monotonic()
+        async with node(database_url, settings, starts.handler()) as worker:
+            await starts.wait_for({r.task_id for r in early}, seconds=5)
+            late = await producer.service.add_task(AddTaskRequest(type="work"))
+            await starts.wait_for({late.task_id}, seconds=5)
+            done = await worker.service.count_by_status()
+    assert max(starts.at.values()) - began < 3.0
+    assert {status: n for status, n in done.items() if n} == {TaskStatus.DONE: 51}
 
 
 @pytest.mark.anyio

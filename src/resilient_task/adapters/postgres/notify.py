@@ -15,11 +15,14 @@ safety net. What it promises, and what it does not:
 - PostgreSQL serialises the commits of NOTIFYing transactions on one global lock. One small
   autocommit NOTIFY per ``add_tasks`` call keeps that lock short (it is never held across the
   task insert), but it is a hint channel, not a bus for many thousands of tiny transactions.
-- **Not durable**: a notification reaches only the connections listening when it is
-  committed. Triggers sent while no node listens (before ``start``, after ``stop``, while the
-  listener reconnects) are lost, and so are triggers whose callback ``stop`` cancelled. They
-  are hints: the task stays SUBMITTED and the resumer triggers it again after its pick-up
-  deadline (``expected_queue_time``).
+- **Not durable, but catching up**: a notification reaches only the connections listening
+  when it is committed. Triggers sent while no node listens (before ``start``, after
+  ``stop``, while the listener reconnects) are lost, and so are triggers whose callback
+  ``stop`` cancelled. So each time ``LISTEN`` takes effect, the listener reads the tasks that
+  are SUBMITTED in the store (oldest pick-up deadline first, at most ``catch_up_limit``) and
+  delivers them as triggers: tasks added while no worker listened start as soon as one
+  listens. Beyond that limit, or when the references were not real tasks, the resumer
+  triggers them again after their pick-up deadline (``expected_queue_time``).
 - **Every listener gets every trigger**: with several workers all of them try the
   version-checked grab and one wins. Correct, but each task costs one grab attempt per
   worker; for many workers, Kafka partitions the triggers instead.
@@ -38,6 +41,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
+import psycopg.sql
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.psycopg import PGDialectAsync_psycopg
 
@@ -75,6 +79,8 @@ class PostgresNotifyTriggerer:
             its connection with a ``SELECT 1``.
         application_name: the connections show as ``<application_name>-notify`` (sending)
             and ``<application_name>-listen`` in ``pg_stat_activity``.
+        catch_up_limit: most SUBMITTED tasks delivered when ``LISTEN`` takes effect; 0 turns
+            the catch-up off.
     """
 
     def __init__(
@@ -88,12 +94,16 @@ class PostgresNotifyTriggerer:
         connect_timeout: float = 10.0,
         health_check_interval: float = 30.0,
         application_name: str = "resilient-task",
+        catch_up_limit: int = 1000,
     ) -> None:
         if max_in_flight < 1 or min(stop_timeout, send_timeout, connect_timeout) < 0:
             raise ConfigurationError("max_in_flight must be positive and timeouts not negative")
+        if catch_up_limit < 0:
+            raise ConfigurationError("catch_up_limit must not be negative")
         if health_check_interval <= 0:
             raise ConfigurationError("health_check_interval must be positive")
-        self.channel = channel_name(settings or PostgresSettings())
+        settings = settings or PostgresSettings()
+        self.channel = channel_name(settings)
         """The NOTIFY channel: ``<schema>.<prefix>triggers``."""
         # SQLAlchemy's own URL -> psycopg keywords (multiple hosts, query options, ...).
         dialect = PGDialectAsync_psycopg()  # type: ignore[no-untyped-call]
@@ -107,6 +117,15 @@ class PostgresNotifyTriggerer:
         self._sender: psycopg.AsyncConnection[Any] | None = None
         self._send_lock = asyncio.Lock()
         self._listener: NotifyListener | None = None
+        self._submitted = psycopg.sql.SQL(
+            "SELECT id, version, type, sub_type, priority FROM {}.{} WHERE status = 'SUBMITTED'"
+            " ORDER BY next_event_time LIMIT {}"
+        ).format(
+            psycopg.sql.Identifier(settings.schema),
+            psycopg.sql.Identifier(f"{settings.prefix}tasks"),
+            psycopg.sql.Literal(catch_up_limit),
+        )
+        self._catch_up_limit = catch_up_limit
 
     @property
     def listening(self) -> bool:
@@ -156,8 +175,13 @@ class PostgresNotifyTriggerer:
             stop_timeout=self._stop_timeout,
             connect_timeout=self._connect_timeout,
             health_check_interval=self._health_check_interval,
+            catch_up=self._read_submitted if self._catch_up_limit else None,
         )
         await self._listener.start()
+
+    async def _read_submitted(self, conn: psycopg.AsyncConnection[Any]) -> list[BaseTask]:
+        cursor = await conn.execute(self._submitted)
+        return [BaseTask(*row) for row in await cursor.fetchall()]
 
     async def stop(self) -> None:
         """Stop listening, let callbacks finish for ``stop_timeout``, close both connections.

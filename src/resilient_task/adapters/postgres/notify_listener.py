@@ -6,7 +6,10 @@ most ``max_in_flight`` at once. With every slot busy it stops reading, so notifi
 in the server's queue (bounded backpressure, nothing buffered here). A lost connection is
 logged once per outage (:class:`~resilient_task.service.outage.OutageLog`) and re-opened with
 capped, jittered backoff; nothing escapes into the node. Notifications sent while it was not
-listening are lost: they were hints, and the resumer's poll finds the tasks later.
+listening are lost, so each time ``LISTEN`` is in effect it first *catches up*: ``catch_up``
+reads the tasks that are SUBMITTED in the store now, and those go to the callback too. A task
+committed before ``LISTEN`` is in that read; one committed after it is notified (some may come
+both ways: the grab is version-checked).
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ from resilient_task.errors import BackendUnavailableError
 from resilient_task.ports.triggerer import TriggerCallback
 from resilient_task.service.outage import OutageLog
 
-__all__ = ["NotifyListener"]
+__all__ = ["CatchUp", "NotifyListener"]
+
+CatchUp = Callable[[psycopg.AsyncConnection[Any]], Awaitable[list[BaseTask]]]
+"""Reads, on the listening connection, the tasks that are SUBMITTED now."""
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +61,10 @@ class NotifyListener:
         stop_timeout: float,
         connect_timeout: float,
         health_check_interval: float,
+        catch_up: CatchUp | None = None,
     ) -> None:
         self._channel, self._connect, self._on_trigger = channel, connect, on_trigger
+        self._catch_up = catch_up
         self._stop_timeout, self._connect_timeout = stop_timeout, connect_timeout
         self._health_check_interval = health_check_interval
         self._slots = asyncio.Semaphore(max_in_flight)
@@ -103,6 +111,7 @@ class NotifyListener:
                 conn = await self._listen()
                 connected_at = loop.time()
                 try:
+                    await self._deliver_submitted(conn)
                     await self._read(conn)
                 finally:
                     self.listening = False
@@ -133,6 +142,28 @@ class NotifyListener:
         self._outage.succeeded()
         return conn
 
+    async def _deliver_submitted(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Catch up with the triggers this node may have missed while it was not listening."""
+        if self._catch_up is None:
+            return
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                tasks = await self._catch_up(conn)
+        except psycopg.errors.UndefinedTable:
+            return  # no task store in this schema (a triggerer used on its own)
+        except (*_DRIVER_ERRORS, TimeoutError) as exc:
+            logger.warning(
+                "could not read SUBMITTED tasks after LISTEN on channel %r (%s); any trigger "
+                "missed meanwhile runs after its pick-up deadline",
+                self._channel,
+                exc,
+            )
+            return
+        if tasks:
+            logger.info("catching up with %d SUBMITTED task(s) after LISTEN", len(tasks))
+        for task in tasks:
+            await self._deliver(task)
+
     async def _read(self, conn: psycopg.AsyncConnection[Any]) -> None:
         interval = self._health_check_interval
         while True:
@@ -155,11 +186,14 @@ class NotifyListener:
             )
             return
         for task in tasks:
-            # Backpressure: with every slot busy, stop reading until a callback returns.
-            await self._slots.acquire()
-            handler = asyncio.create_task(self._handle(task))
-            self._handlers.add(handler)
-            handler.add_done_callback(self._handlers.discard)
+            await self._deliver(task)
+
+    async def _deliver(self, task: BaseTask) -> None:
+        # Backpressure: with every slot busy, stop reading until a callback returns.
+        await self._slots.acquire()
+        handler = asyncio.create_task(self._handle(task))
+        self._handlers.add(handler)
+        handler.add_done_callback(self._handlers.discard)
 
     async def _handle(self, task: BaseTask) -> None:
         try:
