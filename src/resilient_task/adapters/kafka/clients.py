@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import random
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -26,7 +25,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DRIVER_ERRORS",
     "RECOVERABLE_ERRORS",
-    "Backoff",
     "Outage",
     "client_options",
     "close_client",
@@ -103,23 +101,6 @@ async def _stop_logging_errors(client: Any, what: str) -> None:
         await client.stop()
     except RECOVERABLE_ERRORS as exc:
         logger.warning("closing the %s failed: %r", what, exc)
-
-
-class Backoff:
-    """Exponential delays with full jitter, from ``first`` up to ``cap`` seconds."""
-
-    def __init__(self, *, first: float = 0.1, cap: float = 5.0) -> None:
-        self._first, self._cap, self._attempt = first, cap, 0
-
-    def next_delay(self) -> float:
-        """The delay before the next attempt."""
-        ceiling = min(self._cap, self._first * 2**self._attempt)
-        self._attempt += 1
-        return random.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        """Start again from ``first`` (after a success)."""
-        self._attempt = 0
 
 
 class Outage:

@@ -18,10 +18,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
+from resilient_task.adapters.delivery import Backoff, drain_callbacks
 from resilient_task.adapters.kafka.clients import (
     DRIVER_ERRORS,
     RECOVERABLE_ERRORS,
-    Backoff,
     Outage,
     close_client,
 )
@@ -203,14 +203,7 @@ class TriggerConsumer:
 
     async def _drain(self) -> None:
         """Wait ``stop_timeout`` for running callbacks; cancel the rest (not committed)."""
-        if not self._handlers:
-            return
-        _, late = await asyncio.wait(set(self._handlers), timeout=self._stop_timeout)
-        for handler in late:
-            handler.cancel()
-        if late:
-            logger.warning("cancelled %d trigger callback(s) still running at stop", len(late))
-            await asyncio.gather(*late, return_exceptions=True)
+        await drain_callbacks(self._handlers, self._stop_timeout, logger)
 
     async def _commit(
         self, consumer: Any, partitions: set[Any] | None = None, *, time_limit: float = 5.0

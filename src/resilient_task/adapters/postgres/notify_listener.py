@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from resilient_task.adapters.delivery import Backoff, drain_callbacks
 from resilient_task.adapters.postgres.errors import translate
 from resilient_task.adapters.postgres.notify_payloads import decode_payload
 from resilient_task.domain.task import BaseTask
@@ -93,17 +93,11 @@ class NotifyListener:
         if task is not None:
             task.cancel()  # stops reading and closes the connection; notifications not read
             await asyncio.wait({task})  # are lost, as if this node had never listened
-        if self._handlers:
-            _, late = await asyncio.wait(set(self._handlers), timeout=self._stop_timeout)
-            for handler in late:
-                handler.cancel()
-            if late:
-                logger.warning("cancelled %d trigger callback(s) still running at stop", len(late))
-                await asyncio.gather(*late, return_exceptions=True)
+        await drain_callbacks(self._handlers, self._stop_timeout, logger)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        backoff = _Backoff()
+        backoff = Backoff()
         channel = self._channel
         while True:
             connected_at: float | None = None
@@ -205,18 +199,3 @@ class NotifyListener:
             )
         finally:
             self._slots.release()
-
-
-class _Backoff:
-    """Exponential delays with full jitter, from 0.1 s up to 5 s."""
-
-    def __init__(self) -> None:
-        self._attempt = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(5.0, 0.1 * 2**self._attempt)
-        self._attempt += 1
-        return random.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self._attempt = 0
