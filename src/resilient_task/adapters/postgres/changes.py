@@ -51,7 +51,7 @@ async def apply_batch(
     written = [False] * len(changes)
     for round_ in _rounds(changes):
         done: set[UUID] = set()
-        for delete, statement in ((False, sql.driver_update), (True, sql.driver_delete)):
+        for delete, statement in ((False, sql.update), (True, sql.delete)):
             indexes = [i for i in round_ if changes[i].delete is delete]
             if indexes:
                 params = _params(changes, indexes, delete=delete)

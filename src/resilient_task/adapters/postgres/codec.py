@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from resilient_task.adapters.postgres.statements import INSERT_COLUMNS
 from resilient_task.domain.task import Task, TaskStatus
 from resilient_task.errors import BackendError
 
@@ -88,14 +89,8 @@ def _error_text(error: str | None) -> str | None:
     return None if error is None else error.replace("\x00", "\\x00")
 
 
-_GETTERS: dict[str, Callable[[Task], Any]] = {
-    name: attrgetter(name)
-    for name in (
-        "id", "type", "sub_type", "version", "priority", "next_event_time",
-        "processing_tries_count", "recovery_count", "processing_node", "unique_key",
-        "created_at", "updated_at",
-    )
-}  # fmt: skip
+# How each ``tasks`` column (everything but the payload) is read from a Task.
+_GETTERS: dict[str, Callable[[Task], Any]] = {name: attrgetter(name) for name in INSERT_COLUMNS}
 _GETTERS["status"] = attrgetter("status._value_")
 _GETTERS["last_error"] = lambda task: _error_text(task.last_error)
 
@@ -103,26 +98,11 @@ _GETTERS["last_error"] = lambda task: _error_text(task.last_error)
 def task_columns(tasks: Sequence[Task], names: Iterable[str]) -> dict[str, list[Any]]:
     """Columns ``names`` of many tasks, column by column (the ``unnest`` arrays).
 
-    Equal to transposing :func:`task_values` of each task, without a dictionary per task.
+    The same values as :func:`task_values` of each task, without a dictionary per task.
     """
     return {name: list(map(_GETTERS[name], tasks)) for name in names}
 
 
 def task_values(task: Task) -> dict[str, Any]:
     """The ``tasks`` columns of ``task`` (everything but the payload)."""
-    return {
-        "id": task.id,
-        "type": task.type,
-        "sub_type": task.sub_type,
-        "status": task.status.value,
-        "version": task.version,
-        "priority": task.priority,
-        "next_event_time": task.next_event_time,
-        "processing_tries_count": task.processing_tries_count,
-        "recovery_count": task.recovery_count,
-        "processing_node": task.processing_node,
-        "last_error": _error_text(task.last_error),
-        "unique_key": task.unique_key,
-        "created_at": task.created_at,
-        "updated_at": task.updated_at,
-    }
+    return {name: get(task) for name, get in _GETTERS.items()}

@@ -170,7 +170,7 @@ class PostgresTaskDAO:
             "now": now,
         }
         async with self._connect(None, "grab tasks") as conn:
-            rows = await fetch_dicts(conn, self._sql.driver_grab, params)
+            rows = await fetch_dicts(conn, self._sql.grab, params)
         grabbed = {t.id: t for t in await self._from_mappings(rows, with_data=True)}
         return [grabbed.pop(r.task_id) for r in requests if r.task_id in grabbed]
 

@@ -61,7 +61,7 @@ async def _insert(
     params["d_task_id"] = [p[0] for p in payloads]
     params["d_data_format"] = [p[1] for p in payloads]
     params["d_data"] = [p[2] for p in payloads]
-    return set(await fetch_scalars(conn, sql.driver_insert, params))
+    return set(await fetch_scalars(conn, sql.insert, params))
 
 
 async def _insert_one(
@@ -71,7 +71,7 @@ async def _insert_one(
     params["d_data_format"], params["d_data"] = (
         await codec.encode(task.data) if task.data else (None, None)
     )
-    return set(await fetch_scalars(conn, sql.driver_insert_one, params))
+    return set(await fetch_scalars(conn, sql.insert_one, params))
 
 
 async def _owners(

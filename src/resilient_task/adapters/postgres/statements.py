@@ -64,7 +64,7 @@ def _status(status: TaskStatus) -> sa.BindParameter[str]:
 
 
 class Statements:
-    """Prepared Core statements over one :class:`Tables`."""
+    """The statements over one :class:`Tables`: Core, or compiled for psycopg (hot path)."""
 
     def __init__(self, tables: Tables, *, prepare: bool = True) -> None:
         self.tables = tables
@@ -72,12 +72,14 @@ class Statements:
         self.task_columns = tuple(t.c)
         self.with_data = sa.select(t, d.c.data_format, d.c.data).outerjoin(d, d.c.task_id == t.c.id)
         self.get_task = self.with_data.where(t.c.id == sa.bindparam("id"))
-        self.insert = self._insert()
-        self.insert_one = self._insert_one()
+        # The hot path, run on psycopg directly and prepared (see ``driver``).
+        self.insert = DriverStatement.compile(self._insert(), prepare=prepare)
+        self.insert_one = DriverStatement.compile(self._insert_one(), prepare=prepare)
+        self.grab = DriverStatement.compile(self._grab(), prepare=prepare)
+        self.update = DriverStatement.compile(self._update(), prepare=prepare)
+        self.delete = DriverStatement.compile(self._delete(), prepare=prepare)
+        # The rest, through SQLAlchemy.
         self.existing = self._existing()
-        self.grab = self._grab()
-        self.update = self._update()
-        self.delete = self._delete()
         self.claim_due = self._claim_due()
         self.find_overdue = (
             sa.select(t)
@@ -85,12 +87,6 @@ class Statements:
             .order_by(t.c.next_event_time, t.c.priority, t.c.id)
             .limit(sa.bindparam("limit"))
         )
-        # The hot path, run on psycopg directly and prepared (see ``driver``).
-        self.driver_insert = DriverStatement.compile(self.insert, prepare=prepare)
-        self.driver_insert_one = DriverStatement.compile(self.insert_one, prepare=prepare)
-        self.driver_grab = DriverStatement.compile(self.grab, prepare=prepare)
-        self.driver_update = DriverStatement.compile(self.update, prepare=prepare)
-        self.driver_delete = DriverStatement.compile(self.delete, prepare=prepare)
         self.count_by_status = sa.select(t.c.status, sa.func.count()).group_by(t.c.status)
         self.delete_finished = self._delete_finished()
 
