@@ -41,16 +41,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
-import psycopg.sql
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.psycopg import PGDialectAsync_psycopg
 
+from resilient_task.adapters.postgres.driver import DriverStatement
 from resilient_task.adapters.postgres.engine import normalize_url
 from resilient_task.adapters.postgres.errors import translate
 from resilient_task.adapters.postgres.notify_listener import NotifyListener
 from resilient_task.adapters.postgres.notify_payloads import channel_name, encode_payloads
-from resilient_task.adapters.postgres.schema import PostgresSettings
-from resilient_task.domain.task import BaseTask
+from resilient_task.adapters.postgres.schema import PostgresSettings, Tables
+from resilient_task.domain.task import BaseTask, TaskStatus
 from resilient_task.errors import BackendError, ConfigurationError, TriggerError
 from resilient_task.ports.triggerer import TriggerCallback
 
@@ -117,15 +117,15 @@ class PostgresNotifyTriggerer:
         self._sender: psycopg.AsyncConnection[Any] | None = None
         self._send_lock = asyncio.Lock()
         self._listener: NotifyListener | None = None
-        self._submitted = psycopg.sql.SQL(
-            "SELECT id, version, type, sub_type, priority FROM {}.{} WHERE status = 'SUBMITTED'"
-            " ORDER BY next_event_time LIMIT {}"
-        ).format(
-            psycopg.sql.Identifier(settings.schema),
-            psycopg.sql.Identifier(f"{settings.prefix}tasks"),
-            psycopg.sql.Literal(catch_up_limit),
+        t = Tables.build(settings).tasks
+        self._submitted = DriverStatement.compile(
+            sa.select(t.c.id, t.c.version, t.c.type, t.c.sub_type, t.c.priority)
+            .where(t.c.status == TaskStatus.SUBMITTED.value)
+            .order_by(t.c.next_event_time)
+            .limit(catch_up_limit),
+            prepare=False,
         )
-        self._catch_up_limit = catch_up_limit
+        self._catch_up = self._read_submitted if catch_up_limit else None
 
     @property
     def listening(self) -> bool:
@@ -175,12 +175,13 @@ class PostgresNotifyTriggerer:
             stop_timeout=self._stop_timeout,
             connect_timeout=self._connect_timeout,
             health_check_interval=self._health_check_interval,
-            catch_up=self._read_submitted if self._catch_up_limit else None,
+            catch_up=self._catch_up,
         )
         await self._listener.start()
 
     async def _read_submitted(self, conn: psycopg.AsyncConnection[Any]) -> list[BaseTask]:
-        cursor = await conn.execute(self._submitted)
+        statement = self._submitted
+        cursor = await conn.execute(statement.sql, statement.params({}), prepare=statement.prepare)
         return [BaseTask(*row) for row in await cursor.fetchall()]
 
     async def stop(self) -> None:
