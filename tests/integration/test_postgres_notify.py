@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
+import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -31,6 +32,7 @@ from resilient_task import (
     TaskStatus,
 )
 from resilient_task.adapters.postgres import PostgresNotifyTriggerer, PostgresSettings
+from resilient_task.domain.task import BaseTask
 from tests.contract.triggerer_contract import Recorder, TriggererContract, make_tasks, running
 from tests.integration.postgres_env import isolated_schema
 
@@ -188,6 +190,34 @@ class TestPostgresNotifyTriggerer:
             await triggerer.trigger(tasks)
             await recorder.wait_for_tasks(tasks, 5)
         assert any("malformed notification" in r.getMessage() for r in caplog.records)
+
+    async def test_a_failing_catch_up_is_logged_and_notifications_still_arrive(
+        self, database_url: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.WARNING)
+
+        async def broken(_conn: psycopg.AsyncConnection[Any]) -> list[BaseTask]:
+            raise psycopg.OperationalError("catch-up query failed")
+
+        tasks = make_tasks(2)
+        triggerer = make_triggerer(database_url)
+        triggerer._catch_up = broken  # the read of SUBMITTED tasks fails
+        async with triggerer, running(triggerer, Recorder()) as recorder:
+            await triggerer.trigger(tasks)
+            await recorder.wait_for_tasks(tasks, 5)
+        assert [r.getMessage() for r in caplog.records if "could not read SUBMITTED" in r.msg]
+
+    async def test_a_schema_without_tables_needs_no_catch_up_and_warns_nothing(
+        self, database_url: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # A triggerer used on its own, on a schema that holds no task store.
+        caplog.set_level(logging.WARNING)
+        tasks = make_tasks(1)
+        triggerer = make_triggerer(database_url)
+        async with triggerer, running(triggerer, Recorder()) as recorder:
+            await triggerer.trigger(tasks)
+            await recorder.wait_for_tasks(tasks, 5)
+        assert not [r for r in caplog.records if r.name.startswith("resilient_task")]
 
     async def test_the_listener_survives_its_connection_being_killed_and_delivers_again(
         self, database_url: str, caplog: pytest.LogCaptureFixture

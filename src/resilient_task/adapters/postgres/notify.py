@@ -47,7 +47,7 @@ from sqlalchemy.dialects.postgresql.psycopg import PGDialectAsync_psycopg
 from resilient_task.adapters.postgres.driver import DriverStatement
 from resilient_task.adapters.postgres.engine import normalize_url
 from resilient_task.adapters.postgres.errors import translate
-from resilient_task.adapters.postgres.notify_listener import NotifyListener
+from resilient_task.adapters.postgres.notify_listener import CatchUp, NotifyListener
 from resilient_task.adapters.postgres.notify_payloads import channel_name, encode_payloads
 from resilient_task.adapters.postgres.schema import PostgresSettings, Tables
 from resilient_task.domain.task import BaseTask, TaskStatus
@@ -125,7 +125,7 @@ class PostgresNotifyTriggerer:
             .limit(catch_up_limit),
             prepare=False,
         )
-        self._catch_up = self._read_submitted if catch_up_limit else None
+        self._catch_up: CatchUp | None = self._read_submitted if catch_up_limit else None
 
     @property
     def listening(self) -> bool:
