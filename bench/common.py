@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -287,3 +287,15 @@ def write_json(path: Path | str, data: Any) -> None:
     tmp = Path(str(path) + ".tmp")
     tmp.write_text(json.dumps(data))
     tmp.replace(path)
+
+
+def child_main(entry: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    """A child process's entry point: WARNING logging, then ``entry`` with the JSON argument."""
+    import logging
+
+    import anyio
+
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
+    anyio.run(entry, json.loads(sys.argv[1]))

@@ -8,15 +8,12 @@ task adding batches while the executor runs. Kinds: ``e2e``, ``latency``, ``rss`
 from __future__ import annotations
 
 import gc
-import json
-import logging
-import sys
 import time
 from typing import Any
 
 import anyio
 
-from bench.common import PAYLOAD_BYTES, TASK_TYPE, Config, node, rss_mb, write_json
+from bench.common import PAYLOAD_BYTES, TASK_TYPE, Config, child_main, node, rss_mb, write_json
 from bench.producer import warm_up
 from bench.recorder import Recorder, node_stats
 
@@ -161,10 +158,7 @@ async def _rss(app: Any, recorder: Recorder, args: dict[str, Any]) -> dict[str, 
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-    )
-    anyio.run(run, json.loads(sys.argv[1]))
+    child_main(run)
 
 
 if __name__ == "__main__":

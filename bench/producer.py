@@ -13,16 +13,13 @@ connections, the Kafka producer and the worker's consumer-group assignment are i
 
 from __future__ import annotations
 
-import json
-import logging
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
 
-from bench.common import PAYLOAD_BYTES, TASK_TYPE, WARMUP_TYPE, Config, node, write_json
+from bench.common import PAYLOAD_BYTES, TASK_TYPE, WARMUP_TYPE, Config, child_main, node, write_json
 
 
 async def warm_up(app: Any, count: int = 3, limit: float = 90.0) -> float:
@@ -100,10 +97,7 @@ async def produce(args: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-    )
-    anyio.run(produce, json.loads(sys.argv[1]))
+    child_main(produce)
 
 
 if __name__ == "__main__":

@@ -6,16 +6,13 @@ at WARNING. Prints READY once the node runs; on SIGTERM writes its results file 
 
 from __future__ import annotations
 
-import json
-import logging
 import signal
-import sys
 from typing import Any
 
 import anyio
 
 from bench import breakdown
-from bench.common import Config, node, write_json
+from bench.common import Config, child_main, node, write_json
 from bench.recorder import Recorder, node_stats
 
 
@@ -53,10 +50,7 @@ async def serve(args: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-    )
-    anyio.run(serve, json.loads(sys.argv[1]))
+    child_main(serve)
 
 
 if __name__ == "__main__":
