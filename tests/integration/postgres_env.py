@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import NoReturn
 
+import anyio
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -27,7 +28,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from resilient_task.adapters.postgres import PostgresSettings, upgrade
 from resilient_task.adapters.postgres.engine import safe_url
 
-__all__ = ["DATABASE_URL_ENV", "database_url", "drop_schema", "isolated_schema"]
+__all__ = [
+    "DATABASE_URL_ENV",
+    "database_url",
+    "drop_schema",
+    "isolated_schema",
+    "terminate_backends",
+]
 
 DATABASE_URL_ENV = "RESILIENT_TASK_TEST_DATABASE_URL"
 _CONNECT_TIMEOUT = 3
@@ -126,3 +133,33 @@ async def isolated_schema(
         yield result
     finally:
         await drop_schema(url, schema)
+
+
+async def terminate_backends(
+    url: str, application_name: str, *, prefix: bool = False, wait: bool = False
+) -> int:
+    """Kill the server processes of this database's connections called ``application_name``.
+
+    With ``prefix``, every name starting with it; with ``wait``, return only once they are gone
+    from ``pg_stat_activity`` (at most 2 s). Returns how many were killed.
+    """
+    pattern = application_name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    params = {"name": pattern + ("%" if prefix else "")}
+    ours = (
+        "FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND application_name LIKE :name"
+    )
+    engine = create_async_engine(url, poolclass=sa.NullPool)
+    try:
+        async with engine.connect() as conn:
+            killed = await conn.scalar(
+                sa.text(f"SELECT count(pg_terminate_backend(pid)) {ours}"), params
+            )
+            for _ in range(100 if wait else 0):
+                await conn.commit()  # a new transaction sees fresh activity statistics
+                if not await conn.scalar(sa.text(f"SELECT count(*) {ours}"), params):
+                    break
+                await anyio.sleep(0.02)
+    finally:
+        await engine.dispose()
+    return int(killed or 0)

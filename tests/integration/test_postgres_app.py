@@ -31,7 +31,7 @@ from resilient_task import (
 )
 from resilient_task.adapters.postgres import PostgresSettings
 from resilient_task.errors import BackendUnavailableError
-from tests.integration.postgres_env import isolated_schema
+from tests.integration.postgres_env import isolated_schema, terminate_backends
 
 pytestmark = pytest.mark.anyio
 
@@ -224,22 +224,6 @@ async def test_task_added_in_a_rolled_back_transaction_never_runs(
     assert list(recorder.runs) == [kept.task_id]
 
 
-async def _terminate_all(database_url: str) -> int:
-    engine = create_async_engine(database_url, poolclass=sa.NullPool)
-    try:
-        async with engine.connect() as conn:
-            killed = await conn.scalar(
-                sa.text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                    "AND application_name LIKE 'resilient-task%'"
-                )
-            )
-    finally:
-        await engine.dispose()
-    return int(killed or 0)
-
-
 def outage_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if "unavailable while" in r.getMessage()]
 
@@ -253,7 +237,7 @@ async def test_killed_database_connections_lose_no_task_and_log_once_per_outage(
         added = await app.service.add_tasks([AddTaskRequest(type="work") for _ in range(400)])
         for _ in range(3):
             await anyio.sleep(0.1)
-            assert await _terminate_all(database_url) >= 1
+            assert await terminate_backends(database_url, "resilient-task", prefix=True) >= 1
         await wait_until(lambda: _all_done(app, 400), seconds=60)
     assert set(recorder.runs) == {r.task_id for r in added}
     # Warnings are per outage (a few), never per task.

@@ -9,9 +9,7 @@ from typing import Any
 import anyio
 import psycopg
 import pytest
-import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from resilient_task.adapters.postgres import PostgresSettings, PostgresTaskDAO
 from resilient_task.adapters.postgres.errors import translate
@@ -23,7 +21,7 @@ from resilient_task.errors import (
 )
 from resilient_task.ports.task_dao import GrabRequest
 from tests.contract.task_dao_contract import make_submitted, make_task
-from tests.integration.postgres_env import isolated_schema
+from tests.integration.postgres_env import isolated_schema, terminate_backends
 
 pytestmark = pytest.mark.anyio
 
@@ -35,29 +33,7 @@ async def settings(database_url: str) -> AsyncIterator[PostgresSettings]:
 
 
 async def _terminate(database_url: str, application_name: str) -> int:
-    """Kill every server process of connections named ``application_name``."""
-    engine = create_async_engine(database_url, poolclass=sa.NullPool)
-    try:
-        async with engine.connect() as conn:
-            killed = await conn.scalar(
-                sa.text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE application_name = :name"
-                ),
-                {"name": application_name},
-            )
-            for _ in range(100):  # wait until they are really gone
-                await conn.commit()  # a new transaction sees fresh activity statistics
-                left = await conn.scalar(
-                    sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :n"),
-                    {"n": application_name},
-                )
-                if not left:
-                    break
-                await anyio.sleep(0.02)
-    finally:
-        await engine.dispose()
-    return int(killed or 0)
+    return await terminate_backends(database_url, application_name, wait=True)
 
 
 def _dao(database_url: str, settings: PostgresSettings, **pool: Any) -> tuple[PostgresTaskDAO, str]:

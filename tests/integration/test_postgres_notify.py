@@ -34,7 +34,7 @@ from resilient_task import (
 from resilient_task.adapters.postgres import PostgresNotifyTriggerer, PostgresSettings
 from resilient_task.domain.task import BaseTask
 from tests.contract.triggerer_contract import Recorder, TriggererContract, make_tasks, running
-from tests.integration.postgres_env import isolated_schema
+from tests.integration.postgres_env import isolated_schema, terminate_backends
 
 pytestmark = pytest.mark.integration
 
@@ -92,17 +92,6 @@ async def backend_pid(database_url: str, application_name: str) -> int | None:
         name=application_name,
     )
     return None if pid is None else int(pid)
-
-
-async def terminate(database_url: str, application_name: str) -> int:
-    return int(
-        await sql(
-            database_url,
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = :name",
-            name=application_name,
-        )
-    )
 
 
 async def eventually(condition: Callable[[], Any], *, seconds: float = 10) -> None:
@@ -231,7 +220,7 @@ class TestPostgresNotifyTriggerer:
             await recorder.wait_for_tasks(before, 5)
             old_pid = await backend_pid(database_url, f"{name}-listen")
             assert old_pid is not None
-            assert await terminate(database_url, f"{name}-listen") == 1
+            assert await terminate_backends(database_url, f"{name}-listen") == 1
 
             async def listening_again() -> bool:
                 pid = await backend_pid(database_url, f"{name}-listen")
@@ -253,7 +242,7 @@ class TestPostgresNotifyTriggerer:
         async with triggerer, running(triggerer, Recorder()) as recorder:
             await triggerer.trigger(first)
             await recorder.wait_for_tasks(first, 5)
-            assert await terminate(database_url, f"{name}-notify") == 1
+            assert await terminate_backends(database_url, f"{name}-notify") == 1
             await anyio.sleep(0.1)
             await triggerer.trigger(second)
             await recorder.wait_for_tasks(second, 5)
