@@ -1,6 +1,7 @@
 """Integration tests: real PostgreSQL and a real Kafka-protocol broker, asyncio only.
 
-Fixtures live in ``postgres_env`` (``database_url``) and ``kafka_env`` (``kafka_bootstrap``).
+Fixtures live in ``postgres_env`` (``database_url``, ``settings``: a migrated schema of
+the test's own) and ``kafka_env`` (``kafka_bootstrap``).
 Without a configured service they use testcontainers when Docker is available and skip
 otherwise -- except under ``CI=true``, where an unreachable service fails the run.
 """
@@ -10,9 +11,9 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.kafka_env import kafka_bootstrap
-from tests.integration.postgres_env import database_url
+from tests.integration.postgres_env import database_url, settings
 
-__all__ = ["database_url", "kafka_bootstrap"]
+__all__ = ["database_url", "kafka_bootstrap", "settings"]
 
 
 @pytest.fixture

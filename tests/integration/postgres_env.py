@@ -33,6 +33,7 @@ __all__ = [
     "database_url",
     "drop_schema",
     "isolated_schema",
+    "settings",
     "terminate_backends",
 ]
 
@@ -163,3 +164,10 @@ async def terminate_backends(
     finally:
         await engine.dispose()
     return int(killed or 0)
+
+
+@pytest.fixture
+async def settings(database_url: str) -> AsyncIterator[PostgresSettings]:
+    """A test's own freshly migrated schema (:func:`isolated_schema`)."""
+    async with isolated_schema(database_url) as result:
+        yield result

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,7 +31,7 @@ from resilient_task import (
 )
 from resilient_task.adapters.postgres import PostgresSettings
 from resilient_task.errors import BackendUnavailableError
-from tests.integration.postgres_env import isolated_schema, terminate_backends
+from tests.integration.postgres_env import terminate_backends
 
 pytestmark = pytest.mark.anyio
 
@@ -41,12 +41,6 @@ FAST = TaskProperties(
     processing_grace=timedelta(seconds=1),
     shutdown_grace=timedelta(seconds=5),
 )
-
-
-@pytest.fixture
-async def settings(database_url: str) -> AsyncIterator[PostgresSettings]:
-    async with isolated_schema(database_url) as settings:
-        yield settings
 
 
 def node(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -21,15 +20,9 @@ from resilient_task.errors import (
 )
 from resilient_task.ports.task_dao import GrabRequest
 from tests.contract.task_dao_contract import make_submitted, make_task
-from tests.integration.postgres_env import isolated_schema, terminate_backends
+from tests.integration.postgres_env import terminate_backends
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def settings(database_url: str) -> AsyncIterator[PostgresSettings]:
-    async with isolated_schema(database_url) as settings:
-        yield settings
 
 
 async def _terminate(database_url: str, application_name: str) -> int:

@@ -34,7 +34,7 @@ from resilient_task import (
 from resilient_task.adapters.postgres import PostgresNotifyTriggerer, PostgresSettings
 from resilient_task.domain.task import BaseTask
 from tests.contract.triggerer_contract import Recorder, TriggererContract, make_tasks, running
-from tests.integration.postgres_env import isolated_schema, terminate_backends
+from tests.integration.postgres_env import terminate_backends
 
 pytestmark = pytest.mark.integration
 
@@ -274,12 +274,6 @@ SLOW_POLL = TaskProperties(
     expected_queue_time=timedelta(minutes=1),
     shutdown_grace=timedelta(seconds=5),
 )
-
-
-@pytest.fixture
-async def settings(database_url: str) -> AsyncIterator[PostgresSettings]:
-    async with isolated_schema(database_url) as settings:
-        yield settings
 
 
 def node(

@@ -43,12 +43,6 @@ NASTY = [
 
 
 @pytest.fixture
-async def settings(database_url: str) -> AsyncIterator[PostgresSettings]:
-    async with isolated_schema(database_url) as settings:
-        yield settings
-
-
-@pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(database_url, pool_size=5)
     yield engine
