@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy.exc as sa_exc
 
 from resilient_task.adapters.postgres import PostgresSettings, PostgresTaskDAO
+from resilient_task.adapters.postgres import engine as engine_module
 from resilient_task.adapters.postgres.errors import translate
 from resilient_task.errors import (
     BackendError,
@@ -51,6 +52,19 @@ async def test_killed_connections_are_replaced_on_checkout(
         request = GrabRequest(task.id, task.version, "node-1", task.next_event_time)
         grabbed = await dao.grab([request], now=task.created_at)
         assert [t.id for t in grabbed] == [task.id]
+
+
+async def test_a_connection_idle_past_ping_after_idle_is_pinged_even_without_unread_input(
+    database_url: str, settings: PostgresSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A silent network drop leaves nothing to read on the socket: only the idle ping finds it.
+    monkeypatch.setattr(engine_module, "_has_input", lambda _connection: False)
+    dao, name = _dao(database_url, settings, ping_after_idle=0.0, pool_size=1, max_overflow=0)
+    async with dao:
+        task = make_task()
+        await dao.insert_tasks([task])
+        assert await _terminate(database_url, name) == 1
+        assert await dao.get_task(task.id) == task
 
 
 async def test_killed_connection_without_liveness_check_is_a_transient_error_then_recovers(
