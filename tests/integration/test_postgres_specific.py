@@ -432,3 +432,32 @@ async def test_hot_statements_are_prepared_unless_switched_off(
             async with dao.engine.connect() as conn:  # the pool's one connection
                 count = await conn.scalar(sa.text("SELECT count(*) FROM pg_prepared_statements"))
         assert (count > 0) is prepared, count
+
+
+async def test_the_grab_joins_its_batch_on_the_primary_key_not_the_poll_index(
+    dao: PostgresTaskDAO, settings: PostgresSettings
+) -> None:
+    # Statistics that say few tasks are SUBMITTED invite the poll index (status, ...), whose
+    # entries on a busy queue are mostly dead; the grab must look its batch up by id.
+    tasks = f'"{settings.schema}".{settings.prefix}tasks'
+    for _ in range(10):
+        await dao.insert_tasks([make_task(status=TaskStatus.SUBMITTED) for _ in range(1000)])
+    async with dao.engine.begin() as conn:
+        await conn.exec_driver_sql(f"UPDATE {tasks} SET status = 'DONE'")
+        await conn.exec_driver_sql(
+            f"UPDATE {tasks} SET status = 'SUBMITTED' WHERE id IN (SELECT id FROM {tasks} LIMIT 10)"
+        )
+    async with dao.engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.exec_driver_sql(f"ANALYZE {tasks}")
+        ids = list((await conn.execute(sa.text(f"SELECT id FROM {tasks} LIMIT 10"))).scalars())
+        grab = dao._sql.grab
+        values = {"g_id": ids, "g_version": [0] * 10, "g_node": ["n"] * 10,
+                  "g_deadline": [NOW] * 10, "now": NOW}  # fmt: skip
+        # Planned with these values (an unprepared statement: a custom plan).
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        cursor = await driver.execute("EXPLAIN " + grab.sql, grab.params(values))
+        plan = "\n".join(row[0] for row in await cursor.fetchall())
+    assert "poll" not in plan, plan
+    assert "_pkey" in plan, plan
