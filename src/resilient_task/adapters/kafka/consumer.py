@@ -240,11 +240,18 @@ class TriggerConsumer:
         would otherwise wait at its old position while new triggers pile up below it.
         """
         for partition in consumer.assignment():
+            # Each await below lets a rebalance run: a partition revoked meanwhile is not ours
+            # to read any more (aiokafka asserts or raises IllegalStateError on it).
+            if partition not in consumer.assignment():
+                continue
             end = consumer.highwater(partition)
             if end is None:
                 continue
-            position = await consumer.position(partition)
-            if position > end:
+            try:
+                position = await consumer.position(partition)
+            except IllegalStateError:
+                continue
+            if position > end and partition in consumer.assignment():
                 logger.warning(
                     "trigger partition %s[%d] ends at offset %d, before our position %d: "
                     "the broker lost its log; reading it again from the start",

@@ -1,0 +1,64 @@
+"""The consumer's check for partitions whose log the broker lost, against a fake consumer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+
+from resilient_task.adapters.kafka.consumer import TriggerConsumer
+from resilient_task.properties import KafkaProperties
+
+pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
+
+P0, P1 = TopicPartition("triggers", 0), TopicPartition("triggers", 1)
+
+
+class RebalancingConsumer:
+    """Owns P0 and P1; a rebalance revokes P1 while the position of P0 is being read."""
+
+    def __init__(self, *, end: int, position: int) -> None:
+        self.assigned = {P0, P1}
+        self.end, self.at = end, position
+        self.rewound: list[TopicPartition] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def highwater(self, partition: TopicPartition) -> int:
+        assert partition in self.assigned, "Partition is not assigned"  # as aiokafka does
+        return self.end
+
+    async def position(self, partition: TopicPartition) -> int:
+        assert partition in self.assigned, "Partition is not assigned"
+        self.assigned.discard(P1)  # the rebalance runs while we await
+        return self.at
+
+    async def seek_to_beginning(self, partition: TopicPartition) -> None:
+        assert partition in self.assigned, "Partition is not assigned"
+        self.rewound.append(partition)
+
+
+def _consumer() -> TriggerConsumer:
+    async def ignore(_task: Any) -> None:
+        return None
+
+    return TriggerConsumer(
+        properties=KafkaProperties(),
+        options={},
+        on_trigger=ignore,
+        max_in_flight=1,
+        stop_timeout=1,
+        commit_interval=1,
+        connect_timeout=1,
+    )
+
+
+@pytest.mark.parametrize(("end", "position", "rewound"), [(1, 192, [P0]), (200, 192, [])])
+async def test_a_partition_revoked_during_the_check_is_skipped(
+    end: int, position: int, rewound: list[TopicPartition]
+) -> None:
+    fake = RebalancingConsumer(end=end, position=position)
+    await _consumer()._rewind_past_log_end(fake)
+    assert fake.rewound == rewound
