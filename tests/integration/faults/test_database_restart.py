@@ -2,12 +2,16 @@
 
 Needs the database to be a local Debian/Ubuntu cluster this test may restart
 (``pg_ctlcluster``, port of the URL); skipped otherwise -- failed under ``CI=true``.
+It restarts that whole cluster, so it runs only when ``RESILIENT_TASK_TEST_ALLOW_PG_RESTART=1``
+(``.ci/run`` sets it): a developer running ``make test`` against their own cluster is never
+surprised by a restart.
 Duplicates are allowed here (a completion that could not be written is recovered after its
 deadline and runs again), but never overlapping runs.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -35,10 +39,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 WORKERS = 3
 BEFORE, AFTER = 2000, 500
 LOCAL_HOSTS = {None, "", "localhost", "127.0.0.1", "::1"}
+ALLOW_RESTART_ENV = "RESILIENT_TASK_TEST_ALLOW_PG_RESTART"
 
 
 def local_cluster(database_url: str) -> list[str]:
     """The ``pg_ctlcluster`` command restarting the cluster behind ``database_url``."""
+    if os.environ.get(ALLOW_RESTART_ENV, "").strip() != "1":
+        pytest.skip(f"restarts the PostgreSQL cluster: set {ALLOW_RESTART_ENV}=1 to allow it")
     pg_ctlcluster, pg_lsclusters = shutil.which("pg_ctlcluster"), shutil.which("pg_lsclusters")
     if pg_ctlcluster is None or pg_lsclusters is None:
         unavailable("pg_ctlcluster is not installed: cannot restart PostgreSQL")
