@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 
 import anyio
@@ -15,8 +16,15 @@ from resilient_task import (
     TaskResumerProperties,
     TaskStatus,
 )
-from resilient_task.adapters.memory import FakeClock, InMemoryTaskDAO, InMemoryTriggerer
-from resilient_task.ports.task_dao import GrabRequest
+from resilient_task.adapters.memory import (
+    FakeClock,
+    InMemoryTaskDAO,
+    InMemoryTransaction,
+    InMemoryTriggerer,
+)
+from resilient_task.domain.task import BaseTask
+from resilient_task.ports.task_dao import GrabRequest, TaskChange
+from resilient_task.service.resumer import TaskResumer
 from tests.unit.helpers import (
     START,
     Calls,
@@ -219,6 +227,86 @@ async def test_dead_workers_task_with_retry_strategy_is_resubmitted_and_runs() -
     assert node.resumer.stats["recovered"] == 1
 
 
+async def test_a_recovered_task_runs_on_the_recovering_node_although_its_trigger_is_lost() -> None:
+    """The dead node's partitions deliver nothing until the group moves on: do not wait."""
+    task = dead_workers_task(deadline=DEADLINE)
+    calls = Calls()
+    triggerer = DroppingTriggerer(drop=1)  # the recovery's trigger goes to the dead node
+    async with FakeNode(
+        handler(calls), triggerer=triggerer, dao=InMemoryTaskDAO(tasks=[task])
+    ) as node:
+        await node.advance_to(DEADLINE + MICROSECOND)
+
+        done = await node.wait_for(task.id, TaskStatus.DONE)
+
+    assert [t.id for t in triggerer.dropped] == [task.id]  # it was triggered all the same
+    assert calls.count == 1
+    assert done is not None
+    assert done.recovery_count == 1
+    assert node.resumer.stats["retriggered"] == 0  # not left to wait for its queue time
+
+
+class LosingDAO(InMemoryTaskDAO):
+    """Every change it is asked to apply was made by another node first (a lost race)."""
+
+    async def apply(
+        self, changes: Sequence[TaskChange], *, transaction: InMemoryTransaction | None = None
+    ) -> list[bool]:
+        return [False] * len(changes)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "recovery_count", "stat"),
+    [
+        (_S.RETRY, 0, "recovered"),
+        (_S.RETRY, 5, "stuck_error"),
+        (_S.MARK_AS_ERROR, 0, "stuck_error"),
+        (_S.MARK_AS_FAILED, 0, "stuck_failed"),
+    ],
+)
+async def test_a_node_that_lost_the_race_for_a_stuck_task_neither_logs_nor_counts_it(
+    strategy: StuckTaskResolutionStrategy,
+    recovery_count: int,
+    stat: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="resilient_task")
+    task = dead_workers_task(deadline=DEADLINE, recovery_count=recovery_count)
+    policy = SimpleProcessingPolicy(stuck_strategy=strategy, max_recoveries=5)
+    clock = FakeClock()
+    await clock.advance(DEADLINE - START + MICROSECOND)
+    dao = LosingDAO(tasks=[task])
+    resumer = make_resumer(handler(Calls(), processing_policy=policy), dao=dao, clock=clock)
+
+    assert await resumer.run_once() == 0
+
+    assert resumer.stats[stat] == 0
+    assert resumer.stats["lost_races"] == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [
+        r.getMessage() for r in caplog.records
+    ]
+
+
+async def test_the_winner_of_a_recovery_logs_and_counts_it_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="resilient_task")
+    task = dead_workers_task(deadline=DEADLINE)
+    clock = FakeClock()
+    await clock.advance(DEADLINE - START + MICROSECOND)
+    dao = InMemoryTaskDAO(tasks=[task])
+    resumers = [make_resumer(handler(Calls()), dao=dao, clock=clock) for _ in range(2)]
+
+    for resumer in resumers:
+        await resumer.run_once()
+
+    assert sum(r.stats["recovered"] for r in resumers) == 1
+    logged = [
+        r.getMessage() for r in caplog.records if "-> SUBMITTED (recovery 1 of" in r.getMessage()
+    ]
+    assert len(logged) == 1, logged
+
+
 @pytest.mark.parametrize(
     ("strategy", "status"),
     [
@@ -284,6 +372,47 @@ async def test_a_crash_loop_ends_in_error_after_max_recoveries() -> None:
     assert error.status is TaskStatus.ERROR
     assert error.recovery_count == 2
     assert "recovered 2 time(s)" in (error.last_error or "")
+
+
+# --- a stopping node ------------------------------------------------------------------------
+
+
+async def test_a_resumer_that_stopped_claiming_leaves_due_overdue_and_stuck_tasks_alone() -> None:
+    due = stored_task(status=TaskStatus.WAITING, next_event_time=START, version=0)
+    overdue = stored_task(status=TaskStatus.SUBMITTED, next_event_time=START, version=1)
+    stuck = dead_workers_task(deadline=START)
+    clock, triggerer = FakeClock(), InMemoryTriggerer()
+    await clock.advance(SECOND)
+    dao = InMemoryTaskDAO(tasks=[due, overdue, stuck])
+    resumer = make_resumer(handler(Calls()), dao=dao, clock=clock, triggerer=triggerer)
+
+    resumer.stop_claiming()
+    resumer.stop_claiming()  # idempotent
+
+    assert await resumer.run_once() == 0
+    assert [dao.tasks[t.id] for t in (due, overdue, stuck)] == [due, overdue, stuck]
+    assert triggerer.sent == []
+
+
+async def test_a_resumer_told_to_stop_claiming_mid_poll_claims_no_further_batch() -> None:
+    tasks = [
+        stored_task(status=TaskStatus.WAITING, next_event_time=START, version=0) for _ in range(9)
+    ]
+    clock = FakeClock()
+    dao = InMemoryTaskDAO(tasks=tasks)
+    props = properties(resumer=TaskResumerProperties(batch_size=3))
+    resumer: TaskResumer | None = None
+
+    class StoppingTriggerer(InMemoryTriggerer):
+        async def trigger(self, bases: Sequence[BaseTask]) -> None:
+            await super().trigger(bases)
+            assert resumer is not None
+            resumer.stop_claiming()  # SIGTERM arrives while the first batch is triggered
+
+    resumer = make_resumer(dao=dao, clock=clock, triggerer=StoppingTriggerer(), props=props)
+
+    assert await resumer.run_once() == 3
+    assert sum(t.status is TaskStatus.WAITING for t in dao.tasks.values()) == 6
 
 
 # --- the broker is down ---------------------------------------------------------------------

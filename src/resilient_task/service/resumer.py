@@ -6,10 +6,15 @@ Each poll (every ``resumer.polling_interval``, on every node, no leader needed):
 2. SUBMITTED tasks past their pick-up deadline are re-submitted and triggered again -- or run
    on this node when the trigger cannot be sent (the broker is down);
 3. PROCESSING tasks past their deadline (their node died or hung) follow the handler's
-   stuck-task strategy; RETRY is capped by ``max_recoveries``, then ERROR.
+   stuck-task strategy; RETRY is capped by ``max_recoveries``, then ERROR. A recovered task
+   is started on this node at once (when its executor has room) as well as triggered: the
+   dead node's trigger partitions deliver nothing until the consumer group has waited out the
+   dead member's session.
 
 Claims are compare-and-set (and ``SKIP LOCKED`` in PostgreSQL), so nodes polling at once
-never take the same task twice.
+never take the same task twice; only the node whose compare-and-set won logs and counts a
+change. :meth:`TaskResumer.stop_claiming` is the first step of a node's shutdown: a stopping
+node must not claim tasks it can no longer run.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from collections.abc import Sequence
 from uuid import UUID
 
 import anyio
+import anyio.abc
 
 from resilient_task.domain.policies import SimpleProcessingPolicy, StuckTaskResolutionStrategy
 from resilient_task.domain.task import BaseTask, Task, TaskStatus
 from resilient_task.errors import BackendError, TriggerError
+from resilient_task.logtext import loggable
 from resilient_task.ports.clock import Clock
 from resilient_task.ports.task_dao import TaskChange, TaskDAO
 from resilient_task.ports.triggerer import Triggerer
@@ -64,30 +71,51 @@ class TaskResumer:
         self._db = OutageLog(log, "database")
         self._broker = OutageLog(log, "trigger broker")
         self._retriggered: OrderedDict[UUID, None] = OrderedDict()
+        self._claiming = True
+        self._background: anyio.abc.TaskGroup | None = None
         self.stats: Counter[str] = Counter()
         """Counts: resumed (due WAITING), retriggered, recovered, stuck_error, stuck_failed..."""
 
     async def run(self) -> None:
         """Poll forever, every polling interval; survives backend outages. Cancel to stop."""
-        await repeat_every(
-            self.run_once,
-            seconds=self._props.resumer.polling_interval.total_seconds(),
-            clock=self._clock,
-            outage=self._db,
-            doing="polling for due and stuck tasks",
-        )
+        async with anyio.create_task_group() as background:
+            self._background = background
+            try:
+                await repeat_every(
+                    self.run_once,
+                    seconds=self._props.resumer.polling_interval.total_seconds(),
+                    clock=self._clock,
+                    outage=self._db,
+                    doing="polling for due and stuck tasks",
+                )
+            finally:
+                self._background = None
+
+    def stop_claiming(self) -> None:
+        """Claim nothing from now on (a node's first shutdown step); a poll under way stops.
+
+        A stopping node that moved due tasks to SUBMITTED could no longer run them: they would
+        wait a whole ``expected_queue_time`` for another node. Idempotent.
+        """
+        if self._claiming:
+            log.info("resumer stops claiming tasks: this node is stopping")
+        self._claiming = False
 
     async def run_once(self) -> int:
         """One poll over due, overdue and stuck tasks; returns how many tasks it acted on."""
+        if not self._claiming:
+            return 0
         acted = await self._resume_due()
-        acted += await self._retrigger_overdue()
-        acted += await self._resolve_stuck()
+        if self._claiming:
+            acted += await self._retrigger_overdue()
+        if self._claiming:
+            acted += await self._resolve_stuck()
         return acted
 
     async def _resume_due(self) -> int:
         total = 0
         batch = self._props.resumer.batch_size
-        while True:
+        while self._claiming:
             now = self._clock.now()
             claimed = await self._dao.claim_due(
                 now=now, limit=batch, deadline=now + self._props.expected_queue_time
@@ -101,11 +129,12 @@ class TaskResumer:
             await self._trigger(claimed)
             if len(claimed) < batch:
                 return total
+        return total
 
     async def _retrigger_overdue(self) -> int:
         total = 0
         batch = self._props.resumer.batch_size
-        while True:
+        while self._claiming:
             now = self._clock.now()
             overdue = await self._dao.find_overdue(TaskStatus.SUBMITTED, now=now, limit=batch)
             changes = [
@@ -145,6 +174,7 @@ class TaskResumer:
             await self._trigger(fresh)
             if len(overdue) < batch or not won:
                 return total
+        return total
 
     async def _resolve_stuck(self) -> int:
         now = self._clock.now()
@@ -156,44 +186,63 @@ class TaskResumer:
             change = self._resolution(task)
             if change is not None:
                 changes.append(change)
+        before = {t.id: t for t in stuck}
         won = await self._apply(changes)
-        await self._trigger([t for t in won if t.status is TaskStatus.SUBMITTED])
+        for task in won:  # only the node whose compare-and-set won logs and counts
+            self._log_resolution(before[task.id], task)
+        recovered = [t for t in won if t.status is TaskStatus.SUBMITTED]
+        if recovered and self._executor is not None:
+            # The dead node's trigger partitions deliver nothing until the group has waited out
+            # its session: start the tasks here too (the trigger then finds them grabbed).
+            await self._start_locally([t.base for t in recovered])
+        await self._trigger(recovered, fallback=self._executor is None)
         return len(won)
 
     def _resolution(self, task: Task) -> TaskChange | None:
         now = self._clock.now()
         handler = self._registry.find(task.base)
         policy = handler.processing_policy if handler is not None else _DEFAULT_PROCESSING
-        where = f"stuck in PROCESSING past its deadline (node {task.processing_node})"
         strategy = policy.stuck_strategy
         if strategy is _S.IGNORE:
             self.stats["stuck_ignored"] += 1
-            log.warning("task %s type=%s %s; strategy IGNORE leaves it", task.id, task.type, where)
+            log.warning(
+                "task %s type=%s %s; strategy IGNORE leaves it", task.id, task.type, _stuck(task)
+            )
             return None
         if strategy is _S.MARK_AS_FAILED:
-            self.stats["stuck_failed"] += 1
-            log.error("task %s type=%s %s -> FAILED", task.id, task.type, where)
-            return TaskChange(task.mark_failed(now=now, reason=where), task.version)
+            return TaskChange(task.mark_failed(now=now, reason=_stuck(task)), task.version)
         if strategy is _S.RETRY and task.recovery_count < policy.max_recoveries:
             deadline = now + self._registry.expected_queue_time(task.base, self._props)
-            self.stats["recovered"] += 1
-            log.warning(
-                "task %s type=%s %s -> SUBMITTED (recovery %d of %d)",
-                task.id,
-                task.type,
-                where,
-                task.recovery_count + 1,
-                policy.max_recoveries,
-            )
             return TaskChange(task.recover(now=now, deadline=deadline), task.version)
         reason = (
-            where
+            _stuck(task)
             if strategy is _S.MARK_AS_ERROR
-            else (f"{where}; recovered {task.recovery_count} time(s) already, the cap")
+            else (f"{_stuck(task)}; recovered {task.recovery_count} time(s) already, the cap")
         )
-        self.stats["stuck_error"] += 1
-        log.error("task %s type=%s -> ERROR: %s", task.id, task.type, reason)
         return TaskChange(task.mark_error(now=now, reason=reason), task.version)
+
+    def _log_resolution(self, stuck: Task, resolved: Task) -> None:
+        """Log and count one stuck task this node resolved (its compare-and-set won)."""
+        if resolved.status is TaskStatus.SUBMITTED:
+            self.stats["recovered"] += 1
+            handler = self._registry.find(stuck.base)
+            policy = handler.processing_policy if handler is not None else _DEFAULT_PROCESSING
+            log.warning(
+                "task %s type=%s %s -> SUBMITTED (recovery %d of %d)",
+                stuck.id,
+                stuck.type,
+                _stuck(stuck),
+                resolved.recovery_count,
+                policy.max_recoveries,
+            )
+        elif resolved.status is TaskStatus.FAILED:
+            self.stats["stuck_failed"] += 1
+            log.error("task %s type=%s %s -> FAILED", stuck.id, stuck.type, _stuck(stuck))
+        else:
+            self.stats["stuck_error"] += 1
+            log.error(
+                "task %s type=%s -> ERROR: %s", stuck.id, stuck.type, loggable(resolved.last_error)
+            )
 
     async def _apply(self, changes: Sequence[TaskChange]) -> list[Task]:
         if not changes:
@@ -205,11 +254,12 @@ class TaskResumer:
             log.debug("%d task(s) changed by another node meanwhile; skipped", lost)
         return [c.task for c, ok in zip(changes, written, strict=True) if ok]
 
-    async def _trigger(self, tasks: Sequence[Task]) -> None:
+    async def _trigger(self, tasks: Sequence[Task], *, fallback: bool = True) -> None:
+        """Trigger ``tasks``; unless ``fallback`` is False, run them here when that fails."""
         if not tasks:
             return
         bases = [t.base for t in tasks]
-        if self._broker.down:
+        if self._broker.down and fallback:
             # The last trigger failed: run the tasks here first, then probe the broker with
             # the (by then stale, harmless) triggers to notice when it is back.
             await self._run_locally(bases)
@@ -226,7 +276,7 @@ class TaskResumer:
         except (TriggerError, BackendError) as exc:
             was_down = self._broker.down
             self._broker.failed(exc, f"triggering {len(bases)} task(s)")
-            if not was_down:
+            if not was_down and fallback:
                 await self._run_locally(bases)
 
     async def _run_locally(self, bases: Sequence[BaseTask]) -> None:
@@ -237,3 +287,24 @@ class TaskResumer:
         async with anyio.create_task_group() as tg:
             for base in bases:
                 tg.start_soon(self._executor.on_trigger, base)
+
+    async def _start_locally(self, bases: Sequence[BaseTask]) -> None:
+        """Hand ``bases`` to this node's executor without waiting for room (when polling runs).
+
+        The executor grabs each task when one of its slots is free; a task another node grabbed
+        first is simply stale by then. Outside :meth:`run` (one :meth:`run_once`) the tasks are
+        handed over before returning.
+        """
+        executor, background = self._executor, self._background
+        if executor is None:
+            return
+        if background is None:
+            await self._run_locally(bases)
+            return
+        self.stats["run_locally"] += len(bases)
+        for base in bases:
+            background.start_soon(executor.on_trigger, base)
+
+
+def _stuck(task: Task) -> str:
+    return f"stuck in PROCESSING past its deadline (node {loggable(task.processing_node)})"
