@@ -1,4 +1,9 @@
-"""A worker killed with SIGKILL mid-run: nothing is lost, and only its tasks may run twice."""
+"""A worker killed with SIGKILL mid-run: nothing is lost, and only its tasks may run twice.
+
+The workers run with Kafka's default 10 s consumer session, longer than the tasks' deadline:
+the killed worker's trigger partitions deliver nothing until the group has waited out its
+session, so a recovered task re-runs in time only if the recovering node runs it itself.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,9 @@ import anyio
 import pytest
 
 from tests.integration.faults.harness import (
+    HANDLER_TIMEOUT,
+    POLLING_INTERVAL,
+    PROCESSING_GRACE,
     Cluster,
     Execution,
     Store,
@@ -30,6 +38,10 @@ WORKERS = 3
 TASKS = 2400
 BATCH = 200
 SLEEP_MS = 50
+SESSION_TIMEOUT_MS = 10_000  # aiokafka's and the triggerer's default
+RERUN_WITHIN = HANDLER_TIMEOUT + PROCESSING_GRACE + POLLING_INTERVAL + 1.0
+"""Seconds after the kill by which a recovered task must run again: its deadline (at most the
+processing timeout plus grace after the kill), one polling interval, one second of slack."""
 
 
 async def test_kill_9_of_a_worker_loses_nothing_and_reruns_only_its_running_tasks(
@@ -41,7 +53,11 @@ async def test_kill_9_of_a_worker_loses_nothing_and_reruns_only_its_running_task
             with Cluster(world) as cluster:
                 try:
                     # 50 ms of work per task: the victim always has tasks in flight.
-                    cluster.start(WORKERS, RT_FAULTS_SLEEP_MS=str(SLEEP_MS))
+                    cluster.start(
+                        WORKERS,
+                        RT_FAULTS_SLEEP_MS=str(SLEEP_MS),
+                        RT_FAULTS_KAFKA_SESSION_TIMEOUT_MS=str(SESSION_TIMEOUT_MS),
+                    )
                     await cluster.wait_ready()
                     victim = cluster.workers[0]
                     async with client(world) as app:
@@ -67,8 +83,17 @@ async def test_kill_9_of_a_worker_loses_nothing_and_reruns_only_its_running_task
     for execution in executions:
         by_task[execution.task_id].append(execution)
     twice = {task_id: runs for task_id, runs in by_task.items() if len(runs) > 1}
+    rerun_after = {
+        task_id: round(
+            min(r.started for r in by_task[task_id] if r.node_id != victim.node_id) - killed_at, 2
+        )
+        for task_id in orphans
+        if any(r.node_id != victim.node_id for r in by_task.get(task_id, ()))
+    }
     print(
         f"\nkill -9 hit {len(orphans)} running task(s); {len(twice)} ran twice; "
+        f"re-run after the kill: max {max(rerun_after.values(), default=0):.2f} s "
+        f"(bound {RERUN_WITHIN:.1f} s); "
         f"graceful stops: { {n: (c, round(t, 2)) for n, (c, t) in stopped.items()} }"
     )
     assert status == {"DONE": len(ids)}, (
@@ -95,6 +120,11 @@ async def test_kill_9_of_a_worker_loses_nothing_and_reruns_only_its_running_task
         row = rows[task_id]
         assert row.recovery_count >= 1, f"{task_id} was not recovered: {row}"
         assert row.processing_node != victim.node_id, f"{task_id} finished by the dead: {row}"
+    late = {t: s for t, s in rerun_after.items() if s > RERUN_WITHIN}
+    assert not late, (
+        f"recovered tasks re-ran later than {RERUN_WITHIN:.1f} s after the kill (deadline + "
+        f"polling interval + 1 s), seconds: {describe(late)}\n{cluster.logs()}"
+    )
     cluster.assert_stopped_gracefully(stopped)
 
 
