@@ -238,8 +238,10 @@ def test_processing_policy_defaults_to_the_node_timeout_and_retrying_stuck_tasks
     ("kwargs", "message"),
     [
         ({"timeout": timedelta(0)}, "timeout must be positive"),
-        ({"timeout": -SECOND}, "timeout must not be negative"),
-        ({"expected_queue_time": -SECOND}, "expected_queue_time must not be negative"),
+        ({"timeout": -SECOND}, "timeout must be positive"),
+        ({"timeout": timedelta.max}, "timeout must be positive and at most 3650 days"),
+        ({"expected_queue_time": -SECOND}, "expected_queue_time must be positive"),
+        ({"expected_queue_time": timedelta.max}, "expected_queue_time must be .* at most"),
         ({"expected_queue_time": 60}, "expected_queue_time must be a datetime.timedelta"),
         ({"max_recoveries": -1}, "max_recoveries must be >= 0"),
     ],

@@ -10,7 +10,13 @@ from uuid import uuid4
 import pytest
 
 from resilient_task.domain import AddTaskRequest
-from resilient_task.domain.requests import MAX_TYPE_LENGTH, MAX_UNIQUE_KEY_LENGTH
+from resilient_task.domain.requests import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    MAX_DURATION,
+    MAX_TYPE_LENGTH,
+    MAX_UNIQUE_KEY_LENGTH,
+)
 from resilient_task.errors import ValidationError
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -86,10 +92,23 @@ def test_a_run_after_time_that_is_not_a_datetime_is_rejected() -> None:
         AddTaskRequest(type="payment", run_after_time="2026-03-01")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("queue_time", [timedelta(0), -timedelta(seconds=1), 30])
-def test_expected_queue_time_must_be_a_positive_timedelta(queue_time: Any) -> None:
-    with pytest.raises(ValidationError, match="expected_queue_time must be a positive timedelta"):
+@pytest.mark.parametrize(
+    "queue_time",
+    [timedelta(0), -timedelta(seconds=1), timedelta.max, MAX_DURATION + timedelta.resolution],
+)
+def test_expected_queue_time_must_be_positive_and_at_most_ten_years(queue_time: Any) -> None:
+    with pytest.raises(ValidationError, match="expected_queue_time must be positive and at most"):
         AddTaskRequest(type="payment", expected_queue_time=queue_time)
+
+
+def test_expected_queue_time_must_be_a_timedelta() -> None:
+    with pytest.raises(ValidationError, match=r"expected_queue_time must be a datetime\.timedelta"):
+        AddTaskRequest(type="payment", expected_queue_time=30)  # type: ignore[arg-type]
+
+
+def test_expected_queue_time_of_exactly_ten_years_is_accepted() -> None:
+    request = AddTaskRequest(type="payment", expected_queue_time=MAX_DURATION)
+    assert request.expected_queue_time == MAX_DURATION
 
 
 @pytest.mark.parametrize("priority", [0, 9])
@@ -152,3 +171,32 @@ def test_a_request_is_immutable() -> None:
     request = AddTaskRequest(type="payment")
     with pytest.raises(FrozenInstanceError):
         request.type = "refund"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("field", ["type", "sub_type", "unique_key"])
+@pytest.mark.parametrize("surrogate", [chr(0xD800), chr(0xDFFF), f"a{chr(0xDC80)}b"])
+def test_lone_surrogates_are_rejected_in_text_fields(field: str, surrogate: str) -> None:
+    fields: dict[str, Any] = {"type": "payment", field: surrogate}
+    with pytest.raises(ValidationError, match=f"{field} must be valid Unicode"):
+        AddTaskRequest(**fields)
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        # 9999-12-31 23:00 at UTC-5 is year 10000 in UTC: PostgreSQL stored it, nobody read it.
+        pytest.param(datetime(9999, 12, 31, 23, tzinfo=timezone(-timedelta(hours=5))), id="10000"),
+        pytest.param(datetime.max.replace(tzinfo=UTC), id="max"),
+        pytest.param(datetime(1, 1, 1, 1, tzinfo=timezone(timedelta(hours=5))), id="year-0"),
+        pytest.param(LATEST_TIME + timedelta.resolution, id="just-after"),
+        pytest.param(EARLIEST_TIME - timedelta.resolution, id="just-before"),
+    ],
+)
+def test_a_run_after_time_that_cannot_round_trip_is_rejected(at: datetime) -> None:
+    with pytest.raises(ValidationError, match=r"run_after_time .* is outside the storable range"):
+        AddTaskRequest(type="payment", run_after_time=at)
+
+
+@pytest.mark.parametrize("at", [EARLIEST_TIME, LATEST_TIME])
+def test_run_after_times_at_the_ends_of_the_range_are_accepted(at: datetime) -> None:
+    assert AddTaskRequest(type="payment", run_after_time=at).run_after_time == at

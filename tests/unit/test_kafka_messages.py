@@ -10,13 +10,14 @@ from hypothesis import strategies as st
 
 from resilient_task.adapters.kafka.messages import MESSAGE_VERSION, decode_trigger, encode_trigger
 from resilient_task.domain.task import BaseTask
+from tests.unit.hostile import valid_texts
 
 tasks = st.builds(
     BaseTask,
     id=st.uuids(),
     version=st.integers(min_value=0, max_value=2**40),
-    type=st.text(min_size=1, max_size=50).filter(lambda t: "\x00" not in t),
-    sub_type=st.none() | st.text(max_size=20),
+    type=valid_texts(50),
+    sub_type=st.none() | valid_texts(20),
     priority=st.integers(min_value=0, max_value=9),
 )
 
@@ -47,6 +48,12 @@ def test_malformed_documents_are_rejected() -> None:
         {**good, "id": "not-a-uuid"},
         {**good, "version": "1"},
         {**good, "version": True},
+        {**good, "version": 2**64},
+        {**good, "version": -1},
+        {**good, "v": True},
+        {**good, "type": " "},
+        {**good, "type": "\ud800"},
+        {**good, "priority": 10},
         {**good, "type": ""},
         {**good, "type": 7},
         {**good, "sub_type": 3},

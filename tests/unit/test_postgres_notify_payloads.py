@@ -17,8 +17,9 @@ from resilient_task.adapters.postgres.notify_payloads import (
     encode_payloads,
 )
 from resilient_task.domain.task import BaseTask
+from tests.unit.hostile import valid_texts
 
-names = st.text(min_size=1, max_size=250).filter(lambda t: "\x00" not in t)
+names = valid_texts()
 tasks = st.builds(
     BaseTask,
     id=st.uuids(),
@@ -96,6 +97,8 @@ def test_malformed_payloads_are_rejected() -> None:
         [1, ["not-a-uuid", *good[1:]]],
         [1, [good[0], "1", *good[2:]]],
         [1, [good[0], True, *good[2:]]],
+        [1, [good[0], 2**64, *good[2:]]],
+        [1, [*good[:2], "\ud800", *good[3:]]],
         [1, [*good[:2], "", *good[3:]]],
         [1, [*good[:3], 7, 5]],
         [1, [*good[:4], None]],

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from resilient_task.domain.requests import MAX_DURATION, require_duration
 from resilient_task.domain.task import Task
 from resilient_task.errors import ValidationError
 
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 
-MAX_DELAY = timedelta(days=3650)
+MAX_DELAY = MAX_DURATION
 """The longest wait a retry policy may ask for (keeps run times representable)."""
 
 
@@ -199,10 +200,11 @@ class SimpleProcessingPolicy:
     expected_queue_time: timedelta | None = None
 
     def __post_init__(self) -> None:
+        # Bounded: the executor and resumer add them to now.
         if self.timeout is not None:
-            _positive("timeout", self.timeout)
+            require_duration("timeout", self.timeout)
         if self.expected_queue_time is not None:
-            _positive("expected_queue_time", self.expected_queue_time)
+            require_duration("expected_queue_time", self.expected_queue_time)
         _integer("max_recoveries", self.max_recoveries, minimum=0)
         if not isinstance(self.stuck_strategy, StuckTaskResolutionStrategy):
             try:
@@ -221,12 +223,6 @@ def _non_negative(name: str, value: timedelta) -> None:
         raise ValidationError(f"{name} must be a datetime.timedelta, got {type(value).__name__}")
     if value < timedelta(0):
         raise ValidationError(f"{name} must not be negative, got {value}")
-
-
-def _positive(name: str, value: timedelta) -> None:
-    _non_negative(name, value)
-    if value == timedelta(0):
-        raise ValidationError(f"{name} must be positive, got {value}")
 
 
 def _number(name: str, value: object) -> None:

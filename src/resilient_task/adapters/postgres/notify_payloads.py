@@ -11,8 +11,11 @@ name can be unrepresentable; :func:`encode_payloads` packs references greedily i
 shorter than PostgreSQL's limit of 8000 bytes. The longest possible reference (250-character
 type and sub-type, each character escaped) is about 3 KB, so one always fits.
 
-Decoding never raises: a malformed payload (not JSON, another version, a bad entry) gives
-``None`` so the listener logs it and moves on instead of stalling on a poison pill.
+Decoding never raises, whatever the text or bytes: a malformed payload (not JSON, nested too
+deeply for the parser, longer than any notification, another version, an entry outside what a
+stored task can hold -- see :mod:`resilient_task.adapters.task_references`) gives ``None`` so
+the listener logs one line and moves on instead of stalling on a poison pill (anyone allowed to
+connect can ``pg_notify`` the channel). :func:`malformed_reason` says why, fit for that line.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from resilient_task.adapters.postgres.schema import PostgresSettings
-from resilient_task.adapters.task_references import is_int, task_reference
+from resilient_task.adapters.task_references import is_int, read_reference
 from resilient_task.domain.task import BaseTask
+from resilient_task.logtext import loggable
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
@@ -32,6 +36,7 @@ __all__ = [
     "channel_name",
     "decode_payload",
     "encode_payloads",
+    "malformed_reason",
 ]
 
 PAYLOAD_VERSION = 1
@@ -73,19 +78,41 @@ def encode_payloads(tasks: Sequence[BaseTask], *, limit: int = MAX_PAYLOAD_BYTES
     return payloads
 
 
-def decode_payload(payload: str) -> list[BaseTask] | None:
-    """The task references of ``payload`` in order, or ``None`` if it is malformed."""
+def decode_payload(payload: str | bytes) -> list[BaseTask] | None:
+    """The task references of ``payload`` in order, or ``None`` if it is malformed.
+
+    Never raises. ``bytes`` are read as UTF-8.
+    """
+    found = _read(payload)
+    return None if isinstance(found, str) else found
+
+
+def malformed_reason(payload: str | bytes) -> str:
+    """Why :func:`decode_payload` refuses ``payload``, and the payload, as one log-safe line."""
+    found = _read(payload)
+    reason = "it is well-formed" if not isinstance(found, str) else found
+    return f"{reason}; payload: {loggable(payload)}"
+
+
+def _read(payload: str | bytes) -> list[BaseTask] | str:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return f"length {len(payload)} is over the limit of {MAX_PAYLOAD_BYTES}"
     try:
-        document: Any = json.loads(payload)
-    except ValueError:
-        return None
+        text = payload.decode() if isinstance(payload, bytes) else payload
+        document: Any = json.loads(text)
+    except UnicodeDecodeError:
+        return "not UTF-8"
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[" * 5000
+        return f"not JSON ({type(exc).__name__})"
     if not isinstance(document, list) or not document or not _is_version(document[0]):
-        return None
+        return f"not a JSON array starting with version {PAYLOAD_VERSION}"
     tasks = []
-    for entry in document[1:]:
-        task = _decode(entry)
-        if task is None:
-            return None
+    for number, entry in enumerate(document[1:], start=1):
+        if not isinstance(entry, list) or len(entry) != 5:
+            return f"entry {number} is not an array of 5 fields"
+        task = read_reference(*entry)
+        if isinstance(task, str):
+            return f"entry {number}: {task}"
         tasks.append(task)
     return tasks
 
@@ -97,12 +124,6 @@ def _encode(task: BaseTask) -> str:
 
 def _join(entries: list[str]) -> str:
     return f"{_HEADER},{','.join(entries)}]"
-
-
-def _decode(entry: object) -> BaseTask | None:
-    if not isinstance(entry, list) or len(entry) != 5:
-        return None
-    return task_reference(*entry)
 
 
 def _is_version(value: object) -> bool:
