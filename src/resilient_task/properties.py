@@ -124,6 +124,8 @@ class TaskProperties:
         shutdown_grace: how long a stopping node lets running tasks finish.
         max_triggers_in_memory: most triggers accepted but not yet finished on this node.
         node_id: this node's name in ``processing_node`` and logs.
+        max_payload_bytes: the largest task ``data`` the task service accepts (default 1 MiB;
+            a payload is held several times over in memory while it is added and executed).
     """
 
     task_stuck_timeout: timedelta = timedelta(minutes=5)
@@ -135,8 +137,10 @@ class TaskProperties:
     resumer: TaskResumerProperties = field(default_factory=TaskResumerProperties)
     kafka: KafkaProperties = field(default_factory=KafkaProperties)
     cleaner: CleanerProperties = field(default_factory=CleanerProperties)
+    max_payload_bytes: int = 1024 * 1024
 
     def __post_init__(self) -> None:
+        _positive_int("max_payload_bytes", self.max_payload_bytes)
         _positive_delta("task_stuck_timeout", self.task_stuck_timeout)
         _positive_delta("expected_queue_time", self.expected_queue_time)
         for name in ("processing_grace", "shutdown_grace"):

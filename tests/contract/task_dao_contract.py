@@ -14,13 +14,18 @@ adapter's own test module. Times are fixed, UTC-aware and at microsecond precisi
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from uuid import UUID, uuid4
 
 import anyio
 import pytest
 
-from resilient_task.domain.requests import MAX_TYPE_LENGTH, MAX_UNIQUE_KEY_LENGTH
+from resilient_task.domain.requests import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    MAX_TYPE_LENGTH,
+    MAX_UNIQUE_KEY_LENGTH,
+)
 from resilient_task.domain.task import Task, TaskStatus
 from resilient_task.errors import ValidationError
 from resilient_task.ports.task_dao import GrabRequest, InsertOutcome, TaskChange, TaskDAO
@@ -32,6 +37,15 @@ NOW = datetime(2030, 1, 1, tzinfo=UTC)
 
 SECOND = timedelta(seconds=1)
 BINARY = bytes(range(256)) + b"\xff\xfe\x00\xc3\x28"  # not valid UTF-8, has NUL bytes
+UNSTORABLE_TIMES = [
+    datetime(9999, 12, 31, 23, tzinfo=timezone(-timedelta(hours=5))),  # year 10000 in UTC
+    datetime.max.replace(tzinfo=UTC),  # unreadable in any session zone east of UTC
+    LATEST_TIME + timedelta.resolution,
+    datetime(1, 1, 1, 1, tzinfo=timezone(timedelta(hours=5))),  # year 0 in UTC
+    EARLIEST_TIME - timedelta.resolution,
+]
+"""Times PostgreSQL would store but a Python datetime could not read back in every zone."""
+UNSTORABLE_IDS = ["year-10000-utc", "datetime-max", "after-latest", "year-0-utc", "before-earliest"]
 
 
 def make_task(
@@ -338,6 +352,76 @@ class TaskDAOContract:
         with pytest.raises(ValidationError, match=r"type is 251 characters long"):
             await dao.insert_tasks([make_task(type="t" * (MAX_TYPE_LENGTH + 1))])
         assert sum((await dao.count_by_status()).values()) == 0
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("field", ["type", "sub_type", "unique_key"])
+    @pytest.mark.parametrize(
+        "text",
+        [f"a{chr(0xD800)}b", chr(0xDFFF), "a\x00b", " "],
+        ids=["surrogate", "lone-low-surrogate", "nul", "blank"],
+    )
+    async def test_text_no_store_can_hold_is_refused_and_nothing_is_stored(
+        self, dao: TaskDAO, field: str, text: str
+    ) -> None:
+        # PostgreSQL's driver raised a raw UnicodeEncodeError; the memory store accepted it.
+        bad = replace(make_task(), **{field: text})  # type: ignore[arg-type]
+        with pytest.raises(ValidationError, match=f"{field} (is required and )?must"):
+            await dao.insert_tasks([make_task(), bad])
+        assert sum((await dao.count_by_status()).values()) == 0
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("at", UNSTORABLE_TIMES, ids=UNSTORABLE_IDS)
+    async def test_a_time_that_cannot_round_trip_is_refused_on_insert(
+        self, dao: TaskDAO, at: datetime
+    ) -> None:
+        # PostgreSQL stored year 10000 (UTC); every later read of the row failed.
+        with pytest.raises(ValidationError, match="outside the storable range"):
+            await dao.insert_tasks([make_task(), make_task(next_event_time=at)])
+        assert sum((await dao.count_by_status()).values()) == 0
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("at", UNSTORABLE_TIMES, ids=UNSTORABLE_IDS)
+    async def test_a_time_that_cannot_round_trip_is_refused_on_apply(
+        self, dao: TaskDAO, at: datetime
+    ) -> None:
+        task = make_task()
+        await insert(dao, task)
+        with pytest.raises(ValidationError, match="outside the storable range"):
+            await dao.apply([TaskChange(task.reschedule(now=NOW, run_at=at), task.version)])
+        assert await dao.get_task(task.id) == task
+        assert [t.id for t in await dao.find_tasks(status=TaskStatus.WAITING)] == [task.id]
+
+    @pytest.mark.anyio
+    async def test_times_at_the_ends_of_the_storable_range_round_trip(self, dao: TaskDAO) -> None:
+        first = make_task(next_event_time=EARLIEST_TIME)
+        last = make_task(next_event_time=LATEST_TIME)
+        await insert(dao, first, last)
+        assert await dao.get_task(first.id) == first
+        assert await dao.get_task(last.id) == last
+        found = await dao.find_tasks(status=TaskStatus.WAITING)
+        assert [t.next_event_time for t in found] == [EARLIEST_TIME, LATEST_TIME]
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("status", ["BOGUS", "waiting", 3, ""])
+    async def test_find_tasks_refuses_an_unknown_status(self, dao: TaskDAO, status: object) -> None:
+        await insert(dao, make_task())
+        with pytest.raises(ValidationError, match="status must be one of WAITING"):
+            await dao.find_tasks(status=status, limit=10)  # type: ignore[arg-type]
+
+    @pytest.mark.anyio
+    async def test_find_tasks_takes_a_status_by_name(self, dao: TaskDAO) -> None:
+        task = make_task()
+        await insert(dao, task, make_submitted())
+        found = await dao.find_tasks(status="WAITING")  # type: ignore[arg-type]
+        assert [t.id for t in found] == [task.id]
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("limit", ["10", 1.5, None, -1, True])
+    async def test_find_tasks_refuses_a_limit_that_is_not_a_non_negative_int(
+        self, dao: TaskDAO, limit: object
+    ) -> None:
+        with pytest.raises(ValidationError, match="limit must be"):
+            await dao.find_tasks(limit=limit)  # type: ignore[arg-type]
 
     @pytest.mark.anyio
     @pytest.mark.parametrize(

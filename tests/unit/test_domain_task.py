@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from resilient_task.domain import FINAL_STATUSES, TRANSITIONS, Task, TaskStatus, Transition
 from resilient_task.domain.task import MAX_ERROR_LENGTH
-from resilient_task.errors import InvalidTransitionError
+from resilient_task.errors import InvalidTransitionError, ValidationError
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=5)
@@ -265,3 +265,26 @@ def test_a_task_runs_through_its_happy_path_one_version_at_a_time() -> None:
         S.DONE,
     ]
     assert [t.version for t in (task, submitted, grabbed, done)] == [0, 1, 2, 3]
+
+
+@given(st.text(max_size=MAX_ERROR_LENGTH + 50))
+def test_every_recorded_error_text_is_storable_text(reason: str) -> None:
+    # An exception message may hold NUL or a lone surrogate; PostgreSQL's text holds neither.
+    failed = a_task(S.PROCESSING).mark_error(now=LATER, reason=reason)
+    retried = a_task(S.PROCESSING).schedule(now=LATER, run_at=LATER, error=reason)
+    for text in (failed.last_error, retried.last_error):
+        assert text is not None
+        assert "\x00" not in text
+        text.encode()  # no lone surrogate
+        assert len(text) <= MAX_ERROR_LENGTH
+
+
+def test_nul_and_lone_surrogates_in_an_error_are_escaped_visibly() -> None:
+    task = a_task(S.PROCESSING).mark_error(now=LATER, reason=f"bad\x00byte {chr(0xD800)}")
+    assert task.last_error == "bad\\x00byte \\ud800"
+
+
+def test_an_unknown_status_name_is_a_validation_error() -> None:
+    with pytest.raises(ValidationError, match="status must be one of WAITING, SUBMITTED"):
+        TaskStatus("BOGUS")
+    assert TaskStatus("DONE") is TaskStatus.DONE

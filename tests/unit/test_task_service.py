@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from typing import Any
 from uuid import UUID, uuid4
 
 import anyio
@@ -26,6 +27,7 @@ from resilient_task import (
     VersionConflictError,
 )
 from resilient_task.adapters.memory import FakeClock, InMemoryTaskDAO, InMemoryTriggerer
+from resilient_task.domain.requests import LATEST_TIME
 from tests.unit.helpers import START, Calls, FakeNode, handler, make_service, properties
 
 pytestmark = pytest.mark.anyio
@@ -481,3 +483,126 @@ async def test_operator_action_logs_the_task_id_and_the_status_change(
         str(added.task_id) in r.getMessage() and "WAITING -> CANCELLED" in r.getMessage()
         for r in caplog.records
     )
+
+
+# --- hostile input: one typed error each, nothing stored -------------------------------------
+
+
+async def test_add_tasks_accepts_a_generator_and_stores_every_task() -> None:
+    dao = InMemoryTaskDAO()
+    service = make_service(dao=dao)
+
+    results = await service.add_tasks(AddTaskRequest(type="work", data=b"%d" % i) for i in range(3))
+
+    assert len(results) == 3
+    assert {dao.tasks[r.task_id].data for r in results} == {b"0", b"1", b"2"}
+
+
+@pytest.mark.parametrize(
+    "requests",
+    [AddTaskRequest(type="work"), 5, None, ["work"], [AddTaskRequest(type="work"), object()]],
+    ids=["single-request", "int", "none", "list-of-str", "list-with-object"],
+)
+async def test_add_tasks_refuses_what_is_not_an_iterable_of_requests(requests: Any) -> None:
+    dao = InMemoryTaskDAO()
+    with pytest.raises(ValidationError, match="AddTaskRequest"):
+        await make_service(dao=dao).add_tasks(requests)
+    assert not dao.tasks
+
+
+async def test_a_payload_over_the_configured_maximum_is_refused_and_nothing_is_stored() -> None:
+    dao = InMemoryTaskDAO()
+    service = make_service(dao=dao, props=properties(max_payload_bytes=10))
+    fits, too_big = b"x" * 10, b"x" * 11
+
+    with pytest.raises(ValidationError, match="data is 11 bytes; the maximum is 10"):
+        await service.add_tasks(
+            [AddTaskRequest(type="work", data=fits), AddTaskRequest(type="work", data=too_big)]
+        )
+    assert not dao.tasks
+    added = await service.add_task(AddTaskRequest(type="work", data=fits))
+    assert dao.tasks[added.task_id].data == fits
+
+
+def test_the_default_payload_maximum_is_one_mebibyte() -> None:
+    assert properties().max_payload_bytes == 1024 * 1024
+
+
+async def test_a_queue_time_that_overflows_the_clock_is_a_validation_error() -> None:
+    # The node default is a property (bounded by its owner); the sum must not raise OverflowError.
+    dao = InMemoryTaskDAO()
+    service = make_service(dao=dao, props=properties(expected_queue_time=timedelta.max))
+
+    with pytest.raises(ValidationError, match="pick-up deadline"):
+        await service.add_task(AddTaskRequest(type="work"))
+    assert not dao.tasks
+
+
+async def test_a_queue_time_ending_past_the_storable_range_is_a_validation_error() -> None:
+    clock = FakeClock(start=LATEST_TIME - SECOND)
+    dao = InMemoryTaskDAO()
+    service = make_service(dao=dao, clock=clock)
+
+    with pytest.raises(ValidationError, match="outside the storable range"):
+        await service.add_task(AddTaskRequest(type="work", expected_queue_time=60 * SECOND))
+    assert not dao.tasks
+
+
+async def test_reschedule_to_a_time_that_cannot_round_trip_is_refused() -> None:
+    dao = InMemoryTaskDAO()
+    service = make_service(dao=dao)
+    added = await service.add_task(AddTaskRequest(type="work", run_after_time=START + SECOND))
+    before = dao.tasks[added.task_id]
+    year_10000 = datetime(9999, 12, 31, 23, tzinfo=timezone(-timedelta(hours=5)))
+
+    with pytest.raises(ValidationError, match=r"run_at .* outside the storable range"):
+        await service.reschedule_task(added.task_id, year_10000)
+    assert dao.tasks[added.task_id] == before
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"status": "BOGUS"}, "status must be one of"),
+        ({"limit": "10"}, "limit must be a positive int, got str"),
+        ({"limit": True}, "limit must be a positive int"),
+        ({"limit": 0}, "limit must be a positive int, got 0"),
+        ({"type": 5}, "type must be a str or None, got int"),
+    ],
+)
+async def test_find_tasks_refuses_bad_filters_with_a_validation_error(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        await make_service().find_tasks(**kwargs)
+
+
+async def test_find_tasks_takes_a_status_by_name() -> None:
+    service = make_service()
+    added = await service.add_task(AddTaskRequest(type="work", run_after_time=START + SECOND))
+    assert [t.id for t in await service.find_tasks(status="WAITING")] == [  # type: ignore[arg-type]
+        added.task_id
+    ]
+
+
+@OPERATOR_ACTIONS
+@pytest.mark.parametrize("version", ["1", True, -1, 2**63, 1.0])
+async def test_operator_action_with_a_version_that_is_not_one_is_a_validation_error(
+    action: OperatorAction, version: Any
+) -> None:
+    # resume_task(version="1") used to report a version conflict.
+    dao = InMemoryTaskDAO()
+    service = make_service(dao=dao)
+    added = await service.add_task(AddTaskRequest(type="work", run_after_time=START + SECOND))
+    before = dao.tasks[added.task_id]
+
+    with pytest.raises(ValidationError, match="version must be"):
+        await action(service, added.task_id, version)
+    assert dao.tasks[added.task_id] == before
+
+
+async def test_mark_as_failed_refuses_a_reason_that_is_not_text() -> None:
+    service = make_service()
+    added = await service.add_task(AddTaskRequest(type="work", run_after_time=START + SECOND))
+    with pytest.raises(ValidationError, match="reason must be a str"):
+        await service.mark_as_failed(added.task_id, reason=5)  # type: ignore[arg-type]

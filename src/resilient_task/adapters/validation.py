@@ -3,34 +3,46 @@
 Both stores run them before anything is written, so the in-memory store refuses exactly what
 PostgreSQL refuses, with the same ValidationErrors.
 
-Lengths are bounded as in :mod:`resilient_task.domain.requests` (the unique-key index has a
-size limit, and the limits are documented), and times must be timezone-aware: PostgreSQL
-would read a naive time in the session's time zone.
+The rules are :mod:`resilient_task.domain.requests`': texts within their lengths (the
+unique-key index has a size limit, and the limits are documented), without NUL characters or
+lone surrogates (PostgreSQL's text cannot hold them; the driver would raise a raw
+UnicodeEncodeError); times timezone-aware (PostgreSQL would read a naive time in the
+session's time zone) and within the range every session can read back (PostgreSQL stores
+year 10000 in UTC, which no Python datetime can hold, and every later read of the row fails).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from resilient_task.domain.requests import MAX_TYPE_LENGTH, MAX_UNIQUE_KEY_LENGTH, require_aware
+from resilient_task.domain.requests import (
+    BLANK,
+    MAX_TYPE_LENGTH,
+    MAX_UNIQUE_KEY_LENGTH,
+    check_text,
+    require_time,
+    text_problem,
+)
 from resilient_task.domain.task import Task, TaskStatus
 from resilient_task.errors import ValidationError
 from resilient_task.ports.task_dao import TaskChange
 
-__all__ = ["check_change", "check_limit", "check_new", "check_time"]
+__all__ = ["check_change", "check_filters", "check_limit", "check_new", "check_time"]
 
 _INSERTABLE = frozenset({TaskStatus.WAITING, TaskStatus.SUBMITTED})
 
 
 def check_time(name: str, value: datetime) -> None:
-    """Raise ValidationError unless ``value`` is a timezone-aware datetime."""
-    require_aware(name, value)
+    """Raise ValidationError unless ``value`` is aware and within the storable range."""
+    require_time(name, value)
 
 
 def check_limit(limit: int) -> int:
     """``limit`` if it is a non-negative int, else ValidationError."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise ValidationError(f"limit must be a non-negative int, got {limit!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise ValidationError(f"limit must be a non-negative int, got {type(limit).__name__}")
+    if limit < 0:
+        raise ValidationError(f"limit must be a non-negative int, got {max(limit, -(10**9))}")
     return limit
 
 
@@ -40,9 +52,21 @@ def _check_times(task: Task) -> None:
     check_time("updated_at", task.updated_at)
 
 
-def _check_length(name: str, value: str | None, maximum: int) -> None:
-    if value is not None and len(value) > maximum:
-        raise ValidationError(f"{name} is {len(value)} characters long; the maximum is {maximum}")
+def check_filters(status: TaskStatus | str | None, type_: object) -> TaskStatus | None:
+    """The status filter of ``find_tasks`` as a TaskStatus; ValidationError for bad filters.
+
+    An unknown status (``"BOGUS"``) and a type that is not text PostgreSQL can hold (not a
+    ``str``, a NUL character, a lone surrogate) are refused, rather than matching nothing in
+    one store and failing in the other's driver. Any other type (blank, over-long) is a valid
+    filter that matches nothing.
+    """
+    if type_ is not None:
+        if not isinstance(type_, str):
+            raise ValidationError(f"type must be a str or None, got {type(type_).__name__}")
+        problem = text_problem(type_, len(type_))
+        if problem is not None and problem != BLANK:
+            raise ValidationError(f"type {problem}")
+    return None if status is None else TaskStatus(status)
 
 
 def check_new(task: Task) -> None:
@@ -60,13 +84,13 @@ def check_new(task: Task) -> None:
         raise ValidationError("new tasks must not have run: no tries, recoveries or node")
     if task.last_error is not None:
         raise ValidationError("new tasks must not carry a last_error")
-    _check_length("type", task.type, MAX_TYPE_LENGTH)
-    _check_length("sub_type", task.sub_type, MAX_TYPE_LENGTH)
-    _check_length("unique_key", task.unique_key, MAX_UNIQUE_KEY_LENGTH)
+    check_text("type", task.type, MAX_TYPE_LENGTH, required=True)
+    check_text("sub_type", task.sub_type, MAX_TYPE_LENGTH, required=False)
+    check_text("unique_key", task.unique_key, MAX_UNIQUE_KEY_LENGTH, required=False)
     if not isinstance(task.data, bytes):
         raise ValidationError(f"data must be bytes, got {type(task.data).__name__}")
 
 
 def check_change(change: TaskChange) -> None:
-    """Raise ValidationError when ``change`` carries naive times."""
+    """Raise ValidationError when ``change`` carries naive or unstorable times."""
     _check_times(change.task)

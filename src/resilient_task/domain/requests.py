@@ -26,6 +26,7 @@ from uuid import UUID
 from resilient_task.errors import ValidationError
 
 __all__ = [
+    "BLANK",
     "EARLIEST_TIME",
     "LATEST_TIME",
     "MAX_DURATION",
@@ -56,6 +57,8 @@ EARLIEST_TIME = datetime(1, 1, 2, tzinfo=UTC)
 """The earliest time a task may carry (one day after ``datetime.min``)."""
 LATEST_TIME = datetime(9999, 12, 30, tzinfo=UTC)
 """The latest time a task may carry (a day before ``datetime.max``: readable in any zone)."""
+BLANK = "must not be blank"
+"""What :func:`text_problem` says of an empty or whitespace-only text."""
 MAX_DURATION = timedelta(days=3650)
 """The longest duration a request or policy may give (ten years): ``now + it`` never overflows."""
 
@@ -180,7 +183,7 @@ def text_problem(value: object, max_length: int) -> str | None:
     if len(value) > max_length:
         return f"is {len(value)} characters long; the maximum is {max_length}"
     if not value or value.isspace():
-        return "must not be blank"
+        return BLANK
     if "\x00" in value:
         return "must not contain NUL characters (PostgreSQL text cannot hold them)"
     if not value.isascii():
@@ -198,7 +201,7 @@ def check_text(name: str, value: object, max_length: int, *, required: bool) -> 
     problem = text_problem(value, max_length)
     if problem is None:
         return
-    if problem == "must not be blank":
+    if problem == BLANK:
         problem = (
             "is required and must not be blank"
             if required

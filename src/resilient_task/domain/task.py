@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from resilient_task.errors import InvalidTransitionError
+from resilient_task.errors import InvalidTransitionError, ValidationError
 
 __all__ = [
     "FINAL_STATUSES",
@@ -53,6 +53,20 @@ class TaskStatus(enum.StrEnum):
     """Acknowledged by an operator as failed; final."""
     CANCELLED = "CANCELLED"
     """Cancelled before it ran; final."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> TaskStatus:
+        """``TaskStatus("BOGUS")`` raises ValidationError (a ValueError) naming the statuses.
+
+        So every store refuses an unknown status filter the same way, instead of one
+        matching nothing and another failing in its driver.
+        """
+        names = ", ".join(cls.__members__)
+        try:
+            shown = repr(value)[:40]  # repr escapes control characters
+        except Exception:  # a huge int, an object whose __repr__ raises
+            shown = type(value).__name__
+        raise ValidationError(f"status must be one of {names}, got {shown}")
 
 
 FINAL_STATUSES = frozenset({TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.CANCELLED})
@@ -255,6 +269,19 @@ class Task:
 
 
 def _clip(text: str | None) -> str | None:
-    if text is None or len(text) <= MAX_ERROR_LENGTH:
+    """An error text every store can hold: cut to MAX_ERROR_LENGTH, no NUL, no lone surrogate.
+
+    (PostgreSQL text refuses both; an exception message may carry either.)
+    """
+    if text is None:
+        return None
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "backslashreplace").decode()
+    if len(text) <= MAX_ERROR_LENGTH:
         return text
     return text[: MAX_ERROR_LENGTH - 3] + "..."

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import builtins
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from resilient_task.domain.requests import AddTaskRequest, require_aware
+from resilient_task.domain.requests import (
+    AddTaskRequest,
+    require_time,
+    require_version,
+)
 from resilient_task.domain.results import AddTaskResult, AddTaskResultCode
 from resilient_task.domain.task import BaseTask, Task, TaskStatus
 from resilient_task.errors import (
@@ -80,12 +85,21 @@ class TaskService:
         return (await self.add_tasks([request], transaction=transaction))[0]
 
     async def add_tasks(
-        self, requests: Sequence[AddTaskRequest], *, transaction: Any = None
+        self, requests: Iterable[AddTaskRequest], *, transaction: Any = None
     ) -> list[AddTaskResult]:
-        """Store many tasks in one round trip; results come back in the same order."""
-        for request in requests:
-            if not isinstance(request, AddTaskRequest):
-                raise ValidationError(f"expected AddTaskRequest, got {type(request).__name__}")
+        """Store many tasks in one round trip; results come back in the same order.
+
+        Args:
+            requests: any iterable of requests (a list, a generator...); it is read once.
+            transaction: as for :meth:`add_task`.
+
+        Raises:
+            ValidationError: ``requests`` is not an iterable of :class:`AddTaskRequest` (a
+                single request included: use :meth:`add_task`), a payload is over
+                ``TaskProperties.max_payload_bytes``, or a pick-up deadline would fall outside
+                the storable time range. Nothing is stored then.
+        """
+        requests = self._checked(requests)
         if not requests:
             return []
         now = self._clock.now()
@@ -123,6 +137,28 @@ class TaskService:
             for o in outcomes
         ]
 
+    def _checked(self, requests: Iterable[AddTaskRequest]) -> Sequence[AddTaskRequest]:
+        """``requests`` as a sequence (read once), every item checked."""
+        if isinstance(requests, AddTaskRequest):
+            raise ValidationError("add_tasks takes an iterable of AddTaskRequest; use add_task")
+        if not isinstance(requests, list | tuple):
+            try:
+                requests = list(requests)
+            except TypeError:
+                raise ValidationError(
+                    f"add_tasks takes an iterable of AddTaskRequest, got {type(requests).__name__}"
+                ) from None
+        limit = self._props.max_payload_bytes
+        for request in requests:
+            if not isinstance(request, AddTaskRequest):
+                raise ValidationError(f"expected AddTaskRequest, got {type(request).__name__}")
+            if len(request.data) > limit:
+                raise ValidationError(
+                    f"task data is {len(request.data)} bytes; the maximum is {limit} "
+                    "(TaskProperties.max_payload_bytes)"
+                )
+        return requests
+
     def _new_task(self, request: AddTaskRequest, now: datetime) -> Task:
         run_at = request.run_after_time
         due = run_at is None or run_at <= now
@@ -142,7 +178,7 @@ class TaskService:
             priority=request.priority,
             unique_key=request.unique_key,
             status=TaskStatus.SUBMITTED if due else TaskStatus.WAITING,
-            next_event_time=now + queue_time if due or run_at is None else run_at,
+            next_event_time=_after(now, queue_time) if due or run_at is None else run_at,
             created_at=now,
             updated_at=now,
         )
@@ -177,9 +213,23 @@ class TaskService:
     async def find_tasks(
         self, *, status: TaskStatus | None = None, type: str | None = None, limit: int = 100
     ) -> list[Task]:
-        """Tasks by status and/or type, oldest ``next_event_time`` first."""
-        if limit < 1:
-            raise ValidationError(f"limit must be positive, got {limit}")
+        """Tasks by status and/or type, oldest ``next_event_time`` first.
+
+        Raises:
+            ValidationError: ``limit`` is not a positive int (``"10"`` included), ``status`` is
+                not a :class:`TaskStatus` or one's name (``"BOGUS"``), or ``type`` is not a str.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            shown = (
+                limit
+                if isinstance(limit, int) and limit > -(10**9)
+                else builtins.type(limit).__name__
+            )
+            raise ValidationError(f"limit must be a positive int, got {shown}")
+        if status is not None:
+            status = TaskStatus(status)  # ValidationError for an unknown name
+        if type is not None and not isinstance(type, str):
+            raise ValidationError(f"type must be a str or None, got {builtins.type(type).__name__}")
         return await self._dao.find_tasks(status=status, type=type, limit=limit)
 
     async def count_by_status(self) -> dict[TaskStatus, int]:
@@ -202,7 +252,9 @@ class TaskService:
     async def mark_as_failed(
         self, task_id: UUID, *, version: int | None = None, reason: str | None = None
     ) -> Task:
-        """Acknowledge an ERROR task as FAILED (final)."""
+        """Acknowledge an ERROR task as FAILED (final), with an optional ``reason`` (str)."""
+        if reason is not None and not isinstance(reason, str):
+            raise ValidationError(f"reason must be a str or None, got {type(reason).__name__}")
         now = self._clock.now()
         return await self._change(task_id, version, lambda t: t.mark_failed(now=now, reason=reason))
 
@@ -214,8 +266,12 @@ class TaskService:
     async def reschedule_task(
         self, task_id: UUID, run_at: datetime, *, version: int | None = None
     ) -> Task:
-        """Move a WAITING task to another (UTC-aware) time."""
-        require_aware("run_at", run_at)
+        """Move a WAITING task to another time (timezone-aware, within the storable range).
+
+        Raises:
+            ValidationError: ``run_at`` is naive or outside 0001-01-02..9999-12-30 UTC.
+        """
+        require_time("run_at", run_at)
         now = self._clock.now()
         return await self._change(task_id, version, lambda t: t.reschedule(now=now, run_at=run_at))
 
@@ -223,6 +279,8 @@ class TaskService:
         self, task_id: UUID, version: int | None, transition: Callable[[Task], Task]
     ) -> Task:
         _require_uuid(task_id)
+        if version is not None:
+            require_version("version", version)  # "1" is an error, not a version conflict
         task = await self._dao.get_task(task_id)
         if task is None:
             raise TaskNotFoundError(task_id)
@@ -239,6 +297,16 @@ class TaskService:
             new.status.value,
         )
         return new
+
+
+def _after(now: datetime, duration: timedelta) -> datetime:
+    """``now + duration`` if storable; ValidationError (not OverflowError) otherwise."""
+    try:
+        return require_time("the pick-up deadline", now + duration)
+    except OverflowError:
+        raise ValidationError(
+            f"the pick-up deadline (now + {duration}) is outside the storable time range"
+        ) from None
 
 
 def _require_uuid(task_id: object) -> None:

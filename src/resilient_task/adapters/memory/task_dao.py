@@ -31,8 +31,13 @@ from uuid import UUID
 
 import anyio
 
-from resilient_task.adapters.validation import check_change, check_limit, check_new
-from resilient_task.domain.requests import require_aware
+from resilient_task.adapters.validation import (
+    check_change,
+    check_filters,
+    check_limit,
+    check_new,
+    check_time,
+)
 from resilient_task.domain.task import FINAL_STATUSES, Task, TaskStatus
 from resilient_task.errors import BackendUnavailableError, ValidationError, VersionConflictError
 from resilient_task.ports.task_dao import GrabRequest, InsertOutcome, TaskChange
@@ -272,10 +277,10 @@ class InMemoryTaskDAO:
         """Grab each request's task if it is SUBMITTED at the requested version."""
         await anyio.lowlevel.checkpoint()
         self._enter("grab")
-        require_aware("now", now)
+        check_time("now", now)
         grabbed = []
         for request in requests:
-            require_aware("deadline", request.deadline)
+            check_time("deadline", request.deadline)
             task = self._store.get(request.task_id)
             if task and task.status is TaskStatus.SUBMITTED and task.version == request.version:
                 task = task.grab(node_id=request.node_id, now=now, deadline=request.deadline)
@@ -301,8 +306,8 @@ class InMemoryTaskDAO:
         """Submit up to ``limit`` due WAITING tasks, earliest then most urgent first."""
         await anyio.lowlevel.checkpoint()
         self._enter("claim_due")
-        require_aware("now", now)
-        require_aware("deadline", deadline)
+        check_time("now", now)
+        check_time("deadline", deadline)
         due = self._select(lambda t: t.status is TaskStatus.WAITING and t.next_event_time <= now)
         claimed = [task.submit(now=now, deadline=deadline) for task in due[: check_limit(limit)]]
         self.put(*claimed)
@@ -312,7 +317,8 @@ class InMemoryTaskDAO:
         """Up to ``limit`` tasks in ``status`` past their ``next_event_time``, without payload."""
         await anyio.lowlevel.checkpoint()
         self._enter("find_overdue")
-        require_aware("now", now)
+        check_time("now", now)
+        status = TaskStatus(status)
         found = self._select(lambda t: t.status is status and t.next_event_time < now)
         return [replace(task, data=b"") for task in found[: check_limit(limit)]]
 
@@ -322,10 +328,12 @@ class InMemoryTaskDAO:
         """Tasks filtered by status and type, earliest ``next_event_time`` first."""
         await anyio.lowlevel.checkpoint()
         self._enter("find_tasks")
+        status = check_filters(status, type)
+        limit = check_limit(limit)
         found = self._select(
             lambda t: (status is None or t.status is status) and (type is None or t.type == type)
         )
-        return found[: check_limit(limit)]
+        return found[:limit]
 
     async def count_by_status(self) -> dict[TaskStatus, int]:
         """How many tasks are in each status, every status present."""
@@ -340,7 +348,7 @@ class InMemoryTaskDAO:
         """Delete up to ``limit`` final tasks finished before ``before``, oldest first."""
         await anyio.lowlevel.checkpoint()
         self._enter("delete_finished")
-        require_aware("before", before)
+        check_time("before", before)
         done = self._select(lambda t: t.status in FINAL_STATUSES and t.next_event_time < before)
         for task in done[: check_limit(limit)]:
             self._store.remove(task.id)

@@ -85,8 +85,14 @@ def task_from_row(row: Mapping[Any, Any], data: bytes = b"") -> Task:
 
 
 def _error_text(error: str | None) -> str | None:
-    # PostgreSQL text cannot hold NUL; an error message must never make a write fail.
-    return None if error is None else error.replace("\x00", "\\x00")
+    # PostgreSQL text cannot hold NUL or a lone surrogate; an error message must never make a
+    # write fail. The domain already escapes both (Task.mark_error...); this covers a Task
+    # built by hand.
+    if error is None:
+        return None
+    if not error.isascii():
+        error = error.encode("utf-8", "backslashreplace").decode()
+    return error.replace("\x00", "\\x00")
 
 
 # How each ``tasks`` column (everything but the payload) is read from a Task.
