@@ -8,6 +8,9 @@ Each process is one node; Kafka spreads the triggers over them and PostgreSQL ke
     resilient-task worker --app examples.payments_worker:app         # in two or more shells
     python examples/payments_worker.py add 100                       # in another one
 
+Without ``RESILIENT_TASK_DATABASE_URL`` both refuse to start: a worker or producer on the
+in-memory store would lose its tasks when it exits (``--in-memory`` lets a worker run so).
+
 Every ``RESILIENT_TASK_*`` variable of :meth:`TaskProperties.from_env` applies (for example
 ``RESILIENT_TASK_KAFKA_TOPICS_NAMESPACE=payments``, ``RESILIENT_TASK_NODE_ID=worker-a``).
 """
@@ -25,6 +28,7 @@ from resilient_task import (
     AddTaskRequest,
     AddTaskResultCode,
     ExponentialRetryPolicy,
+    ResilientTaskError,
     ProcessResult,
     ResilientTask,
     SimpleConcurrencyPolicy,
@@ -89,4 +93,7 @@ async def add_orders(count: int) -> None:
 if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] != "add" or not sys.argv[2].isdigit():
         sys.exit("usage: python examples/payments_worker.py add COUNT")
-    anyio.run(add_orders, int(sys.argv[2]))
+    try:
+        anyio.run(add_orders, int(sys.argv[2]))
+    except ResilientTaskError as exc:
+        sys.exit(f"error: {exc}")

@@ -42,7 +42,11 @@ class ResilientTask:
 
     Use as ``async with ResilientTask(...) as app:``; ``app.service`` adds tasks. Adapters:
 
-    - store: ``dao=`` an instance, else PostgreSQL when ``database_url`` is given, else in-memory;
+    - store: ``dao=`` an instance, else PostgreSQL when ``database_url`` is given, else
+      in-memory. A ``run_workers=False`` node (a producer) on the in-memory store is refused
+      (:class:`ConfigurationError` naming ``RESILIENT_TASK_DATABASE_URL``) unless
+      ``in_memory=True``: no worker could ever see the tasks it adds, and they would vanish
+      with the process;
     - triggers: ``triggerer=`` an instance, else Kafka when ``kafka=True`` (settings from
       ``properties.kafka``), else PostgreSQL LISTEN/NOTIFY when ``notify=True`` (needs the
       PostgreSQL store; every listening node receives every trigger), else in-process. A
@@ -68,6 +72,7 @@ class ResilientTask:
         clock: Clock | None = None,
         run_workers: bool = True,
         postgres_options: dict[str, Any] | None = None,
+        in_memory: bool = False,
     ) -> None:
         self.properties = properties or TaskProperties()
         self.registry = HandlerRegistry(handlers)
@@ -84,11 +89,30 @@ class ResilientTask:
         self._container: punq.Container | None = None
         if notify and kafka:
             raise ConfigurationError("choose one trigger transport: kafka=True or notify=True")
+        if in_memory and (database_url is not None or (dao is not None and not self.in_memory)):
+            raise ConfigurationError(
+                "in_memory=True asks for the in-memory store: do not also pass database_url= "
+                "or a database dao="
+            )
+        if self.in_memory and not run_workers and not in_memory and dao is None:
+            raise ConfigurationError(
+                f"this node runs no workers and has no database: the tasks it adds would stay "
+                f"in this process's memory, where no worker can run them, and vanish when it "
+                f"exits. Set {ENV_PREFIX}DATABASE_URL (or database_url=), or pass "
+                f"in_memory=True if that is what you want"
+            )
         if notify and database_url is None and not _is_postgres(dao):
             raise ConfigurationError(
                 "notify=True sends triggers through PostgreSQL: it needs database_url= "
                 "(or a PostgresTaskDAO as dao=)"
             )
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether this node keeps its tasks in process memory (lost when the process ends)."""
+        if self._dao is not None:
+            return isinstance(self._dao, InMemoryTaskDAO)
+        return self._database_url is None
 
     @classmethod
     def from_env(

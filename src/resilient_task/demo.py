@@ -1,4 +1,9 @@
-"""A payment flow on one node: ``resilient-task demo`` (in-memory, or PostgreSQL with a URL)."""
+"""A payment flow on one node: ``resilient-task demo`` (in-memory, or PostgreSQL with a URL).
+
+On PostgreSQL the demo writes to a schema of its own, :data:`DEMO_SCHEMA` (created if missing),
+never to your tasks' tables, and leaves its tasks there for you to look at -- including the two
+that end in ERROR on purpose. ``DROP SCHEMA resilient_task_demo CASCADE`` removes them.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +28,10 @@ from resilient_task.domain import (
 )
 from resilient_task.properties import TaskProperties, TaskResumerProperties
 
-__all__ = ["run_demo"]
+__all__ = ["DEMO_SCHEMA", "run_demo"]
+
+DEMO_SCHEMA = "resilient_task_demo"
+"""The PostgreSQL schema the demo's tables live in."""
 
 attempts: Counter[str] = Counter()
 
@@ -88,13 +96,13 @@ async def run_demo(database_url: str | None = None, *, wait_seconds: float = 15.
         resumer=TaskResumerProperties(polling_interval=timedelta(milliseconds=200)),
         shutdown_grace=timedelta(seconds=2),
     )
-    store = "PostgreSQL" if database_url else "in-memory store"
+    store = f"PostgreSQL, schema {DEMO_SCHEMA}" if database_url else "in-memory store"
     print(f"resilient-task demo: payment flow on one node ({store})\n")
     async with ResilientTask(
         handlers=handlers(),
         properties=props,
         database_url=database_url,
-        postgres_options={"migrate": True},
+        postgres_options={"migrate": True, "schema": DEMO_SCHEMA},
     ) as app:
         add = app.service.add_task
         order = datetime.now(UTC).strftime("%H%M%S%f")
@@ -159,12 +167,19 @@ async def _report(
         note = (task.last_error or "") if task else ""
         mark = "ok" if task and task.status is expected[label] else "UNEXPECTED"
         ok = ok and mark == "ok"
-        print(f"{label:32} {status:8} {runs:>4}  {note[:70]} [{mark}]")
+        print(f"{label:32} {status:8} {runs:>4}  [{mark}] {note}")
     print(
         f"{'duplicate add of capture_payment':32} {dup_result:8} {'':>4}  same task id: "
         f"{dup_id == original}"
     )
     counts = await app.service.count_by_status()
     print("\nstore:", ", ".join(f"{s.value}={n}" for s, n in counts.items() if n))
+    if app.in_memory:
+        print("(the in-memory store goes with this process)")
+    else:
+        print(
+            f"(the demo's tasks stay in schema {DEMO_SCHEMA}, the two ERROR ones included; "
+            f"DROP SCHEMA {DEMO_SCHEMA} CASCADE removes them)"
+        )
     print("demo", "succeeded" if ok else "FAILED")
     return 0 if ok else 1

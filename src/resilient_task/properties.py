@@ -155,69 +155,16 @@ class TaskProperties:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TaskProperties:
         """Read settings from ``RESILIENT_TASK_*`` variables; unset ones keep their defaults.
 
-        Durations are in seconds. Variables: ``NODE_ID``, ``STUCK_TIMEOUT_S``,
-        ``PROCESSING_GRACE_S``, ``EXPECTED_QUEUE_TIME_S``, ``SHUTDOWN_GRACE_S``,
-        ``MAX_TRIGGERS_IN_MEMORY``, ``RESUMER_BATCH_SIZE``, ``RESUMER_POLLING_INTERVAL_S``,
-        ``RESUMER_CONCURRENCY``, ``CLEANER_ENABLED`` (0/1), ``CLEANER_RETENTION_S``,
-        ``KAFKA_BOOTSTRAP_SERVERS``, ``KAFKA_TOPICS_NAMESPACE``,
-        ``KAFKA_CONSUMER_GROUP_ID``, ``KAFKA_PARTITIONS``, ``KAFKA_CLIENT_ID``.
+        Durations are in seconds. The variables are listed, with what each sets, in
+        :data:`resilient_task.environment.VARIABLES` and in the README's configuration table.
+
+        Raises:
+            ConfigurationError: a variable holds a value it does not accept (the message
+                names the variable).
         """
-        env = _Env(os.environ if environ is None else environ)
-        resumer = TaskResumerProperties(
-            batch_size=env.integer("RESUMER_BATCH_SIZE", 1000),
-            polling_interval=env.seconds("RESUMER_POLLING_INTERVAL_S", timedelta(seconds=2)),
-            concurrency=env.integer("RESUMER_CONCURRENCY", 1),
-        )
-        kafka = KafkaProperties(
-            bootstrap_servers=env.text("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
-            topics_namespace=env.text("KAFKA_TOPICS_NAMESPACE", ""),
-            consumer_group_id=env.text("KAFKA_CONSUMER_GROUP_ID", "default-consumer-group"),
-            partitions=env.integer("KAFKA_PARTITIONS", 6),
-            client_id=env.text("KAFKA_CLIENT_ID", "resilient-task"),
-        )
-        cleaner = CleanerProperties(
-            enabled=env.integer("CLEANER_ENABLED", 1) != 0,
-            retention=env.seconds("CLEANER_RETENTION_S", timedelta(days=7)),
-        )
-        return cls(
-            cleaner=cleaner,
-            task_stuck_timeout=env.seconds("STUCK_TIMEOUT_S", timedelta(minutes=5)),
-            processing_grace=env.seconds("PROCESSING_GRACE_S", timedelta(seconds=10)),
-            expected_queue_time=env.seconds("EXPECTED_QUEUE_TIME_S", timedelta(minutes=1)),
-            shutdown_grace=env.seconds("SHUTDOWN_GRACE_S", timedelta(seconds=30)),
-            max_triggers_in_memory=env.integer("MAX_TRIGGERS_IN_MEMORY", 1000),
-            node_id=env.text("NODE_ID", "") or default_node_id(),
-            resumer=resumer,
-            kafka=kafka,
-        )
+        from resilient_task.environment import task_properties_from_env
 
-
-class _Env:
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-
-    def text(self, name: str, default: str) -> str:
-        return self._environ.get(ENV_PREFIX + name, default)
-
-    def integer(self, name: str, default: int) -> int:
-        raw = self._environ.get(ENV_PREFIX + name)
-        if raw is None:
-            return default
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigurationError(
-                f"{ENV_PREFIX}{name} must be an integer, got {raw!r}"
-            ) from None
-
-    def seconds(self, name: str, default: timedelta) -> timedelta:
-        raw = self._environ.get(ENV_PREFIX + name)
-        if raw is None:
-            return default
-        try:
-            return timedelta(seconds=float(raw))
-        except ValueError:
-            raise ConfigurationError(f"{ENV_PREFIX}{name} must be seconds, got {raw!r}") from None
+        return task_properties_from_env(os.environ if environ is None else environ)
 
 
 def _positive_int(name: str, value: int) -> None:

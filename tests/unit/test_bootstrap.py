@@ -196,3 +196,36 @@ async def test_triggers_waiting_for_capacity_start_nothing_once_shutdown_began()
 
     assert node.status(first) is TaskStatus.DONE
     assert [node.status(task_id) for task_id in queued] == [TaskStatus.SUBMITTED] * 3
+
+
+def test_a_producer_node_on_the_implicit_in_memory_store_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ConfigurationError, match="RESILIENT_TASK_DATABASE_URL") as refused:
+        ResilientTask(properties=properties(), run_workers=False)
+    assert "in_memory=True" in str(refused.value)
+
+
+def test_a_producer_node_from_an_environment_without_a_database_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="RESILIENT_TASK_DATABASE_URL"):
+        ResilientTask.from_env(environ={}, run_workers=False)
+
+
+async def test_a_producer_node_asked_for_in_memory_explicitly_starts() -> None:
+    app = ResilientTask(properties=properties(), run_workers=False, in_memory=True)
+    async with app:
+        added = await app.service.add_task(AddTaskRequest(type="work"))
+        assert isinstance(app.dao, InMemoryTaskDAO)
+        assert (await app.service.get_task(added.task_id)) is not None
+    assert app.in_memory
+
+
+def test_in_memory_together_with_a_database_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="in_memory=True"):
+        ResilientTask(database_url="postgresql+psycopg://x@y/z", in_memory=True)
+
+
+def test_a_node_says_whether_it_keeps_its_tasks_in_memory() -> None:
+    assert ResilientTask().in_memory
+    assert ResilientTask(dao=InMemoryTaskDAO()).in_memory
+    assert ResilientTask(dao=InMemoryTaskDAO(), run_workers=False).in_memory
+    assert not ResilientTask(database_url="postgresql+psycopg://x@y/z").in_memory
+    assert not ResilientTask(database_url="postgresql+psycopg://x@y/z", run_workers=False).in_memory
