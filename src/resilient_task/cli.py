@@ -1,17 +1,20 @@
-"""The ``resilient-task`` command line: ``demo``, ``db upgrade``, ``worker``."""
+"""The ``resilient-task`` command line: ``demo``, ``db upgrade``, ``db check``, ``worker``."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
 
 import anyio
 
-from resilient_task.errors import ResilientTaskError
+from resilient_task.errors import ConfigurationError, ResilientTaskError
 
 __all__ = ["main"]
+
+_DATABASE_URL = "RESILIENT_TASK_DATABASE_URL"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,25 +25,38 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--database-url",
         default=None,
-        help="postgresql+psycopg://... to run on PostgreSQL (default: in-memory)",
+        help="postgresql+psycopg://... to run on PostgreSQL (default: in-memory); the demo "
+        "uses its own schema, resilient_task_demo, and leaves its tasks there",
     )
 
     db = sub.add_parser("db", help="database schema management")
     db_sub = db.add_subparsers(dest="db_command", required=True)
-    upgrade = db_sub.add_parser("upgrade", help="create or upgrade the schema (idempotent)")
-    upgrade.add_argument(
-        "--database-url",
-        default=os.environ.get("RESILIENT_TASK_DATABASE_URL"),
-        help="defaults to $RESILIENT_TASK_DATABASE_URL",
+    upgrade = db_sub.add_parser(
+        "upgrade", help="create or upgrade the schema (idempotent), then check it"
     )
-    upgrade.add_argument("--schema", default="public")
-    upgrade.add_argument("--table-prefix", default="resilient_task_")
+    check = db_sub.add_parser(
+        "check", help="compare the live tables with the declared ones; exit 1 if they differ"
+    )
+    for command in (upgrade, check):
+        command.add_argument(
+            "--database-url",
+            default=os.environ.get(_DATABASE_URL),
+            help=f"defaults to ${_DATABASE_URL}",
+        )
+        command.add_argument("--schema", default="public")
+        command.add_argument("--table-prefix", default="resilient_task_")
 
     worker = sub.add_parser("worker", help="run one node with your handlers until SIGTERM/SIGINT")
     worker.add_argument(
         "--app",
         required=True,
         help="module:attribute naming a ResilientTask, or a zero-argument function returning one",
+    )
+    worker.add_argument(
+        "--in-memory",
+        action="store_true",
+        help="allow a node whose tasks live in this process's memory (no database): they are "
+        "lost when it exits and no other process can add to them",
     )
     return parser
 
@@ -54,25 +70,51 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return anyio.run(run_demo, args.database_url)
         if args.command == "db":
-            if not args.database_url:
-                print(
-                    "error: --database-url (or $RESILIENT_TASK_DATABASE_URL) is required",
-                    file=sys.stderr,
-                )
-                return 2
-            from resilient_task.adapters.postgres import db_upgrade_main
-
-            return db_upgrade_main(args.database_url, args.schema, args.table_prefix)
+            return _db(args)
         if args.command == "worker":
-            from resilient_task.worker import run_worker
-
-            return run_worker(args.app)
+            return _worker(args.app, in_memory=args.in_memory)
     except ResilientTaskError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     return 2
+
+
+def _db(args: argparse.Namespace) -> int:
+    if not args.database_url:
+        print(f"error: --database-url (or ${_DATABASE_URL}) is required", file=sys.stderr)
+        return 2
+    from resilient_task.adapters.postgres import db_upgrade_main
+    from resilient_task.adapters.postgres.schema_check import db_check_main
+
+    where = (args.database_url, args.schema, args.table_prefix)
+    if args.db_command == "upgrade":
+        code = db_upgrade_main(*where)
+        if code != 0:
+            return code
+    return db_check_main(*where)
+
+
+def _worker(target: str, *, in_memory: bool) -> int:
+    from resilient_task.environment import log_level_from_env
+    from resilient_task.worker import load_app, run_worker
+
+    logging.basicConfig(
+        level=log_level_from_env(os.environ),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    app = load_app(target)
+    if app.in_memory and not in_memory:
+        raise ConfigurationError(
+            f"{target} keeps its tasks in this process's memory: no producer can reach them and "
+            f"they vanish when the worker exits. Set {_DATABASE_URL} (read by "
+            f"ResilientTask.from_env) or give the node a database_url; pass --in-memory if an "
+            "in-memory worker is what you want"
+        )
+    # run_worker imports the target again (the module is cached: the same node for an
+    # attribute; a factory is called again) and serves it until SIGTERM or SIGINT.
+    return run_worker(target)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,6 +21,8 @@ from resilient_task.adapters.postgres import (
 )
 from resilient_task.adapters.postgres.migrations import upgrade_steps
 from resilient_task.adapters.postgres.schema import Tables
+from resilient_task.adapters.postgres.schema_check import schema_differences
+from resilient_task.cli import main as cli_main
 from resilient_task.errors import ConfigurationError, SchemaVersionError
 from tests.integration.postgres_env import isolated_schema
 
@@ -222,3 +224,94 @@ def test_db_upgrade_main_reports_an_unreachable_database(
 def test_db_upgrade_main_reports_a_bad_url(capsys: pytest.CaptureFixture[str]) -> None:
     assert db_upgrade_main("mysql://x@y/z", "public", "resilient_task_") == 1
     assert "postgresql+psycopg://" in capsys.readouterr().err
+
+
+async def test_a_freshly_migrated_schema_matches_the_declared_tables(database_url: str) -> None:
+    for prefix in ("resilient_task_", "rt_", ""):
+        async with isolated_schema(database_url, prefix=prefix) as s:
+            assert await schema_differences(database_url, schema=s.schema, prefix=s.prefix) == []
+
+
+async def test_schema_check_lists_every_hand_made_difference(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    async with isolated_schema(database_url) as s:
+        t = f'"{s.schema}"."{s.prefix}'
+        async with engine.begin() as conn:
+            for statement in (
+                f'ALTER TABLE {t}tasks" DROP COLUMN last_error',
+                f'ALTER TABLE {t}tasks" ALTER COLUMN priority TYPE integer',
+                f'ALTER TABLE {t}tasks" ALTER COLUMN processing_node SET NOT NULL',
+                f'ALTER TABLE {t}tasks" ADD COLUMN note text',
+                f'DROP INDEX "{s.schema}"."{s.prefix}tasks_poll_idx"',
+                f'ALTER TABLE {t}task_data" DROP CONSTRAINT {s.prefix}task_data_task_id_fkey',
+            ):
+                await conn.exec_driver_sql(statement)
+
+        found = await schema_differences(engine, schema=s.schema, prefix=s.prefix)
+
+        tasks = f'"{s.schema}"."{s.prefix}tasks"'
+        assert sorted(found) == sorted([
+            f"column {tasks}.last_error is missing",
+            f"column {tasks}.priority is INTEGER, expected SMALLINT",
+            f"column {tasks}.processing_node is NOT NULL, expected nullable",
+            f"column {tasks}.note is not declared by resilient-task",
+            f'index "{s.prefix}tasks_poll_idx" is missing',
+            f"foreign key {s.prefix}task_data.task_id -> {s.prefix}tasks.id is missing",
+        ])  # fmt: skip
+
+
+async def test_schema_check_names_a_missing_table_and_a_non_unique_dedup_index(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    async with isolated_schema(database_url) as s:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(f'DROP TABLE "{s.schema}"."{s.prefix}task_data"')
+            await conn.exec_driver_sql(f'DROP INDEX "{s.schema}"."{s.prefix}tasks_unique_key_idx"')
+            await conn.exec_driver_sql(
+                f'CREATE INDEX "{s.prefix}tasks_unique_key_idx" ON '
+                f'"{s.schema}"."{s.prefix}tasks" (type, unique_key)'
+            )
+
+        found = await schema_differences(engine, schema=s.schema, prefix=s.prefix)
+
+        assert sorted(found) == sorted([
+            f'table "{s.schema}"."{s.prefix}task_data" is missing',
+            f'index "{s.prefix}tasks_unique_key_idx" should be unique',
+            f'index "{s.prefix}tasks_unique_key_idx" should be partial: '
+            "WHERE unique_key IS NOT NULL",
+        ])  # fmt: skip
+
+
+async def test_db_upgrade_exits_1_with_one_line_per_difference_on_a_hand_altered_schema(
+    engine: AsyncEngine, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with isolated_schema(database_url) as s:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(
+                f'ALTER TABLE "{s.schema}"."{s.prefix}tasks" DROP COLUMN unique_key'
+            )
+        options = ["--database-url", database_url, "--schema", s.schema]
+
+        for command in ("upgrade", "check"):
+            code = await anyio.to_thread.run_sync(cli_main, ["db", command, *options])
+            assert code == 1
+            err = capsys.readouterr().err.splitlines()
+            tasks = f'"{s.schema}"."{s.prefix}tasks"'
+            assert err[:2] == [  # the column, and the dedup index that went with it
+                f"error: schema differs: column {tasks}.unique_key is missing",
+                f'error: schema differs: index "{s.prefix}tasks_unique_key_idx" is missing',
+            ]
+            assert len(err) == 3  # and a summary line
+            assert "differ from what this code declares in 2 way(s)" in err[2]
+
+
+async def test_db_upgrade_and_check_exit_0_on_an_intact_schema(
+    database_url: str, empty_schema: PostgresSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    options = ["--database-url", database_url, "--schema", empty_schema.schema]
+    assert await anyio.to_thread.run_sync(cli_main, ["db", "check", *options]) == 1
+    assert "is missing" in capsys.readouterr().err
+    assert await anyio.to_thread.run_sync(cli_main, ["db", "upgrade", *options]) == 0
+    assert await anyio.to_thread.run_sync(cli_main, ["db", "check", *options]) == 0
+    assert "match what this code declares" in capsys.readouterr().out
