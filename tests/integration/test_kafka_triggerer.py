@@ -188,6 +188,43 @@ class TestKafkaTriggerer:
 
 
 @pytest.mark.anyio
+async def test_a_session_timeout_the_broker_refuses_is_logged_once_and_retried_with_backoff(
+    kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A consumer setting only a configuration change fixes: one ERROR, no tight retry loop.
+
+    The test brokers refuse sessions below 500 ms (group.min.session.timeout.ms).
+    """
+    caplog.set_level(logging.DEBUG, logger="resilient_task.adapters.kafka")
+    properties = make_properties(kafka_bootstrap)
+    properties = KafkaProperties(
+        bootstrap_servers=properties.bootstrap_servers,
+        topics_namespace=properties.topics_namespace,
+        consumer_group_id=properties.consumer_group_id,
+        partitions=1,
+        extra={"session_timeout_ms": 100, "heartbeat_interval_ms": 30},
+    )
+    triggerer = make_triggerer(properties, connect_timeout=2)
+    await triggerer.start(Recorder())
+    try:
+        await anyio.sleep(5.0)
+    finally:
+        await triggerer.stop()
+
+    ours = [r for r in caplog.records if r.name.startswith("resilient_task")]
+    errors = [r.getMessage() for r in ours if r.levelno >= logging.ERROR]
+    warnings = [r.getMessage() for r in ours if r.levelno == logging.WARNING]
+    attempts = [r for r in ours if "InvalidSessionTimeout" in r.getMessage()]  # one per join
+    assert len(errors) == 1, errors
+    assert "session_timeout_ms=100" in errors[0]
+    assert "group.min.session.timeout.ms" in errors[0]
+    assert not [w for w in warnings if "unavailable" in w], warnings
+    # Backoff from 0.1 s doubling to 5 s allows at most 7 attempts in 5 s; a loop that retries
+    # every 100 ms makes dozens.
+    assert 2 <= len(attempts) <= 8, [f"{r.created:.2f} {r.getMessage()}" for r in attempts]
+
+
+@pytest.mark.anyio
 class TestKafkaTriggererWithoutBroker:
     async def test_trigger_raises_a_transient_trigger_error_when_the_broker_is_unreachable(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -62,3 +63,54 @@ async def test_a_partition_revoked_during_the_check_is_skipped(
     fake = RebalancingConsumer(end=end, position=position)
     await _consumer()._rewind_past_log_end(fake)
     assert fake.rewound == rewound
+
+
+class InconsistentConsumer:
+    """Owns P0, whose reported end stays below our position however often we rewind."""
+
+    def __init__(self) -> None:
+        self.end = 1
+        self.rewound = 0
+
+    def assignment(self) -> set[TopicPartition]:
+        return {P0}
+
+    def highwater(self, partition: TopicPartition) -> int:
+        return self.end
+
+    async def position(self, partition: TopicPartition) -> int:
+        return 192
+
+    async def seek_to_beginning(self, partition: TopicPartition) -> None:
+        self.rewound += 1
+
+
+async def test_rewinds_of_a_partition_are_damped_counted_and_logged_once_per_episode(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="resilient_task.adapters.kafka")
+    clock = [1000.0]
+    monkeypatch.setattr(TriggerConsumer, "_now", staticmethod(lambda: clock[0]), raising=False)
+    fake, consumer = InconsistentConsumer(), _consumer()
+
+    for _ in range(50):  # fifty checks (commit intervals) within one instant
+        await consumer._rewind_past_log_end(fake)
+    assert fake.rewound == 1
+
+    for _ in range(60):  # a minute of checks, one per second: backoff 1 s doubling to 30 s
+        clock[0] += 1.0
+        await consumer._rewind_past_log_end(fake)
+    assert 3 <= fake.rewound <= 7, fake.rewound
+    assert consumer.rewinds == fake.rewound
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+
+    fake.end = 500  # consistent again; after a quiet minute the episode is over
+    clock[0] += 61.0
+    await consumer._rewind_past_log_end(fake)
+    fake.end = 1
+    before = fake.rewound
+    await consumer._rewind_past_log_end(fake)
+    assert fake.rewound == before + 1
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, "a new episode is logged as a warning again"

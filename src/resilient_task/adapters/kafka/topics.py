@@ -2,17 +2,26 @@
 
 Creation is tried first (not a metadata look-up, which some brokers answer by auto-creating the
 topic with their default partition count). "Already exists" is fine; an existing topic with a
-different partition count is logged, never altered. Without the right to create topics, an
-existing topic is accepted and a missing one is a :class:`ConfigurationError`.
+different partition count is logged, never altered -- except when it has *fewer* partitions
+than this process saw before: Kafka never removes partitions, so the topic was lost and
+re-created (a broker back without its data, whose topic auto-creation answered a client's
+metadata request with its default count); the partitions are then added back. Without the right
+to create topics, an existing topic is accepted and a missing one is a
+:class:`ConfigurationError`.
+
+:class:`TopicKeeper` does this once per client and again, in the background and at most once
+per ``min_interval``, whenever a client reports signs of a lost topic (failed sends or
+commits, partitions missing from its metadata).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
     InvalidPartitionsError,
@@ -27,7 +36,7 @@ from resilient_task.adapters.kafka.clients import DRIVER_ERRORS, client_options,
 from resilient_task.errors import BackendError, ConfigurationError
 from resilient_task.properties import KafkaProperties
 
-__all__ = ["ensure_topic"]
+__all__ = ["TopicKeeper", "ensure_topic"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +44,20 @@ _NOT_ALLOWED = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
 _BAD_SETTINGS = (InvalidPartitionsError, InvalidReplicationFactorError, InvalidTopicError)
 
 
-async def ensure_topic(properties: KafkaProperties, *, time_limit: float = 10.0) -> None:
+async def ensure_topic(
+    properties: KafkaProperties, *, time_limit: float = 10.0, restore_partitions: int = 0
+) -> tuple[int, bool]:
     """Create ``properties.triggers_topic`` unless it exists.
+
+    Args:
+        properties: the topic's name, partitions and replication factor, and the client options.
+        time_limit: seconds for the whole call.
+        restore_partitions: the partition count this process saw before; an existing topic
+            with fewer partitions was lost and re-created, and gets them back.
+
+    Returns:
+        The topic's partition count now, and whether this call created the topic or added
+        partitions to it.
 
     Raises:
         ConfigurationError: the settings are impossible (bad name, partitions, replication
@@ -51,7 +72,7 @@ async def ensure_topic(properties: KafkaProperties, *, time_limit: float = 10.0)
     try:
         async with asyncio.timeout(time_limit):
             await admin.start()
-            await _create(admin, properties)
+            return await _create(admin, properties, restore_partitions)
     except (ConfigurationError, BackendError):
         raise
     except DRIVER_ERRORS as exc:
@@ -62,43 +83,128 @@ async def ensure_topic(properties: KafkaProperties, *, time_limit: float = 10.0)
         await admin.close()
 
 
-async def _create(admin: Any, properties: KafkaProperties) -> None:
+async def _create(
+    admin: Any, properties: KafkaProperties, restore_partitions: int
+) -> tuple[int, bool]:
     topic = properties.triggers_topic
     request = NewTopic(topic, properties.partitions, properties.replication_factor)
     response = await admin.create_topics([request])
     _, code, message = response.topic_errors[0][:3] if response.topic_errors else (topic, 0, None)
     if code == 0:
         logger.info("created Kafka topic %s with %d partitions", topic, properties.partitions)
-        return
+        return properties.partitions, True
     error = for_code(code)
     if error is TopicAlreadyExistsError:
-        await _check_partitions(admin, properties)
-    elif issubclass(error, _NOT_ALLOWED):
+        return await _check_partitions(admin, properties, restore_partitions)
+    if issubclass(error, _NOT_ALLOWED):
         if topic not in await admin.list_topics():
             raise ConfigurationError(
                 f"Kafka topic {topic!r} does not exist and this client may not create it "
                 f"({error.__name__}: {message}); create it or grant CreateTopics"
             )
-    elif issubclass(error, _BAD_SETTINGS):
+        return await _check_partitions(admin, properties, 0)
+    if issubclass(error, _BAD_SETTINGS):
         raise ConfigurationError(
             f"cannot create Kafka topic {topic!r} with {properties.partitions} partitions and "
             f"replication factor {properties.replication_factor}: {error.__name__}: {message}"
         )
-    else:
-        raise BackendError(
-            f"could not create Kafka topic {topic!r}: {error.__name__}: {message}",
-            transient=bool(error.retriable),
-        )
+    raise BackendError(
+        f"could not create Kafka topic {topic!r}: {error.__name__}: {message}",
+        transient=bool(error.retriable),
+    )
 
 
-async def _check_partitions(admin: Any, properties: KafkaProperties) -> None:
+async def _check_partitions(
+    admin: Any, properties: KafkaProperties, restore_partitions: int
+) -> tuple[int, bool]:
     topic = properties.triggers_topic
+    count = properties.partitions
     for description in await admin.describe_topics([topic]):
-        count = len(description.get("partitions", ()))
-        if description.get("topic") == topic and count != properties.partitions:
+        if description.get("topic") == topic:
+            count = len(description.get("partitions", ()))
+    if 0 < count < restore_partitions:
+        logger.warning(
+            "Kafka topic %s has %d partitions, fewer than the %d it had: it was lost and "
+            "re-created (by topic auto-creation?); adding the missing partitions",
+            topic,
+            count,
+            restore_partitions,
+        )
+        await admin.create_partitions({topic: NewPartitions(restore_partitions)})
+        return restore_partitions, True
+    if count != properties.partitions:
+        logger.warning(
+            "Kafka topic %s has %d partitions, not the configured %d; left as it is",
+            topic,
+            count,
+            properties.partitions,
+        )
+    return count, False
+
+
+class TopicKeeper:
+    """Ensures the triggers topic once, and again whenever a client suspects it was lost.
+
+    One keeper serves a triggerer's producer and consumer. :attr:`generation` grows each time a
+    check re-created the topic or added partitions back after it was seen before: clients whose
+    metadata predates that reconnect to see the new partitions.
+
+    Args:
+        properties: the topic and the client options.
+        min_interval: seconds between two background checks (a lost topic makes every send
+            and commit fail; one check per interval is enough).
+    """
+
+    def __init__(self, properties: KafkaProperties, *, min_interval: float = 2.0) -> None:
+        self._properties, self._min_interval = properties, min_interval
+        self.partitions = 0
+        """The partition count of the topic when it was last ensured (0: not yet)."""
+        self.generation = 0
+        """How many times a check found the topic lost and repaired it."""
+        self.checks = 0
+        """How many background checks ran (each suspicion within ``min_interval`` is folded)."""
+        self._next_check = 0.0
+        self._check: asyncio.Task[None] | None = None
+
+    async def ensure(self, time_limit: float) -> None:
+        """Create or check the topic now (see :func:`ensure_topic` for what it raises)."""
+        count, changed = await ensure_topic(
+            self._properties, time_limit=time_limit, restore_partitions=self.partitions
+        )
+        if changed and self.partitions:
+            self.generation += 1
             logger.warning(
-                "Kafka topic %s has %d partitions, not the configured %d; left as it is",
-                topic,
+                "Kafka topic %s was lost (the broker came back without it?); it has %d "
+                "partitions again",
+                self._properties.triggers_topic,
                 count,
-                properties.partitions,
             )
+        self.partitions = max(self.partitions, count)
+
+    def suspect(self, reason: str) -> None:
+        """A client saw signs of a lost topic: check it in the background, rate-limited."""
+        loop = asyncio.get_running_loop()
+        if self._check is not None and not self._check.done():
+            return
+        if loop.time() < self._next_check:
+            return
+        self._next_check = loop.time() + self._min_interval
+        self.checks += 1
+        logger.debug("checking Kafka topic %s: %s", self._properties.triggers_topic, reason)
+        self._check = asyncio.create_task(self._check_now(), name="resilient-task-topic-check")
+
+    async def _check_now(self) -> None:
+        try:
+            await self.ensure(time_limit=max(1.0, self._min_interval))
+        except (ConfigurationError, BackendError) as exc:
+            logger.debug("checking Kafka topic %s failed: %r", self._properties.triggers_topic, exc)
+        except Exception:
+            logger.exception("checking Kafka topic %s failed", self._properties.triggers_topic)
+
+    async def close(self) -> None:
+        """Cancel a check under way."""
+        check, self._check = self._check, None
+        if check is not None and not check.done():
+            check.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await check

@@ -34,7 +34,7 @@ from resilient_task.adapters.kafka.clients import (
 )
 from resilient_task.adapters.kafka.consumer import TriggerConsumer
 from resilient_task.adapters.kafka.messages import encode_trigger
-from resilient_task.adapters.kafka.topics import ensure_topic
+from resilient_task.adapters.kafka.topics import TopicKeeper
 from resilient_task.domain.task import BaseTask
 from resilient_task.errors import BackendError, ConfigurationError, TriggerError
 from resilient_task.ports.triggerer import TriggerCallback
@@ -44,6 +44,8 @@ __all__ = ["KafkaTriggerer"]
 
 logger = logging.getLogger(__name__)
 
+_PARTITION_CHECK_INTERVAL = 1.0
+"""Seconds between two looks at the producer's partition count of the topic."""
 _SEND_ERRORS: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, BackendError, ConfigurationError)
 
 
@@ -66,9 +68,10 @@ class KafkaTriggerer:
         max_in_flight: most callbacks running at once; then fetching pauses.
         stop_timeout: seconds stop (and a rebalance) waits for running callbacks.
         send_timeout: seconds :meth:`trigger` may take before it raises TriggerError.
-        retry_after: after a failed send, seconds during which :meth:`trigger` fails at once
-            (the tasks go to database polling) instead of blocking every caller for
-            ``send_timeout`` while the broker is down.
+        retry_after: seconds between two background probes of a broker that failed. After a
+            failed send, :meth:`trigger` fails at once (the tasks go to database polling) until
+            a probe -- the triggers of a refused call, sent in the background -- succeeds, so a
+            caller waits ``send_timeout`` at most once per outage, never once per window.
         connect_timeout: seconds :meth:`start` waits to subscribe before returning anyway.
         commit_interval: seconds between offset commits.
     """
@@ -95,11 +98,17 @@ class KafkaTriggerer:
         self._send_timeout, self._connect_timeout = send_timeout, connect_timeout
         self._commit_interval = commit_interval
         self._retry_after = retry_after
-        self._down_until = 0.0
+        self._down = False
+        self._next_probe = 0.0
+        self._probe: asyncio.Task[None] | None = None
         self._producer: Any = None
+        self._producer_generation = 0
+        self._next_partition_check = 0.0
         self._producer_lock = asyncio.Lock()
-        self._topic_ready = False
+        self._topic = TopicKeeper(properties)
         self._consumer: TriggerConsumer | None = None
+        self.probes = 0
+        """How many background probes of a failed broker were sent."""
 
     @property
     def paused(self) -> bool:
@@ -117,19 +126,17 @@ class KafkaTriggerer:
             return
         messages = [(self._partition_key(task), encode_trigger(task)) for task in tasks]
         topic = self._properties.triggers_topic
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._down_until:
+        if self._down:
+            self._probe_soon(messages)
             raise TriggerError(
-                f"Kafka topic {topic!r} failed recently; not waiting for it again for "
-                f"{self._down_until - loop.time():.1f} s (tasks are left to database polling)",
+                f"Kafka topic {topic!r} failed and has not answered a probe since; not waiting "
+                f"for it (tasks are left to database polling)",
                 transient=True,
             )
         try:
-            async with asyncio.timeout(self._send_timeout):
-                producer = await self._open_producer()
-                await _send_all(producer, topic, messages)
+            await self._send(messages)
         except _SEND_ERRORS as exc:
-            self._down_until = loop.time() + self._retry_after
+            self._failed(exc)
             ids = ", ".join(str(task.id) for task in tasks[:5])
             more = f" and {len(tasks) - 5} more" if len(tasks) > 5 else ""
             raise TriggerError(
@@ -137,6 +144,56 @@ class KafkaTriggerer:
                 f"{exc!r}",
                 transient=is_transient(exc),
             ) from exc
+
+    async def _send(self, messages: list[tuple[bytes, bytes]]) -> None:
+        topic = self._properties.triggers_topic
+        async with asyncio.timeout(self._send_timeout):
+            producer = await self._open_producer()
+            await _send_all(producer, topic, messages)
+            now = asyncio.get_running_loop().time()
+            if now >= self._next_partition_check:
+                # A topic re-created by the broker's auto-creation takes sends all the same,
+                # on fewer partitions: look at our metadata now and then (a dictionary look-up).
+                self._next_partition_check = now + _PARTITION_CHECK_INTERVAL
+                known = await producer.partitions_for(topic)
+                if len(known) < self._topic.partitions:
+                    self._topic.suspect(f"the producer's metadata shows partitions {known}")
+
+    def _failed(self, error: BaseException) -> None:
+        """A send failed: fail every call at once until a background probe succeeds."""
+        if not self._down:
+            logger.warning(
+                "Kafka topic %s unavailable (%r): triggers fail at once until a probe succeeds",
+                self._properties.triggers_topic,
+                error,
+            )
+        self._down = True
+        self._next_probe = asyncio.get_running_loop().time() + self._retry_after
+        self._topic.suspect(f"a send failed: {error!r}")
+
+    def _probe_soon(self, messages: list[tuple[bytes, bytes]]) -> None:
+        """Send ``messages`` in the background to learn whether the broker is back.
+
+        One probe at a time, at most one per ``retry_after``; duplicate triggers are harmless.
+        """
+        if self._probe is not None and not self._probe.done():
+            return
+        if asyncio.get_running_loop().time() < self._next_probe:
+            return
+        self.probes += 1
+        self._probe = asyncio.create_task(self._run_probe(messages), name="resilient-task-probe")
+
+    async def _run_probe(self, messages: list[tuple[bytes, bytes]]) -> None:
+        try:
+            await self._send(messages)
+        except _SEND_ERRORS as exc:
+            self._failed(exc)
+        except Exception:
+            logger.exception("probing Kafka topic %s failed", self._properties.triggers_topic)
+            self._failed(RuntimeError("probe failed"))
+        else:
+            self._down = False
+            logger.warning("Kafka topic %s takes triggers again", self._properties.triggers_topic)
 
     async def start(self, on_trigger: TriggerCallback) -> None:
         """Join the consumer group and deliver triggers to ``on_trigger`` in the background.
@@ -158,6 +215,7 @@ class KafkaTriggerer:
             stop_timeout=self._stop_timeout,
             commit_interval=self._commit_interval,
             connect_timeout=self._connect_timeout,
+            topic=self._topic,
         )
         try:
             await self._consumer.start()
@@ -168,10 +226,15 @@ class KafkaTriggerer:
     async def stop(self) -> None:
         """Stop consuming (handled offsets committed) and close the producer. Idempotent."""
         consumer, self._consumer = self._consumer, None
+        probe, self._probe = self._probe, None
         try:
+            if probe is not None and not probe.done():
+                probe.cancel()
+                await asyncio.gather(probe, return_exceptions=True)
             if consumer is not None:
                 await consumer.stop()
         finally:
+            await self._topic.close()
             async with self._producer_lock:
                 producer, self._producer = self._producer, None
             if producer is not None:
@@ -185,6 +248,12 @@ class KafkaTriggerer:
 
     async def _open_producer(self) -> Any:
         async with self._producer_lock:
+            if not self._topic.partitions:
+                await self._topic.ensure(time_limit=self._send_timeout)
+            if self._producer is not None and self._producer_generation != self._topic.generation:
+                # The topic was re-created: a new producer reads its partitions afresh.
+                stale, self._producer = self._producer, None
+                await self._close_producer(stale)
             if self._producer is None:
                 producer = AIOKafkaProducer(**self._producer_options())
                 try:
@@ -193,9 +262,7 @@ class KafkaTriggerer:
                     await self._close_producer(producer)
                     raise
                 self._producer = producer
-            if not self._topic_ready:
-                await ensure_topic(self._properties, time_limit=self._send_timeout)
-                self._topic_ready = True
+                self._producer_generation = self._topic.generation
             return self._producer
 
     async def _close_producer(self, producer: Any) -> None:

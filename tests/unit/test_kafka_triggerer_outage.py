@@ -1,0 +1,102 @@
+"""KafkaTriggerer.trigger during a broker outage, against a fake producer.
+
+A caller may wait the send timeout once per outage, never once per ``retry_after`` window:
+after the first failure, calls fail at once while a background probe finds out when the broker
+takes triggers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from resilient_task.adapters.kafka import clients as clients_module
+from resilient_task.adapters.kafka import topics as topics_module
+from resilient_task.adapters.kafka import triggerer as triggerer_module
+from resilient_task.adapters.kafka.triggerer import KafkaTriggerer
+from resilient_task.errors import TriggerError
+from resilient_task.properties import KafkaProperties
+from tests.contract.triggerer_contract import make_tasks
+
+pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
+
+SEND_TIMEOUT = 0.3
+RETRY_AFTER = 0.1
+
+
+class FakeProducer:
+    """Acknowledges sends while ``up``; otherwise their futures never resolve (a dead broker)."""
+
+    up = True
+    sends = 0
+
+    def __init__(self, **_: Any) -> None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> Any:
+        FakeProducer.sends += 1
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if FakeProducer.up:
+            future.set_result(None)
+        return future
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(6))
+
+    async def stop(self) -> None:
+        return None
+
+
+@pytest.fixture
+def fake_kafka(monkeypatch: pytest.MonkeyPatch) -> type[FakeProducer]:
+    async def exists(*_: Any, **__: Any) -> tuple[int, bool]:
+        return 6, False
+
+    monkeypatch.setattr(triggerer_module, "AIOKafkaProducer", FakeProducer)
+    accepted = clients_module._CLIENT_KEYS[AIOKafkaProducer]
+    monkeypatch.setitem(clients_module._CLIENT_KEYS, FakeProducer, accepted)
+    monkeypatch.setattr(topics_module, "ensure_topic", exists)
+    FakeProducer.up, FakeProducer.sends = True, 0
+    return FakeProducer
+
+
+async def test_during_an_outage_a_caller_waits_the_send_timeout_once_not_once_per_window(
+    fake_kafka: type[FakeProducer],
+) -> None:
+    triggerer = KafkaTriggerer(
+        properties=KafkaProperties(), send_timeout=SEND_TIMEOUT, retry_after=RETRY_AFTER
+    )
+    async with triggerer:
+        await triggerer.trigger(make_tasks(1))  # up: acknowledged
+        fake_kafka.up = False
+        waited, failed_at_once = 0, 0
+        for _ in range(12):  # 12 calls over ~1.2 s: a dozen retry_after windows
+            try:
+                await triggerer.trigger(make_tasks(1))
+            except TriggerError as exc:
+                if "could not send" in str(exc):
+                    waited += 1  # this caller waited the whole send timeout
+                else:
+                    failed_at_once += 1
+            await asyncio.sleep(RETRY_AFTER)
+        assert waited == 1, f"{waited} callers waited the send timeout during one outage"
+        assert failed_at_once == 11
+        assert triggerer.probes >= 1, "no background probe of the broker"
+
+        fake_kafka.up = True  # the broker is back: the next probe succeeds
+        recovered = False
+        for _ in range(50):
+            try:
+                await triggerer.trigger(make_tasks(1))
+            except TriggerError:
+                await asyncio.sleep(RETRY_AFTER)
+                continue
+            recovered = True
+            break
+        assert recovered, "triggers still fail at once after the broker came back"
