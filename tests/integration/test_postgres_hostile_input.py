@@ -59,12 +59,9 @@ async def test_concurrent_batches_with_overlapping_keys_in_any_order_never_deadl
             shuffled = rng.sample(keys, len(keys))
             batches[caller] = [make_task(type="payment", unique_key=k) for k in shuffled]
 
-        async def add(caller: int) -> None:
-            outcomes[caller] = await dao.insert_tasks(batches[caller])
-
         async with anyio.create_task_group() as tg:
             for caller in range(CALLERS):
-                tg.start_soon(add, caller)
+                tg.start_soon(_add, dao, batches[caller], outcomes, caller)
 
         owners: dict[str, set[UUID]] = {}
         for caller, batch in batches.items():
@@ -73,6 +70,12 @@ async def test_concurrent_batches_with_overlapping_keys_in_any_order_never_deadl
         assert all(len(ids) == 1 for ids in owners.values()), "a key has two owners"
         created = sum(o.created for results in outcomes.values() for o in results)
         assert created == KEYS
+
+
+async def _add(
+    dao: PostgresTaskDAO, batch: list[Task], outcomes: dict[int, list[InsertOutcome]], caller: int
+) -> None:
+    outcomes[caller] = await dao.insert_tasks(batch)
 
 
 _texts = st.one_of(
