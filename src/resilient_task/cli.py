@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import anyio
 
+from resilient_task.cli_tasks import add_tasks_commands, add_version_option, run_tasks
 from resilient_task.errors import ConfigurationError, ResilientTaskError
 
 __all__ = ["main"]
@@ -19,6 +20,7 @@ _DATABASE_URL = "RESILIENT_TASK_DATABASE_URL"
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resilient-task", description=__doc__)
+    add_version_option(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the payment-flow demo on one node")
@@ -58,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         help="allow a node whose tasks live in this process's memory (no database): they are "
         "lost when it exits and no other process can add to them",
     )
+    add_tasks_commands(sub)
     return parser
 
 
@@ -73,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _db(args)
         if args.command == "worker":
             return _worker(args.app, in_memory=args.in_memory)
+        if args.command == "tasks":
+            return run_tasks(args)
     except ResilientTaskError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,548 @@
+"""``resilient-task tasks ...``: list, count, show and act on tasks in a PostgreSQL store.
+
+Commands (every one takes ``--database-url`` (default ``$RESILIENT_TASK_DATABASE_URL``),
+``--schema`` and ``--table-prefix``, like ``db upgrade``)::
+
+    tasks list [--status S]... [--type T]... [--older-than 10m] [--limit N] [--json]
+    tasks show ID [--data none|utf8|base64] [--json]
+    tasks count [--by-type] [--json]
+    tasks resume|fail|cancel ID... [--version V] [--dry-run] [--json]
+    tasks resume|fail|cancel --status S [--type T]... [--older-than D] [--limit N] [--dry-run]
+    tasks reschedule ID... --at 2026-12-01T10:00Z|+10m [--version V] [--dry-run]
+
+Everything goes through :class:`~resilient_task.service.operator.TaskOperator`; no SQL here.
+Each acted-on task prints one line with its outcome (OK, NOT_FOUND, CHANGED, NOT_ALLOWED).
+
+Exit codes::
+
+    0    done; every task acted on is OK
+    1    at least one task was NOT_FOUND, CHANGED or NOT_ALLOWED; `tasks show` of an unknown id
+    2    wrong input: a bad status name, duration, time, uuid, version or limit, no
+         --database-url, an invalid URL, schema or prefix (argparse's own usage errors too)
+    3    the store cannot be used: unreachable, tables missing or at another version, or
+         another database failure (a bulk action may then have changed some tasks already)
+    130  interrupted (Ctrl-C)
+
+Wrong input never shows a traceback: one line ``error: ...`` on stderr.
+
+This command line has no trigger broker: a resumed task is stored already overdue, so the next
+poll of any worker (every ``polling_interval``, 2 s by default) starts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import re
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, TextIO
+from uuid import UUID
+
+import anyio
+
+from resilient_task.domain.requests import MAX_DURATION, require_time, version_problem
+from resilient_task.domain.task import BaseTask, Task, TaskStatus
+from resilient_task.errors import (
+    BackendError,
+    ConfigurationError,
+    ResilientTaskError,
+    SchemaVersionError,
+    TaskNotFoundError,
+    ValidationError,
+)
+from resilient_task.logtext import loggable
+from resilient_task.ports.clock import Clock
+from resilient_task.ports.task_dao import TaskDAO
+from resilient_task.ports.task_queries import MAX_LIST_LIMIT, TaskQueries
+from resilient_task.service.operator import (
+    Action,
+    ActionResult,
+    Outcome,
+    TaskCounts,
+    TaskOperator,
+)
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_STORE",
+    "EXIT_USAGE",
+    "OperatorFactory",
+    "add_tasks_commands",
+    "add_version_option",
+    "build_operator",
+    "format_duration",
+    "open_operator",
+    "parse_duration",
+    "parse_time",
+    "run_tasks",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_STORE = 3
+EXIT_INTERRUPTED = 130
+
+DATABASE_URL_ENV = "RESILIENT_TASK_DATABASE_URL"
+
+OperatorFactory = Callable[[argparse.Namespace], AbstractAsyncContextManager[TaskOperator]]
+"""Opens the operator a command runs on (tests pass one over the in-memory store)."""
+
+# -- parsing ----------------------------------------------------------------------------
+
+_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+_DURATION = re.compile(r"(?:[0-9]+(?:ms|s|m|h|d|w))+")
+_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w)")
+_MAX_TEXT = 100
+
+
+def parse_duration(text: str) -> timedelta:
+    """A duration such as ``10m``, ``90s``, ``1h30m``, ``2d`` or ``250ms`` (zero allowed).
+
+    Units: ``ms``, ``s``, ``m``, ``h``, ``d``, ``w``; at most ten years in all.
+
+    Raises:
+        ValidationError: anything else, with a one-line reason.
+    """
+    if not isinstance(text, str):
+        raise ValidationError(f"duration must be a str, got {type(text).__name__}")
+    if len(text) > _MAX_TEXT or not _DURATION.fullmatch(text):
+        raise ValidationError(
+            f"bad duration {loggable(text, 40)!r}: use a number and a unit, "
+            "e.g. 90s, 10m, 1h30m, 2d (units ms, s, m, h, d, w)"
+        )
+    millis = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(text))
+    if millis > MAX_DURATION // timedelta(milliseconds=1):
+        raise ValidationError(f"duration {text} is longer than ten years")
+    return timedelta(milliseconds=millis)
+
+
+def format_duration(duration: timedelta) -> str:
+    """``duration`` (not negative) as :func:`parse_duration` reads it: ``1h2m3s``, ``0s``."""
+    millis = duration // timedelta(milliseconds=1)
+    parts = []
+    for unit in ("d", "h", "m", "s", "ms"):
+        count, millis = divmod(millis, _UNITS[unit])
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+def parse_time(text: str, *, now: datetime) -> datetime:
+    """``+10m`` (from ``now``) or an ISO 8601 time with a zone (``2026-12-01T10:00Z``), in UTC.
+
+    Raises:
+        ValidationError: not such a time, no time zone, or outside the storable range.
+    """
+    if not isinstance(text, str):
+        raise ValidationError(f"time must be a str, got {type(text).__name__}")
+    if text.startswith("+"):
+        return require_time("time", now + parse_duration(text[1:]))
+    if len(text) > _MAX_TEXT or not text.isascii():
+        raise ValidationError(
+            f"bad time {loggable(text, 40)!r}: use e.g. 2026-12-01T10:00Z or +10m"
+        )
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationError(
+            f"bad time {text!r}: use e.g. 2026-12-01T10:00Z, 2026-12-01T12:00+02:00 or +10m"
+        ) from None
+    if parsed.tzinfo is None:
+        raise ValidationError(f"time {text!r} has no time zone: add Z (UTC) or +hh:mm")
+    return require_time("time", parsed).astimezone(UTC)
+
+
+def _status(text: str) -> TaskStatus:
+    name = text.upper()
+    if text.isascii() and name in TaskStatus.__members__:
+        return TaskStatus[name]
+    names = ", ".join(TaskStatus.__members__)
+    raise ValidationError(f"unknown status {loggable(text, 40)!r}: use one of {names}")
+
+
+def _uuid(text: str) -> UUID:
+    try:
+        if len(text) <= _MAX_TEXT:
+            return UUID(text)
+    except ValueError:
+        pass
+    raise ValidationError(f"bad task id {loggable(text, 40)!r}: expected a uuid")
+
+
+def _count(text: str, name: str, maximum: int | None = None) -> int:
+    problem = None
+    if not (text.isascii() and text.isdigit()) or len(text) > 20:
+        problem = "a non-negative whole number"
+    else:
+        value = int(text)
+        if name == "version" and version_problem(value):
+            problem = "at most 2**63-1"
+        elif maximum is not None and not 1 <= value <= maximum:
+            problem = f"from 1 to {maximum}"
+        else:
+            return value
+    raise ValidationError(f"--{name} must be {problem}, got {loggable(text, 40)!r}")
+
+
+# -- the parser -------------------------------------------------------------------------
+
+
+def add_version_option(parser: argparse.ArgumentParser) -> None:
+    """``--version``: print ``resilient-task <version>`` and exit 0."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("resilient-task")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        found = "unknown"
+    parser.add_argument("--version", action="version", version=f"resilient-task {found}")
+
+
+def _store_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--database-url",
+        default=os.environ.get(DATABASE_URL_ENV),
+        help=f"defaults to ${DATABASE_URL_ENV}",
+    )
+    parent.add_argument("--schema", default="public")
+    parent.add_argument("--table-prefix", default="resilient_task_")
+    parent.add_argument("--json", action="store_true", help="one JSON object per line")
+    return parent
+
+
+def _filters(parser: argparse.ArgumentParser, default_limit: int) -> None:
+    parser.add_argument("--status", action="append", default=[], help="repeatable")
+    parser.add_argument("--type", action="append", default=[], help="repeatable")
+    parser.add_argument(
+        "--older-than", help="next event time at least this long ago: 90s, 10m, 2h, 1d"
+    )
+    parser.add_argument(
+        "--limit",
+        default=str(default_limit),
+        help=f"at most {MAX_LIST_LIMIT} (default %(default)s)",
+    )
+
+
+def add_tasks_commands(commands: Any) -> None:
+    """Add ``tasks`` and its sub-commands to ``commands`` (``parser.add_subparsers()``)."""
+    store = _store_options()
+    tasks = commands.add_parser(
+        "tasks",
+        help="list, count, show, resume, fail, cancel or reschedule tasks",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog="exit codes: 0 ok, 1 some task not OK, 2 wrong input, 3 store unusable",
+    )
+    sub = tasks.add_subparsers(dest="tasks_command", required=True)
+
+    listing = sub.add_parser("list", parents=[store], help="tasks by status, type and age")
+    _filters(listing, 100)
+    show = sub.add_parser("show", parents=[store], help="every field of one task")
+    show.add_argument("task_id")
+    show.add_argument(
+        "--data", choices=("none", "utf8", "base64"), default="none", help="show the payload"
+    )
+    count = sub.add_parser("count", parents=[store], help="counts and the oldest overdue tasks")
+    count.add_argument("--by-type", action="store_true")
+    for action in Action:
+        what = {
+            Action.RESUME: "run now (WAITING, SUBMITTED, PROCESSING, ERROR)",
+            Action.FAIL: "mark as FAILED (ERROR, PROCESSING)",
+            Action.CANCEL: "cancel (WAITING)",
+            Action.RESCHEDULE: "move to another time (WAITING)",
+        }[action]
+        command = sub.add_parser(action.value, parents=[store], help=what)
+        command.add_argument("task_ids", nargs="*", metavar="ID")
+        command.add_argument("--version", help="act only if the task is at this version")
+        command.add_argument("--dry-run", action="store_true", help="say what would happen")
+        _filters(command, 100)
+        if action is Action.RESCHEDULE:
+            command.add_argument("--at", required=True, help="2026-12-01T10:00Z or +10m")
+        if action is Action.FAIL:
+            command.add_argument("--reason", help="recorded as the task's last error")
+
+
+# -- composition ------------------------------------------------------------------------
+
+
+class _NoTriggers:
+    """The command line's triggerer: nothing to send to.
+
+    The store is the truth and triggers are only hints: the operator's task service stores
+    resumed tasks already overdue (see :func:`build_operator`), so every worker's resumer
+    starts them on its next poll.
+    """
+
+    async def trigger(self, tasks: Sequence[BaseTask]) -> None:
+        """Send nothing; the tasks wait in the store for the next poll."""
+
+    async def start(self, on_trigger: Any) -> None:
+        """Nothing to deliver."""
+
+    async def stop(self) -> None:
+        """Nothing to stop."""
+
+
+def build_operator(*, dao: TaskDAO, queries: TaskQueries, clock: Clock) -> TaskOperator:
+    """The operator of a process that runs no workers and has no broker (this CLI).
+
+    Its task service sends no triggers and gives resumed tasks a pick-up deadline of one
+    microsecond, so the next poll of any worker re-triggers and starts them.
+    """
+    from resilient_task.properties import TaskProperties
+    from resilient_task.service.registry import HandlerRegistry
+    from resilient_task.service.task_service import TaskService
+
+    service = TaskService(
+        dao=dao,
+        triggerer=_NoTriggers(),
+        registry=HandlerRegistry(),
+        clock=clock,
+        properties=TaskProperties(
+            expected_queue_time=timedelta(microseconds=1), node_id="resilient-task-cli"
+        ),
+        poll_only=True,
+    )
+    return TaskOperator(service=service, queries=queries, clock=clock)
+
+
+@asynccontextmanager
+async def open_operator(args: argparse.Namespace) -> AsyncIterator[TaskOperator]:
+    """The operator over the PostgreSQL store named by ``args`` (URL, schema, prefix)."""
+    from resilient_task.adapters.postgres import open_postgres_dao
+    from resilient_task.adapters.postgres.queries import PostgresTaskQueries
+    from resilient_task.adapters.system.clock import SystemClock
+
+    async with open_postgres_dao(
+        args.database_url,
+        schema=args.schema,
+        prefix=args.table_prefix,
+        pool_size=8,
+        max_overflow=0,
+        connect_timeout=5,
+        application_name="resilient-task-cli",
+    ) as dao:
+        yield build_operator(dao=dao, queries=PostgresTaskQueries(dao=dao), clock=SystemClock())
+
+
+# -- running ----------------------------------------------------------------------------
+
+
+def run_tasks(args: argparse.Namespace, *, operator: OperatorFactory | None = None) -> int:
+    """Run a parsed ``tasks`` command; returns the exit code (see the module docstring)."""
+    if operator is None:
+        if not args.database_url:
+            return _fail(f"--database-url (or ${DATABASE_URL_ENV}) is required", EXIT_USAGE)
+        operator = open_operator
+    try:
+        return anyio.run(_run, args, operator)
+    except (ValidationError, TaskNotFoundError, SchemaVersionError, BackendError) as exc:
+        code = {ValidationError: EXIT_USAGE, TaskNotFoundError: EXIT_FAILED}.get(
+            type(exc), EXIT_STORE
+        )
+        return _fail(str(exc), code)
+    except ConfigurationError as exc:  # an invalid URL, schema or prefix
+        return _fail(str(exc), EXIT_USAGE)
+    except ResilientTaskError as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {loggable(message, 500)}", file=sys.stderr)
+    return code
+
+
+async def _run(args: argparse.Namespace, factory: OperatorFactory) -> int:
+    command = args.tasks_command
+    if command == "show":
+        task_id = _uuid(args.task_id)
+    elif command != "count":
+        statuses = [_status(s) for s in args.status]
+        older = None if args.older_than is None else parse_duration(args.older_than)
+        limit = _count(args.limit, "limit", MAX_LIST_LIMIT)
+    async with factory(args) as operator:
+        if command == "show":
+            _print_task(await operator.show(task_id), args.data, args.json)
+            return EXIT_OK
+        if command == "count":
+            _print_counts(await operator.count(by_type=args.by_type), args.json)
+            return EXIT_OK
+        query = operator.query(statuses=statuses, types=args.type, older_than=older, limit=limit)
+        if command == "list":
+            tasks = await operator.list_tasks(query)
+            _print_tasks(tasks, args.json)
+            if len(tasks) == limit:
+                print(f"(limit {limit} reached: more tasks may match)", file=sys.stderr)
+            return EXIT_OK
+        return await _act(args, operator, Action(command), query)
+
+
+async def _act(args: argparse.Namespace, operator: TaskOperator, action: Action, query: Any) -> int:
+    run_at = parse_time(args.at, now=operator.now()) if action is Action.RESCHEDULE else None
+    reason = getattr(args, "reason", None)
+    bulk = bool(args.status or args.type or args.older_than)
+    if args.task_ids and bulk:
+        raise ValidationError("give task ids or --status/--type/--older-than, not both")
+    if args.task_ids:
+        version = None if args.version is None else _count(args.version, "version")
+        ids = [_uuid(text) for text in args.task_ids]
+        results = await operator.act(
+            action, ids, version=version, run_at=run_at, reason=reason, dry_run=args.dry_run
+        )
+    else:
+        if not args.status:
+            raise ValidationError(
+                f"{action.value} needs task ids, or --status (with optional --type, "
+                "--older-than, --limit) to select tasks"
+            )
+        if args.version is not None:
+            raise ValidationError("--version is for task ids; a selection acts on what it read")
+        results = await operator.act_on_selection(
+            action, query, run_at=run_at, reason=reason, dry_run=args.dry_run
+        )
+        if len(results) == query.limit:
+            print(f"(limit {query.limit} reached: run again for more)", file=sys.stderr)
+    _print_results(action, results, args.json)
+    return EXIT_OK if all(r.outcome is Outcome.OK for r in results) else EXIT_FAILED
+
+
+# -- output -----------------------------------------------------------------------------
+
+
+def _time(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _fields(task: Task) -> dict[str, Any]:
+    return {
+        "id": str(task.id),
+        "type": task.type,
+        "sub_type": task.sub_type,
+        "status": task.status.value,
+        "version": task.version,
+        "priority": task.priority,
+        "processing_tries_count": task.processing_tries_count,
+        "recovery_count": task.recovery_count,
+        "next_event_time": task.next_event_time.isoformat(),
+        "created_at": task.created_at.isoformat(),
+        "updated_at": task.updated_at.isoformat(),
+        "processing_node": task.processing_node,
+        "unique_key": task.unique_key,
+        "last_error": task.last_error,
+    }
+
+
+def _json(value: dict[str, Any], out: TextIO = sys.stdout) -> None:
+    print(json.dumps(value, ensure_ascii=True), file=out)
+
+
+_ROW = "{:36}  {:24}  {:10}  {:>7}  {:>5}  {:20}  {:16}  {}"
+
+
+def _print_tasks(tasks: Sequence[Task], as_json: bool) -> None:
+    if as_json:
+        for task in tasks:
+            _json(_fields(task))
+        return
+    print(_ROW.format("ID", "TYPE", "STATUS", "VERSION", "TRIES", "NEXT EVENT", "NODE", "ERROR"))
+    for t in tasks:
+        print(
+            _ROW.format(
+                str(t.id),
+                loggable(t.type, 24),
+                t.status.value,
+                t.version,
+                t.processing_tries_count,
+                _time(t.next_event_time),
+                loggable(t.processing_node or "-", 16),
+                loggable(t.last_error or "", 60),
+            )
+        )
+
+
+def _print_task(task: Task, data: str, as_json: bool) -> None:
+    fields = _fields(task)
+    if data != "none":
+        fields["data_encoding"] = data
+        fields["data"] = (
+            base64.b64encode(task.data).decode("ascii")
+            if data == "base64"
+            else task.data.decode("utf-8", "backslashreplace")
+        )
+    if as_json:
+        _json(fields)
+        return
+    fields["data_bytes"] = len(task.data)
+    for name, value in fields.items():
+        if name in ("data", "last_error") and value is not None:
+            text = loggable(value, max(len(value), 1))  # control characters escaped, uncut
+        else:
+            text = "-" if value is None else loggable(value, 500)
+        print(f"{name + ':':24}{text}")
+
+
+def _print_counts(counts: TaskCounts, as_json: bool) -> None:
+    ages = {
+        s.value: None if a is None else a.total_seconds() for s, a in counts.oldest_overdue.items()
+    }
+    if as_json:
+        value: dict[str, Any] = {
+            "at": counts.at.isoformat(),
+            "by_status": {s.value: n for s, n in counts.by_status.items()},
+            "oldest_overdue_seconds": ages,
+        }
+        if counts.by_type is not None:
+            value["by_type"] = [
+                {"status": s.value, "type": t, "count": n}
+                for (s, t), n in sorted(counts.by_type.items())
+            ]
+        _json(value)
+        return
+    for status, n in counts.by_status.items():
+        print(f"{status.value:12}{n:>12}")
+    if counts.by_type is not None:
+        print()
+        for (status, type_), n in sorted(counts.by_type.items()):
+            print(f"{status.value:12}{n:>12}  {loggable(type_, 80)}")
+    print()
+    for status, age in counts.oldest_overdue.items():
+        shown = "none" if age is None else format_duration(age - age % timedelta(seconds=1))
+        print(f"oldest overdue {status.value}: {shown}")
+
+
+def _print_results(action: Action, results: Sequence[ActionResult], as_json: bool) -> None:
+    for r in results:
+        if as_json:
+            _json(
+                {
+                    "id": str(r.task_id),
+                    "action": action.value,
+                    "outcome": r.outcome.value,
+                    "status": None if r.task is None else r.task.status.value,
+                    "version": None if r.task is None else r.task.version,
+                    "detail": r.detail or None,
+                    "dry_run": r.dry_run,
+                }
+            )
+            continue
+        if r.outcome is Outcome.OK and r.task is not None:
+            state = f"{r.task.status.value} at version {r.task.version}"
+            detail = f"would {action.value}: {state}" if r.dry_run else f"now {state}"
+        else:
+            detail = loggable(r.detail, 200)
+        print(f"{r.task_id}  {r.outcome.value:11}  {detail}")
+    tally: dict[str, int] = {}
+    for r in results:
+        tally[r.outcome.value] = tally.get(r.outcome.value, 0) + 1
+    summary = ", ".join(f"{n} {o}" for o, n in tally.items()) or "no tasks"
+    dry = " (dry run: nothing written)" if any(r.dry_run for r in results) else ""
+    print(f"{action.value}: {summary}{dry}", file=sys.stderr)
