@@ -1,0 +1,126 @@
+"""PostgresTaskQueries passes the TaskQueries contract, and its reads use the poll index."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from resilient_task.adapters.postgres import PostgresTaskDAO, create_engine
+from resilient_task.adapters.postgres.queries import PostgresTaskQueries
+from resilient_task.domain.task import TaskStatus
+from resilient_task.ports.task_dao import TaskDAO
+from resilient_task.ports.task_queries import TaskQueries, TaskQuery
+from tests.contract.task_dao_contract import NOW, make_task
+from tests.contract.task_queries_contract import TaskQueriesContract
+from tests.integration.postgres_env import isolated_schema
+
+
+class TestPostgresTaskQueriesContract(TaskQueriesContract):
+    @pytest.fixture
+    async def stores(self, database_url: str) -> AsyncIterator[tuple[TaskDAO, TaskQueries]]:
+        async with isolated_schema(database_url) as settings:
+            engine = create_engine(database_url, pool_size=2, max_overflow=2)
+            async with PostgresTaskDAO(engine=engine, settings=settings, owns_engine=True) as dao:
+                yield dao, PostgresTaskQueries(dao=dao)
+
+
+async def _plans(
+    dao: PostgresTaskDAO, read: Callable[[], Awaitable[object]]
+) -> list[dict[str, Any]]:
+    """The plans PostgreSQL chooses for every statement ``read`` executes."""
+    captured: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        if not statement.lstrip().upper().startswith(("EXPLAIN", "SELECT VERSION")):
+            captured.append((statement, params))
+
+    sa.event.listen(dao.engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        await read()
+    finally:
+        sa.event.remove(dao.engine.sync_engine, "before_cursor_execute", capture)
+    plans = []
+    async with dao.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        cursor = raw.driver_connection.cursor()  # type: ignore[union-attr]
+        for statement, params in captured:
+            if "schema_version" in statement:
+                continue
+            await cursor.execute("EXPLAIN (FORMAT JSON) " + statement, params)
+            [[plan]] = await cursor.fetchall()
+            plans.append(plan[0]["Plan"])
+    return plans
+
+
+def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [plan]
+    for child in plan.get("Plans", []):
+        found.extend(_nodes(child))
+    return found
+
+
+@pytest.fixture
+async def big_store(database_url: str) -> AsyncIterator[PostgresTaskDAO]:
+    """20,000 tasks spread over every status, analysed."""
+    async with isolated_schema(database_url) as settings:
+        engine = create_engine(database_url, pool_size=2, max_overflow=2)
+        async with PostgresTaskDAO(engine=engine, settings=settings, owns_engine=True) as dao:
+            statuses = list(TaskStatus)
+            for batch in range(20):
+                await dao.insert_tasks(
+                    [
+                        make_task(next_event_time=NOW + timedelta(seconds=batch * 1000 + i))
+                        for i in range(1000)
+                    ]
+                )
+            table = f'"{settings.schema}"."{settings.prefix}tasks"'
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.text(
+                        f"UPDATE {table} SET status = (:statuses)[1 + abs(hashtext(id::text)) % 7]"
+                    ),
+                    {"statuses": [s.value for s in statuses]},
+                )
+                await conn.execute(sa.text(f"ANALYZE {table}"))
+            yield dao
+
+
+@pytest.mark.anyio
+async def test_a_listing_reads_one_poll_index_range_per_status(
+    big_store: PostgresTaskDAO,
+) -> None:
+    queries = PostgresTaskQueries(dao=big_store)
+
+    [one] = await _plans(
+        big_store, lambda: queries.list_tasks(TaskQuery(statuses=(TaskStatus.ERROR,), limit=50))
+    )
+    [every] = await _plans(big_store, lambda: queries.list_tasks(TaskQuery(limit=50)))
+
+    # An incremental sort only orders ties of next_event_time by (priority, id): it reads the
+    # index in order and stops at the limit. A full "Sort" would read every match first.
+    assert {n["Node Type"] for n in _nodes(one)} <= {"Limit", "Index Scan", "Incremental Sort"}
+    assert all(n["Index Name"].endswith("tasks_poll_idx") for n in _nodes(one) if "Index Name" in n)
+    scans = [n for n in _nodes(every) if n["Node Type"] == "Index Scan"]
+    assert len(scans) == len(TaskStatus)
+    assert all(n["Index Name"].endswith("tasks_poll_idx") for n in scans)
+    assert not {"Seq Scan", "Bitmap Heap Scan"} & {n["Node Type"] for n in _nodes(every)}
+
+
+@pytest.mark.anyio
+async def test_the_oldest_overdue_task_is_one_poll_index_entry(
+    big_store: PostgresTaskDAO,
+) -> None:
+    queries = PostgresTaskQueries(dao=big_store)
+
+    [plan] = await _plans(
+        big_store,
+        lambda: queries.oldest_overdue(TaskStatus.SUBMITTED, now=NOW + timedelta(days=1)),
+    )
+
+    types = {n["Node Type"] for n in _nodes(plan)}
+    assert types <= {"Limit", "Index Scan", "Index Only Scan"}
+    assert any(n.get("Index Name", "").endswith("tasks_poll_idx") for n in _nodes(plan))
