@@ -1,8 +1,9 @@
-"""The README's "Testing your handlers" block, run as written (so README and tests cannot drift).
+"""The README's examples, run as written (so README and tests cannot drift).
 
-The block is a complete test module. Its test functions are compiled from README.md into this
+The "Testing your handlers" block is a complete test module. Its test functions are compiled from README.md into this
 module (pytest collects them here, on both anyio backends), and the block also runs as its own
-file under a bare pytest configuration, as a user who copies it would run it.
+file under a bare pytest configuration, as a user who copies it would run it. The "Quick
+start" block runs as a script.
 """
 
 from __future__ import annotations
@@ -53,3 +54,20 @@ def test_the_readme_block_passes_under_plain_pytest(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"\b[1-9]\d* passed\b", done.stdout), done.stdout
     assert "skipped" not in done.stdout
+
+
+def test_the_readme_quick_start_runs_as_a_script(tmp_path: Path) -> None:
+    code, _ = readme_block("## Quick start")
+    script = tmp_path / "quick_start.py"
+    script.write_text(code, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESILIENT_TASK_")}
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(r"[0-9a-f-]{36} AddTaskResultCode\.OK\n", done.stdout), done.stdout
