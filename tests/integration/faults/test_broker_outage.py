@@ -3,7 +3,10 @@
 The test runs its own broker on a free port (Apache Kafka; tansu with
 ``RESILIENT_TASK_TEST_FAULT_BROKER=tansu``), so killing it disturbs no other test. It is killed
 with SIGKILL and comes back empty, as after a lost disk: Apache Kafka's data directory is wiped
-before the restart, so no topics, no committed offsets, a new cluster id.
+before the restart, so no topics, no committed offsets, a new cluster id. The running workers
+must bring the topic back with all its partitions: with topic auto-creation on, a client's
+metadata request re-creates it first with the broker's default of one partition; with it off,
+only the workers can re-create it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.faults.harness import (
+    PARTITIONS,
     Cluster,
     PrivateBroker,
     Store,
@@ -26,6 +30,7 @@ from tests.integration.faults.harness import (
     scenario,
     start_latencies,
     time_limit,
+    topic_partitions,
     unfinished,
     wait_fast_path,
 )
@@ -37,13 +42,14 @@ BEFORE, DURING, AFTER = 1000, 600, 40
 PROBES = 20
 
 
+@pytest.mark.parametrize("auto_create", [True, False], ids=["auto-create", "no-auto-create"])
 async def test_broker_stopped_mid_run_every_task_runs_exactly_once(
-    database_url: str, kafka_bootstrap: str, tmp_path: Path
+    database_url: str, kafka_bootstrap: str, tmp_path: Path, auto_create: bool
 ) -> None:
     del kafka_bootstrap  # the shared broker must be there (CI), but this test needs its own
     with time_limit(240):
         async with (
-            PrivateBroker(tmp_path) as broker,
+            PrivateBroker(tmp_path, auto_create_topics=auto_create) as broker,
             scenario(database_url, broker.bootstrap, tmp_path) as world,
         ):
             store = Store(world)
@@ -80,6 +86,7 @@ async def test_broker_stopped_mid_run_every_task_runs_exactly_once(
                         # The broker accelerates again: a trigger runs a task in milliseconds.
                         fast_again = await wait_fast_path(app, store, within=30, since=restarted_at)
                         recovery = time.monotonic() - restarted_at
+                        partitions_back = await topic_partitions(world)
                         rows_recovery = await store.rows()
                         probes_recovered = await add_spaced(app, PROBES, 0.05)
                     total = len(await store.rows())
@@ -92,7 +99,8 @@ async def test_broker_stopped_mid_run_every_task_runs_exactly_once(
     ran = counts(executions)
     twice = {task_id: n for task_id, n in ran.items() if n > 1}
     print(
-        f"\nbroker outage of {outage:.1f} s; trigger->start latency "
+        f"\n{broker.kind} broker (auto-create {auto_create}) outage of {outage:.1f} s; "
+        f"topic back with {partitions_back} partitions; trigger->start latency "
         f"up: {percentiles(start_latencies(probes_up, rows, executions))}; "
         f"down: {percentiles(start_latencies(probes_down, rows, executions))}; "
         f"bulk during outage: {percentiles(start_latencies(during, rows, executions))} "
@@ -112,6 +120,11 @@ async def test_broker_stopped_mid_run_every_task_runs_exactly_once(
     assert status_after == {"DONE": so_far + AFTER + PROBES}, (
         f"after the broker came back, not all DONE: {dict(status_after)}\n"
         f"{unfinished(rows_after)}\n{cluster.logs()}"
+    )
+    assert partitions_back == PARTITIONS, (
+        f"{recovery:.0f} s after the broker came back without its data, the triggers topic has "
+        f"{partitions_back} partitions, not {PARTITIONS}: the running workers did not bring "
+        f"it back\n{cluster.logs()}"
     )
     silent = sorted(p for p, took in fast_again.items() if took is None)
     assert not silent, (
