@@ -40,7 +40,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, TextIO
+from typing import Any
 from uuid import UUID
 
 import anyio
@@ -143,7 +143,11 @@ def parse_time(text: str, *, now: datetime) -> datetime:
     if not isinstance(text, str):
         raise ValidationError(f"time must be a str, got {type(text).__name__}")
     if text.startswith("+"):
-        return require_time("time", now + parse_duration(text[1:]))
+        duration = parse_duration(text[1:])
+        try:
+            return require_time("time", now + duration).astimezone(UTC)
+        except OverflowError:  # beyond year 9999
+            raise ValidationError(f"time {text} is outside the storable range") from None
     if len(text) > _MAX_TEXT or not text.isascii():
         raise ValidationError(
             f"bad time {loggable(text, 40)!r}: use e.g. 2026-12-01T10:00Z or +10m"
@@ -441,8 +445,8 @@ def _fields(task: Task) -> dict[str, Any]:
     }
 
 
-def _json(value: dict[str, Any], out: TextIO = sys.stdout) -> None:
-    print(json.dumps(value, ensure_ascii=True), file=out)
+def _json(value: dict[str, Any]) -> None:
+    print(json.dumps(value, ensure_ascii=True))
 
 
 _ROW = "{:36}  {:24}  {:10}  {:>7}  {:>5}  {:20}  {:16}  {}"
@@ -484,10 +488,20 @@ def _print_task(task: Task, data: str, as_json: bool) -> None:
     fields["data_bytes"] = len(task.data)
     for name, value in fields.items():
         if name in ("data", "last_error") and value is not None:
-            text = loggable(value, max(len(value), 1))  # control characters escaped, uncut
+            text = _printable(value)  # uncut
         else:
             text = "-" if value is None else loggable(value, 500)
         print(f"{name + ':':24}{text}")
+
+
+def _printable(text: str) -> str:
+    """``text`` with every unprintable character (newline, escape...) escaped, the rest kept."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for c in text
+    )
 
 
 def _print_counts(counts: TaskCounts, as_json: bool) -> None:
