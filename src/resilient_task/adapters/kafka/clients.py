@@ -81,6 +81,8 @@ def is_transient(error: BaseException) -> bool:
 async def close_client(client: Any, *, what: str, wait: float) -> None:
     """Stop an aiokafka client, waiting at most ``wait`` seconds; the rest goes on in background.
 
+    ``wait=0`` returns at once (a client being replaced, whose stop nobody needs to await).
+
     A consumer's stop first waits for the group coordinator (a rebalance in progress, or a
     request timeout in an outage); a producer's flushes pending sends. Cancelling either would
     leave aiokafka's tasks and sockets behind, so a slow stop is left to finish on its own.
@@ -88,6 +90,8 @@ async def close_client(client: Any, *, what: str, wait: float) -> None:
     closing = asyncio.create_task(_stop_logging_errors(client, what))
     _closing.add(closing)
     closing.add_done_callback(_closing.discard)
+    if wait <= 0:
+        return  # the caller chose not to wait: the stop finishes in the background
     _, pending = await asyncio.wait({closing}, timeout=wait)
     if pending:
         logger.warning("%s still closing after %.1f s; finishing in the background", what, wait)

@@ -353,6 +353,7 @@ class TriggerConsumer:
             self._topic.suspect(f"an offset commit failed: {exc!r}")
             return False
         self._tracker.committed(offsets)
+        self._outage.recovered()
         return True
 
     def _check_topic(self, consumer: Any) -> None:

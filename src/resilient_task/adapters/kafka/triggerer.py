@@ -253,7 +253,7 @@ class KafkaTriggerer:
             if self._producer is not None and self._producer_generation != self._topic.generation:
                 # The topic was re-created: a new producer reads its partitions afresh.
                 stale, self._producer = self._producer, None
-                await self._close_producer(stale)
+                await close_client(stale, what="replaced Kafka trigger producer", wait=0)
             if self._producer is None:
                 producer = AIOKafkaProducer(**self._producer_options())
                 try:
