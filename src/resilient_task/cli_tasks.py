@@ -39,6 +39,7 @@ import re
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -58,7 +59,7 @@ from resilient_task.errors import (
 from resilient_task.logtext import loggable
 from resilient_task.ports.clock import Clock
 from resilient_task.ports.task_dao import TaskDAO
-from resilient_task.ports.task_queries import MAX_LIST_LIMIT, TaskQueries
+from resilient_task.ports.task_queries import MAX_LIST_LIMIT, TaskQueries, TaskQuery
 from resilient_task.service.operator import (
     Action,
     ActionResult,
@@ -365,51 +366,92 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-async def _run(args: argparse.Namespace, factory: OperatorFactory) -> int:
+@dataclass(frozen=True, slots=True)
+class _Input:
+    """A command's arguments, parsed and checked before the store is contacted."""
+
+    task_ids: list[UUID] = field(default_factory=list)
+    statuses: list[TaskStatus] = field(default_factory=list)
+    types: tuple[str, ...] = ()
+    older_than: timedelta | None = None
+    limit: int = 100
+    version: int | None = None
+
+
+def _parse(args: argparse.Namespace) -> _Input:
+    """Every argument of ``args`` checked; ValidationError (exit 2) for the first bad one."""
     command = args.tasks_command
     if command == "show":
-        task_id = _uuid(args.task_id)
-    elif command != "count":
-        statuses = [_status(s) for s in args.status]
-        older = None if args.older_than is None else parse_duration(args.older_than)
-        limit = _count(args.limit, "limit", MAX_LIST_LIMIT)
+        return _Input(task_ids=[_uuid(args.task_id)])
+    if command == "count":
+        return _Input()
+    parsed = _Input(
+        statuses=[_status(s) for s in args.status],
+        types=TaskQuery(types=args.type).types,
+        older_than=None if args.older_than is None else parse_duration(args.older_than),
+        limit=_count(args.limit, "limit", MAX_LIST_LIMIT),
+    )
+    if command == "list":
+        return parsed
+    action = Action(command)
+    if action is Action.RESCHEDULE:
+        parse_time(args.at, now=datetime.now(UTC))  # checked now, read on the operator's clock
+    if args.task_ids:
+        if args.status or args.type or args.older_than:
+            raise ValidationError("give task ids or --status/--type/--older-than, not both")
+        version = None if args.version is None else _count(args.version, "version")
+        return replace(parsed, task_ids=[_uuid(t) for t in args.task_ids], version=version)
+    if not args.status:
+        raise ValidationError(
+            f"{action.value} needs task ids, or --status (with optional --type, --older-than, "
+            "--limit) to select tasks"
+        )
+    if args.version is not None:
+        raise ValidationError("--version is for task ids; a selection acts on what it read")
+    return parsed
+
+
+async def _run(args: argparse.Namespace, factory: OperatorFactory) -> int:
+    command = args.tasks_command
+    given = _parse(args)
     async with factory(args) as operator:
         if command == "show":
-            _print_task(await operator.show(task_id), args.data, args.json)
+            _print_task(await operator.show(given.task_ids[0]), args.data, args.json)
             return EXIT_OK
         if command == "count":
             _print_counts(await operator.count(by_type=args.by_type), args.json)
             return EXIT_OK
-        query = operator.query(statuses=statuses, types=args.type, older_than=older, limit=limit)
+        query = operator.query(
+            statuses=given.statuses,
+            types=given.types,
+            older_than=given.older_than,
+            limit=given.limit,
+        )
         if command == "list":
             tasks = await operator.list_tasks(query)
             _print_tasks(tasks, args.json)
-            if len(tasks) == limit:
-                print(f"(limit {limit} reached: more tasks may match)", file=sys.stderr)
+            if len(tasks) == query.limit:
+                print(f"(limit {query.limit} reached: more tasks may match)", file=sys.stderr)
             return EXIT_OK
-        return await _act(args, operator, Action(command), query)
+        return await _act(args, given, operator, query)
 
 
-async def _act(args: argparse.Namespace, operator: TaskOperator, action: Action, query: Any) -> int:
+async def _act(
+    args: argparse.Namespace, given: _Input, operator: TaskOperator, query: TaskQuery
+) -> int:
+    action = Action(args.tasks_command)
     run_at = parse_time(args.at, now=operator.now()) if action is Action.RESCHEDULE else None
     reason = getattr(args, "reason", None)
-    bulk = bool(args.status or args.type or args.older_than)
-    if args.task_ids and bulk:
-        raise ValidationError("give task ids or --status/--type/--older-than, not both")
-    if args.task_ids:
-        version = None if args.version is None else _count(args.version, "version")
-        ids = [_uuid(text) for text in args.task_ids]
+    if given.task_ids:
         results = await operator.act(
-            action, ids, version=version, run_at=run_at, reason=reason, dry_run=args.dry_run
+            action,
+            given.task_ids,
+            version=given.version,
+            run_at=run_at,
+            reason=reason,
+            dry_run=args.dry_run,
         )
     else:
-        if not args.status:
-            raise ValidationError(
-                f"{action.value} needs task ids, or --status (with optional --type, "
-                "--older-than, --limit) to select tasks"
-            )
-        if args.version is not None:
-            raise ValidationError("--version is for task ids; a selection acts on what it read")
         results = await operator.act_on_selection(
             action, query, run_at=run_at, reason=reason, dry_run=args.dry_run
         )

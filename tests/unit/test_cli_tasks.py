@@ -299,7 +299,7 @@ def test_reschedule_accepts_a_relative_and_an_absolute_time(
         ["fail", "--status", "ERROR", "--older-than", "1y"],
     ],
 )
-def test_wrong_input_is_one_line_and_exit_2_before_the_store_is_touched(
+def test_wrong_input_is_one_line_and_exit_2_before_the_store_is_opened(
     capsys: pytest.CaptureFixture[str], argv: list[str]
 ) -> None:
     store = Store(error_task())
@@ -311,6 +311,7 @@ def test_wrong_input_is_one_line_and_exit_2_before_the_store_is_touched(
     assert one_error_line(result), result.err
     assert "\x1b" not in result.err
     assert result.out == ""
+    assert not result.opened
     assert dict(store.dao.tasks) == before
 
 
