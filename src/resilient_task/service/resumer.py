@@ -206,7 +206,10 @@ class TaskResumer:
         if strategy is _S.IGNORE:
             self.stats["stuck_ignored"] += 1
             log.warning(
-                "task %s type=%s %s; strategy IGNORE leaves it", task.id, task.type, _stuck(task)
+                "task %s type=%s %s; strategy IGNORE leaves it",
+                task.id,
+                loggable(task.type),
+                loggable(_stuck(task)),
             )
             return None
         if strategy is _S.MARK_AS_FAILED:
@@ -230,18 +233,26 @@ class TaskResumer:
             log.warning(
                 "task %s type=%s %s -> SUBMITTED (recovery %d of %d)",
                 stuck.id,
-                stuck.type,
-                _stuck(stuck),
+                loggable(stuck.type),
+                loggable(_stuck(stuck)),
                 resolved.recovery_count,
                 policy.max_recoveries,
             )
         elif resolved.status is TaskStatus.FAILED:
             self.stats["stuck_failed"] += 1
-            log.error("task %s type=%s %s -> FAILED", stuck.id, stuck.type, _stuck(stuck))
+            log.error(
+                "task %s type=%s %s -> FAILED",
+                stuck.id,
+                loggable(stuck.type),
+                loggable(_stuck(stuck)),
+            )
         else:
             self.stats["stuck_error"] += 1
             log.error(
-                "task %s type=%s -> ERROR: %s", stuck.id, stuck.type, loggable(resolved.last_error)
+                "task %s type=%s -> ERROR: %s",
+                stuck.id,
+                loggable(stuck.type),
+                loggable(resolved.last_error),
             )
 
     async def _apply(self, changes: Sequence[TaskChange]) -> list[Task]:
@@ -307,4 +318,5 @@ class TaskResumer:
 
 
 def _stuck(task: Task) -> str:
-    return f"stuck in PROCESSING past its deadline (node {loggable(task.processing_node)})"
+    """Why a stuck task is resolved (stored as its error; pass it through loggable to log it)."""
+    return f"stuck in PROCESSING past its deadline (node {task.processing_node})"
