@@ -22,6 +22,7 @@ Exit codes::
     3    the store cannot be used: unreachable, tables missing or at another version, or
          another database failure (a bulk action may then have changed some tasks already)
     130  interrupted (Ctrl-C)
+    141  stdout was closed early (``... | head``), like a command killed by SIGPIPE
 
 Wrong input never shows a traceback: one line ``error: ...`` on stderr.
 
@@ -89,6 +90,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_STORE = 3
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 DATABASE_URL_ENV = "RESILIENT_TASK_DATABASE_URL"
 
@@ -359,6 +361,18 @@ def run_tasks(args: argparse.Namespace, *, operator: OperatorFactory | None = No
         return _fail(str(exc), EXIT_FAILED)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`... | head`): stop quietly
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no file descriptor (captured output)
+        pass
 
 
 def _fail(message: str, code: int) -> int:

@@ -7,6 +7,8 @@ seeds and checks the store through a PostgresTaskDAO on the same schema.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from resilient_task import (
 )
 from resilient_task.adapters.postgres import PostgresSettings, PostgresTaskDAO
 from resilient_task.cli import main
-from resilient_task.cli_tasks import EXIT_FAILED, EXIT_OK, EXIT_STORE
+from resilient_task.cli_tasks import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_OK, EXIT_STORE
 from resilient_task.ports.task_dao import GrabRequest, TaskChange
 from tests.contract.task_dao_contract import make_task
 
@@ -231,3 +233,30 @@ async def test_missing_tables_are_one_line_naming_db_upgrade_and_exit_3(
     assert code == EXIT_STORE
     assert len(err.splitlines()) == 1
     assert "resilient-task db upgrade" in err
+
+
+async def test_a_listing_piped_into_head_stops_quietly(cli: Cli) -> None:
+    await cli.errors(2000, type="charge")  # more output than a pipe buffers
+    argv = [
+        *("tasks", "list", "--limit", "2000", "--database-url", cli.url),
+        *("--schema", cli.settings.schema),
+    ]
+    script = "import sys; from resilient_task.cli import main; sys.exit(main(sys.argv[1:]))"
+
+    def run_into_head() -> tuple[int, bytes, bytes]:
+        with subprocess.Popen(
+            [sys.executable, "-c", script, *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ) as process:
+            assert process.stdout is not None
+            first = process.stdout.readline()
+            process.stdout.close()  # what `| head -1` does after one line
+            _, err = process.communicate(timeout=60)
+            return process.returncode, first, err
+
+    code, first, err = await anyio.to_thread.run_sync(run_into_head)
+
+    assert first.split()[:2] == [b"ID", b"TYPE"]
+    assert err == b""
+    assert code == EXIT_BROKEN_PIPE

@@ -138,6 +138,17 @@ async def test_wrong_arguments_are_validation_errors_before_anything_is_read(
 
 
 @pytest.mark.anyio
+async def test_a_repeated_id_is_acted_on_and_reported_once() -> None:
+    task = error_task()
+    s = setup(task)
+
+    results = await s.operator.act(Action.RESUME, [task.id, task.id, task.id])
+
+    assert [(r.task_id, r.outcome) for r in results] == [(task.id, Outcome.OK)]
+    assert s.dao.tasks[task.id].version == task.version + 1
+
+
+@pytest.mark.anyio
 async def test_a_task_id_that_is_not_a_uuid_is_a_validation_error() -> None:
     s = setup()
 

@@ -207,7 +207,7 @@ class TaskOperator:
 
         Args:
             action: what to do.
-            task_ids: the tasks (a repeated id is acted on once per occurrence).
+            task_ids: the tasks; a repeated id is acted on (and reported) once.
             version: act only on tasks at this version (what the operator saw).
             run_at: the new run time; required for RESCHEDULE, refused otherwise.
             reason: recorded as ``last_error`` by FAIL (None keeps the task's own).
@@ -224,7 +224,7 @@ class TaskOperator:
             if not isinstance(task_id, UUID):
                 raise ValidationError(f"task id must be a uuid.UUID, got {type(task_id).__name__}")
         return await self._each(
-            [(task_id, version) for task_id in task_ids],
+            [(task_id, version) for task_id in dict.fromkeys(task_ids)],
             lambda task_id, expected: self._act_one(
                 action, task_id, expected, run_at, reason, dry_run
             ),
