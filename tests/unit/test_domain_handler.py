@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 from typing import Any
 from uuid import uuid4
 
 import pytest
 
+from resilient_task import blocking_processor
 from resilient_task.domain import (
     BaseTask,
     ExponentialRetryPolicy,
@@ -169,3 +171,51 @@ def test_handlers_compare_by_identity() -> None:
     first = TaskHandler(types="payment", processor=pay)
     second = TaskHandler(types="payment", processor=pay)
     assert first != second
+
+
+def _plain(task: Task) -> ProcessResult:
+    return ProcessResult.DONE
+
+
+class _Processors:
+    def method(self, task: Task) -> ProcessResult:
+        return ProcessResult.DONE
+
+    async def async_method(self, task: Task) -> ProcessResult:
+        return ProcessResult.DONE
+
+
+@pytest.mark.parametrize(
+    "processor",
+    [_plain, _Processors().method, functools.partial(_plain), print],
+    ids=["def", "method", "partial-of-def", "builtin"],
+)
+def test_a_plain_function_processor_is_refused_pointing_to_blocking_processor(
+    processor: Any,
+) -> None:
+    with pytest.raises(ValidationError, match=r"plain function.*blocking_processor"):
+        TaskHandler(types="payment", processor=processor)
+
+
+def _async_via_sync_wrapper(func: Any) -> Any:
+    @functools.wraps(func)
+    def wrapper(task: Task) -> Any:
+        return func(task)  # returns the coroutine
+
+    return wrapper
+
+
+@pytest.mark.parametrize(
+    "processor",
+    [
+        pay,
+        _Processors().async_method,
+        functools.partial(pay),
+        blocking_processor(_plain),
+        _async_via_sync_wrapper(pay),
+        lambda task: pay(task),
+    ],
+    ids=["async-def", "async-method", "partial-of-async", "blocking", "wrapped", "lambda"],
+)
+def test_async_processors_and_wrapped_ones_are_accepted(processor: Any) -> None:
+    assert TaskHandler(types="payment", processor=processor).processor is processor

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -78,6 +80,13 @@ class TaskHandler:
             object.__setattr__(self, "concurrency_policy", policy)
         if not callable(self.processor):
             raise ValidationError("processor must be an async callable (task) -> ProcessResult")
+        if _is_plain_function(self.processor):
+            name = getattr(self.processor, "__qualname__", "processor")
+            raise ValidationError(
+                f"processor {name} is a plain function, not an async one: it would fail at run "
+                f"time. Write it as 'async def', or wrap it: "
+                f"processor=resilient_task.blocking_processor({name}) runs it in a worker thread"
+            )
         if (self.predicate is None) == (self.types is None):
             raise ValidationError("give exactly one of predicate= or types=")
         if self.predicate is not None and not callable(self.predicate):
@@ -95,6 +104,27 @@ class TaskHandler:
         """Whether this handler accepts ``task``."""
         assert self.predicate is not None
         return self.predicate(task)
+
+
+def _is_plain_function(processor: object) -> bool:
+    """Whether ``processor`` is a ``def`` (or method, or builtin) that is surely not async.
+
+    Lambdas and other callables are given the benefit of the doubt (``lambda t: work(t)`` may
+    return a coroutine), and so is a sync wrapper around an async function (a decorator made
+    with ``functools.wraps``).
+    """
+    while isinstance(processor, functools.partial):
+        processor = processor.func
+    if not (
+        inspect.isfunction(processor) or inspect.ismethod(processor) or inspect.isbuiltin(processor)
+    ):
+        return False
+    if getattr(processor, "__name__", "") == "<lambda>":
+        return False
+    return not (
+        inspect.iscoroutinefunction(processor)
+        or inspect.iscoroutinefunction(inspect.unwrap(processor))
+    )
 
 
 class TaskHandlerBuilder:
