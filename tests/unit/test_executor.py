@@ -370,44 +370,87 @@ async def test_handler_that_ignores_the_first_cancellation_still_times_out(then:
         await node.wait_for(other, TaskStatus.DONE)  # the node keeps working
 
 
-async def test_blocking_processor_that_hangs_does_not_block_the_node() -> None:
-    release, finished = threading.Event(), threading.Event()
-    started: list[UUID] = []
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait in real time (threads are involved) until ``condition()`` holds, at most 5 s."""
+    for _ in range(1000):
+        if condition():
+            return
+        await anyio.sleep(0.005)
+    raise AssertionError("condition still false after 5 s")
+
+
+async def test_blocking_processor_that_overruns_its_timeout_holds_its_task_until_it_returns() -> (
+    None
+):
+    release = threading.Event()
+    lock = threading.Lock()
+    runs = {"started": 0, "running": 0, "peak": 0}
 
     def generate_report(task: Task) -> ProcessResult:
-        started.append(task.id)
-        release.wait()
-        finished.set()
+        with lock:
+            runs["started"] += 1
+            runs["running"] += 1
+            runs["peak"] = max(runs["peak"], runs["running"])
+        try:
+            release.wait(10)
+        finally:
+            with lock:
+                runs["running"] -= 1
         return ProcessResult.DONE
 
     report = TaskHandler(
         types={"report"},
         processor=blocking_processor(generate_report),
         processing_policy=SimpleProcessingPolicy(timeout=10 * SECOND),
-        retry_policy=NoRetryPolicy(),
+        retry_policy=ExponentialRetryPolicy(delay=SECOND, max_count=3),
     )
     calls = Calls()
     async with FakeNode(report, handler(calls)) as node:
         try:
             hung = await node.add("report")
-            await running(lambda: len(started) == 1)
+            await until(lambda: runs["started"] == 1)
 
             others = [await node.add() for _ in range(5)]
             for task_id in others:
-                await node.wait_for(task_id, TaskStatus.DONE)
+                await node.wait_for(task_id, TaskStatus.DONE)  # the node is not blocked
+
+            await node.advance(10 * SECOND)  # the timeout: the thread still runs
+            await idle()
+            await node.advance(5 * SECOND)  # the retry would be due, the deadline is not
+            await idle()
             assert node.status(hung) is TaskStatus.PROCESSING
-
-            await node.advance(10 * SECOND)
-
-            error = await node.wait_for(hung, TaskStatus.ERROR)
-            assert error is not None
-            assert "ProcessingTimeoutError" in (error.last_error or "")
+            assert runs["started"] == 1
         finally:
-            release.set()  # let the abandoned thread end, also when an assertion failed
-        assert await anyio.to_thread.run_sync(finished.wait, 5)
-        await idle()
+            release.set()  # let the thread end, also when an assertion failed
+        retried = await node.wait_for(hung, TaskStatus.WAITING)
+        assert retried is not None
+        assert "ProcessingTimeoutError" in (retried.last_error or "")
+
+        await node.advance(SECOND)  # the retry is due: it runs now, the thread it replaces ended
+        await until(lambda: node.status(hung) is TaskStatus.DONE)
     assert calls.count == 5
-    assert node.task(hung).status is TaskStatus.ERROR  # the late result is ignored
+    assert runs == {"started": 2, "running": 0, "peak": 1}  # the retry never ran beside it
+
+
+async def test_a_stopping_node_stops_waiting_for_a_blocking_processor_that_never_returns() -> None:
+    release, started = threading.Event(), threading.Event()
+
+    def hang(task: Task) -> ProcessResult:
+        started.set()
+        release.wait(10)
+        return ProcessResult.DONE
+
+    node = FakeNode(
+        handler(blocking_processor(hang)), props=properties(shutdown_grace=timedelta(0))
+    )
+    try:
+        with anyio.fail_after(5):  # leaving the block does not wait for the thread
+            async with node:
+                task_id = await node.add()
+                await until(started.is_set)
+        assert node.status(task_id) is TaskStatus.PROCESSING  # recovered after its deadline
+    finally:
+        release.set()
 
 
 async def test_blocking_processor_result_is_recorded() -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import anyio
 
 from resilient_task.domain.task import Task
 from resilient_task.errors import ConfigurationError
@@ -15,12 +17,18 @@ __all__ = ["ProcessingContext", "current_context", "current_transaction"]
 
 @dataclass(frozen=True, slots=True)
 class ProcessingContext:
-    """The task being processed, its deadline and (for transactional handlers) the transaction."""
+    """The task being processed, its deadline and (for transactional handlers) the transaction.
+
+    ``blocking_scopes`` is the node's own: :func:`~resilient_task.blocking_processor` registers
+    there the scope that keeps the task waiting for its thread, so that a stopping node can
+    stop waiting.
+    """
 
     task: Task
     node_id: str
     timeout_at: datetime
     transaction: Any = None
+    blocking_scopes: set[anyio.CancelScope] | None = field(default=None, repr=False)
 
 
 _current: ContextVar[ProcessingContext | None] = ContextVar("resilient_task_context", default=None)

@@ -9,6 +9,7 @@ transactional handlers, its writes roll back).
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
@@ -27,6 +28,7 @@ from resilient_task.errors import (
     ProcessingTimeoutError,
     VersionConflictError,
 )
+from resilient_task.logtext import loggable
 from resilient_task.ports.clock import Clock
 from resilient_task.ports.task_dao import GrabRequest, TaskChange, TaskDAO
 from resilient_task.properties import TaskProperties
@@ -43,12 +45,27 @@ log = logging.getLogger("resilient_task.executor")
 _WRITE_ATTEMPTS = 6
 
 
-_Job = tuple[TaskHandler, Task, anyio.Semaphore]
-"""A grabbed task to run: its handler, the task, and the policy slot it holds."""
+_Job = tuple[TaskHandler, Task, anyio.Semaphore, "anyio.Semaphore | None"]
+"""A grabbed task to run: its handler, the task, the policy slot and connection slot it holds."""
+
+_CONNECTION_HEADROOM = 2
+"""Pooled connections left to grabs and completions (one batch each at a time) when
+transactional tasks, each holding a connection while it runs, are bounded by the pool."""
 
 
 class _FencedError(Exception):
     """The completion lost its version check: the task was taken away from this node."""
+
+
+class _RollBackError(Exception):
+    """The processor failed: roll its transaction back, then record the failure."""
+
+
+class _Expired:
+    """The grabbed task's deadline passed before its processor could start."""
+
+
+_EXPIRED = _Expired()
 
 
 class TaskExecutor:
@@ -75,7 +92,11 @@ class TaskExecutor:
         self._workers: WorkerPool[_Job] = WorkerPool(self._execute)
         self._waiting: set[anyio.CancelScope] = set()
         self._unlimited = anyio.Semaphore(2**31)  # the "policy" of tasks without a handler
-        self._grabs: Batcher[GrabRequest, Task | None] = Batcher(self._grab_batch)
+        # Transactional tasks hold a pooled connection while they run: when the handlers allow
+        # more of them than the pool holds, they wait for one of these before being grabbed.
+        self._connection_slots: anyio.Semaphore | None = None
+        self._blocking_scopes: set[anyio.CancelScope] = set()  # see blocking_processor
+        self._grabs: Batcher[GrabRequest, Task | Exception | None] = Batcher(self._grab_batch)
         self._completions: Batcher[TaskChange, bool] = Batcher(self._dao.apply)
         self._grace = properties.shutdown_grace
         self._stop_requested = anyio.Event()
@@ -99,6 +120,7 @@ class TaskExecutor:
             raise ConfigurationError("executor already running")
         self._stop_requested = anyio.Event()
         self._stopped = anyio.Event()
+        self._bound_transactional_tasks()
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -115,11 +137,43 @@ class TaskExecutor:
                         "PROCESSING and are recovered after their deadline",
                         self._running,
                     )
+                for scope in list(self._blocking_scopes):  # stop waiting for their threads
+                    scope.cancel()
                 tg.cancel_scope.cancel()
         finally:
             self._tg = None
             self._accepting = False
             self._stopped.set()
+
+    def _bound_transactional_tasks(self) -> None:
+        """Let no more transactional tasks run at once than the store's pool can serve.
+
+        A transactional task holds a pooled connection while its processor runs. Grabbed
+        beyond the pool's size, it would wait for a connection after the grab -- past its
+        deadline, or until the pool's timeout fails it. Bounded here, the surplus waits for a
+        slot *before* the grab instead, like any concurrency limit.
+        """
+        self._connection_slots = None
+        capacity = getattr(self._dao, "max_connections", None)
+        limits = {
+            id(h.concurrency_policy): h.concurrency_policy.max_concurrency
+            for h in self._registry.handlers
+            if h.transactional
+        }
+        wanted = min(sum(limits.values()), self._props.max_triggers_in_memory)
+        if not isinstance(capacity, int) or not limits or wanted + _CONNECTION_HEADROOM <= capacity:
+            return
+        allowed = max(1, capacity - _CONNECTION_HEADROOM)
+        self._connection_slots = anyio.Semaphore(allowed)
+        log.warning(
+            "transactional handlers allow %d task(s) at once but the database pool holds %d "
+            "connection(s): at most %d transactional task(s) run at once on this node, the "
+            "others wait before being grabbed (raise pool_size / max_overflow, or lower the "
+            "handlers' concurrency_policy)",
+            wanted,
+            capacity,
+            allowed,
+        )
 
     def stop_accepting(self) -> None:
         """Refuse new triggers, including those waiting for a free slot (first shutdown step).
@@ -155,10 +209,12 @@ class TaskExecutor:
             return
         handler = self._registry.find(base)
         slots = self._slots_for(handler) if handler is not None else self._unlimited
-        if not await self._acquire(slots):
+        connection = self._connection_slots if handler and handler.transactional else None
+        if not await self._acquire(slots, connection):
             log.debug("task %s: trigger dropped, node shutting down", base.id)
             return
-        held = [slots]  # the policy slot currently held (none if re-acquiring was cancelled)
+        # The policy and connection slots held (None: none, e.g. re-acquiring was cancelled).
+        held: list[anyio.Semaphore | None] = [slots, connection]
         started = False
         try:
             task = await self._grab(base, handler) if self._accepting else None
@@ -167,13 +223,13 @@ class TaskExecutor:
             if task is not None and handler is None:
                 await self._reject_unhandled(task)
             elif task is not None and handler is not None and self._tg is not None:
+                assert held[0] is not None
                 self._running += 1
-                self._workers.submit(self._tg, (handler, task, held[0]))
+                self._workers.submit(self._tg, (handler, task, held[0], held[1]))
                 started = True
         finally:
             if not started:
-                for policy_slots in held:
-                    policy_slots.release()
+                _release(held)
                 self._node_slots.release()
 
     async def _reroute(
@@ -181,49 +237,59 @@ class TaskExecutor:
         base: BaseTask,
         task: Task,
         handler: TaskHandler | None,
-        held: list[anyio.Semaphore],
+        held: list[anyio.Semaphore | None],
     ) -> TaskHandler | None:
         """The trigger disagreed with the stored task (forged or buggy): use the stored one."""
         actual = self._registry.find(task.base)
         log.warning(
-            "task %s: trigger says type=%r sub_type=%r but the stored task is type=%r "
-            "sub_type=%r; routing by the stored task",
+            "task %s: trigger says type=%s sub_type=%s but the stored task is type=%s "
+            "sub_type=%s; routing by the stored task",
             task.id,
-            base.type,
-            base.sub_type,
-            task.type,
-            task.sub_type,
+            loggable(base.type),
+            loggable(base.sub_type),
+            loggable(task.type),
+            loggable(task.sub_type),
         )
         if actual is not None and actual is not handler:
-            slots = self._slots_for(actual)
-            if slots is not held[0]:
-                held.pop().release()
-                await slots.acquire()
-                held.append(slots)
+            connection = self._connection_slots if actual.transactional else None
+            for index, slots in enumerate((self._slots_for(actual), connection)):
+                if slots is not held[index]:
+                    _release([held[index]])
+                    held[index] = None
+                    if slots is not None:
+                        await slots.acquire()
+                        held[index] = slots
         return actual
 
-    async def _acquire(self, policy_slots: anyio.Semaphore) -> bool:
-        """Take a node slot and a policy slot; False (holding none) when shutdown began."""
+    async def _acquire(
+        self, policy_slots: anyio.Semaphore, connection_slots: anyio.Semaphore | None
+    ) -> bool:
+        """Take a node, a policy and (if given) a connection slot; False when shutdown began.
+
+        On False, or when this raises, no slot is held.
+        """
         if _try_acquire(self._node_slots):  # fast path: no waiting, no cancel scope
             if _try_acquire(policy_slots):
-                return True
+                if connection_slots is None or _try_acquire(connection_slots):
+                    return True
+                policy_slots.release()
             self._node_slots.release()
-        with anyio.CancelScope() as scope:
-            self._waiting.add(scope)
-            try:
-                await self._node_slots.acquire()
+        taken: list[anyio.Semaphore | None] = []
+        try:
+            with anyio.CancelScope() as scope:
+                self._waiting.add(scope)
                 try:
-                    await policy_slots.acquire()
-                except BaseException:
-                    self._node_slots.release()
-                    raise
-            finally:
-                self._waiting.discard(scope)
-        if scope.cancelled_caught:
-            return False
-        if not self._accepting:
-            policy_slots.release()
-            self._node_slots.release()
+                    for slots in (self._node_slots, policy_slots, connection_slots):
+                        if slots is not None:
+                            await slots.acquire()
+                            taken.append(slots)
+                finally:
+                    self._waiting.discard(scope)
+        except BaseException:
+            _release(taken)
+            raise
+        if scope.cancelled_caught or not self._accepting:
+            _release(taken)
             return False
         return True
 
@@ -246,9 +312,20 @@ class TaskExecutor:
         request = GrabRequest(base.id, base.version, self._props.node_id, deadline)
         try:
             task = await self._grabs.submit(request)
+            if isinstance(task, Exception):
+                raise task  # this request failed on its own (see _grab_batch)
         except BackendError as exc:
             self._db.failed(exc, f"grabbing task {base.id}")
             self.stats["grab_failed"] += 1
+            return None
+        except Exception as exc:  # the store refused this trigger's values: not an outage
+            self.stats["grab_failed"] += 1
+            log.warning(
+                "task %s v%s: trigger not grabbed, the store refused it: %s",
+                base.id,
+                loggable(base.version),
+                loggable(_describe(exc)),
+            )
             return None
         self._db.succeeded()
         if task is None:
@@ -265,15 +342,34 @@ class TaskExecutor:
             log.info(
                 "task %s type=%s SUBMITTED -> PROCESSING attempt=%d node=%s",
                 task.id,
-                task.type,
+                loggable(task.type),
                 task.processing_tries_count,
                 self._props.node_id,
             )
         return task
 
-    async def _grab_batch(self, requests: Sequence[GrabRequest]) -> list[Task | None]:
-        """One round trip for every grab queued meanwhile (group commit)."""
-        grabbed = await self._dao.grab(requests, now=self._clock.now())
+    async def _grab_batch(self, requests: Sequence[GrabRequest]) -> list[Task | Exception | None]:
+        """One round trip for every grab queued meanwhile (group commit).
+
+        A batch the store refuses for another reason than a backend failure (a value out of
+        range in one forged trigger...) is split in halves and retried, down to the single
+        requests at fault: their result is the error, every other request is grabbed now.
+        """
+        try:
+            grabbed = await self._dao.grab(requests, now=self._clock.now())
+        except BackendError:
+            raise  # an outage or a transient failure: every request of the batch shares it
+        except Exception:
+            if len(requests) == 1:
+                raise
+            half = len(requests) // 2
+            results: list[Task | Exception | None] = []
+            for part in (requests[:half], requests[half:]):
+                try:
+                    results += await self._grab_batch(part)
+                except Exception as exc:
+                    results += [exc] * len(part)
+            return results
         by_key = {(t.id, t.version - 1): t for t in grabbed}
         # A duplicate trigger in the same batch must not run the task twice: first one wins.
         return [by_key.pop((r.task_id, r.version), None) for r in requests]
@@ -288,7 +384,7 @@ class TaskExecutor:
             self.stats["no_handler"] += 1
 
     async def _execute(self, job: _Job) -> None:
-        handler, task, policy_slots = job
+        handler, task, policy_slots, connection_slots = job
         holding_policy_slot = True
         try:
             if handler.transactional:
@@ -299,12 +395,15 @@ class TaskExecutor:
                 # is written (the node-wide slot still bounds what this node holds).
                 policy_slots.release()
                 holding_policy_slot = False
-                await self._write(task, self._decide(handler, task, outcome))
+                if not isinstance(outcome, _Expired):
+                    await self._write(task, self._decide(handler, task, outcome))
         except Exception:  # a bug of ours must not kill the node; the deadline recovers it
             log.exception("task %s: unexpected executor failure", task.id)
         finally:
             if holding_policy_slot:
                 policy_slots.release()
+            if connection_slots is not None:
+                connection_slots.release()
             self._node_slots.release()
             self._running -= 1
             if self._running == 0 and self._idle is not None:
@@ -315,55 +414,78 @@ class TaskExecutor:
         try:
             async with self._dao.transaction() as tx:
                 outcome = await self._call(handler, task, tx)
-                if isinstance(outcome, BaseException):
+                if isinstance(outcome, _Expired):
+                    return
+                if not isinstance(outcome, ProcessResult):
                     failure = outcome
-                    raise outcome  # roll the handler's writes back
+                    raise _RollBackError  # roll the handler's writes back
                 change = self._decide(handler, task, outcome)
                 written = await self._dao.apply([change], transaction=tx)
                 if not written[0]:
                     raise _FencedError
             self._log_outcome(task, change)
             return
-        except (_FencedError, VersionConflictError) as exc:
-            if exc is not failure:  # the processor's own conflict is a failed attempt
-                self.stats["fenced"] += 1
-                log.warning(
-                    "task %s: taken away from this node meanwhile (version %d is "
-                    "stale); its completion and the handler's writes were rolled back",
-                    task.id,
-                    task.version,
-                )
-                return
-        except BackendError as exc:
-            failure = failure or exc
-        except Exception as exc:
-            failure = failure or exc
+        except _RollBackError:
+            pass
+        except (_FencedError, VersionConflictError):
+            self.stats["fenced"] += 1
+            log.warning(
+                "task %s: taken away from this node meanwhile (version %d is stale); its "
+                "completion and the handler's writes were rolled back",
+                task.id,
+                task.version,
+            )
+            return
+        except Exception as exc:  # BEGIN or COMMIT failed, or the store refused the handle's use
+            failure = exc
         await self._write(task, self._decide(handler, task, failure))
 
-    async def _call(self, handler: TaskHandler, task: Task, tx: Any) -> ProcessResult | Exception:
-        """Run the processor under its timeout; returns its result or the failure."""
+    async def _call(
+        self, handler: TaskHandler, task: Task, tx: Any
+    ) -> ProcessResult | BaseException | _Expired:
+        """Run the processor under its timeout; returns its result or the failure.
+
+        Whatever the processor raises is its task's failure -- ``CancelledError`` of its own
+        or of a future someone else cancelled, ``KeyboardInterrupt``, ``SystemExit`` -- except
+        a real cancellation (the timeout, or the node stopping), which only ends this run.
+        """
         timeout = self._registry.timeout(handler, self._props)
         now = self._clock.now()
+        if now >= task.next_event_time:
+            self.stats["expired"] += 1
+            log.warning(
+                "task %s type=%s: not started, its deadline %s passed while it waited%s; it "
+                "stays PROCESSING and is recovered",
+                task.id,
+                loggable(task.type),
+                task.next_event_time.isoformat(),
+                " for a database connection" if tx is not None else "",
+            )
+            return _EXPIRED
         context = ProcessingContext(
-            task=task, node_id=self._props.node_id, timeout_at=now + timeout, transaction=tx
+            task=task,
+            node_id=self._props.node_id,
+            timeout_at=now + timeout,
+            transaction=tx,
+            blocking_scopes=self._blocking_scopes,
         )
-        token = set_context(context)
-        outcome: ProcessResult | Exception | None = None
+        set_context(context)
+        outcome: object = None
         try:
             with self._clock.timeout_scope(timeout.total_seconds()) as scope:
                 try:
                     outcome = await handler.processor(task)
-                except Exception as exc:
+                except BaseException as exc:
+                    if _stops_the_run(exc):
+                        raise
                     outcome = exc
         finally:
             set_context(None)
-            del token
-        timed_out = scope.cancel_called
-        if timed_out:
+        if scope.cancel_called:
             return ProcessingTimeoutError(f"processing exceeded its timeout of {timeout}")
-        if outcome is None or not isinstance(outcome, (ProcessResult, Exception)):
-            return TypeError(f"processor returned {outcome!r}; expected a ProcessResult")
-        return outcome
+        if isinstance(outcome, ProcessResult | BaseException):
+            return outcome
+        return TypeError(f"processor returned {_shown(outcome)}; expected a ProcessResult")
 
     def _decide(
         self, handler: TaskHandler, task: Task, outcome: ProcessResult | BaseException | None
@@ -403,7 +525,7 @@ class TaskExecutor:
                         "task %s: outcome not recorded (%s); it stays PROCESSING and is "
                         "recovered after its deadline",
                         task.id,
-                        exc,
+                        loggable(exc),
                     )
                     return False
                 await self._clock.sleep(delay)
@@ -445,11 +567,11 @@ class TaskExecutor:
                 level,
                 "task %s type=%s PROCESSING -> %s attempt=%d%s%s",
                 task.id,
-                task.type,
+                loggable(task.type),
                 "DELETED" if change.delete else new.status.value,
                 task.processing_tries_count,
                 f" next_run={new.next_event_time.isoformat()}" if new.status == "WAITING" else "",
-                f" error={new.last_error!r}" if new.last_error else "",
+                f" error={loggable(new.last_error)}" if new.last_error else "",
             )
 
 
@@ -458,10 +580,45 @@ def _with_tries(task: Task, tries: int) -> Task:
 
 
 def _describe(outcome: object) -> str:
+    """The error text recorded for a failed run; never raises."""
     if isinstance(outcome, BaseException):
-        text = str(outcome)
-        return f"{type(outcome).__name__}: {text}" if text else type(outcome).__name__
-    return f"unexpected outcome {outcome!r}"
+        name = type(outcome).__name__
+        try:
+            text = str(outcome)
+        except BaseException:  # a broken __str__ must not lose the failure
+            return f"{name} (no message: str() of the exception raised)"
+        return f"{name}: {text}" if text else name
+    return f"unexpected outcome {_shown(outcome)}"
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, cut to a log line's length; never raises."""
+    try:
+        return loggable(repr(value))
+    except Exception:
+        return f"a {type(value).__name__}"
+
+
+def _stops_the_run(exc: BaseException) -> bool:
+    """Whether ``exc`` ends the processor's run without failing its task.
+
+    A real cancellation (the timeout, or the node stopping) reaches the processor through a
+    cancelled scope: ``current_effective_deadline()`` is then ``-inf``. A ``CancelledError``
+    the processor raised itself, or got from a future someone else cancelled, comes with no
+    cancelled scope and is the task's failure. ``GeneratorExit`` closes the coroutine.
+    """
+    if isinstance(exc, GeneratorExit):
+        return True
+    return (
+        isinstance(exc, anyio.get_cancelled_exc_class())
+        and anyio.current_effective_deadline() == -math.inf
+    )
+
+
+def _release(slots: Sequence[anyio.Semaphore | None]) -> None:
+    for semaphore in slots:
+        if semaphore is not None:
+            semaphore.release()
 
 
 async def _wait(event: anyio.Event, seconds: float, clock: Clock) -> bool:
