@@ -23,7 +23,7 @@ from resilient_task.domain.requests import (
     require_time,
     text_problem,
 )
-from resilient_task.domain.task import Task, TaskStatus
+from resilient_task.domain.task import Task, TaskStatus, status_of
 from resilient_task.errors import ValidationError
 from resilient_task.ports.task_dao import TaskChange
 
@@ -66,7 +66,7 @@ def check_filters(status: TaskStatus | str | None, type_: object) -> TaskStatus 
         problem = text_problem(type_, len(type_))
         if problem is not None and problem != BLANK:
             raise ValidationError(f"type {problem}")
-    return None if status is None else TaskStatus(status)
+    return None if status is None else status_of(status)
 
 
 def check_new(task: Task) -> None:

@@ -22,6 +22,7 @@ __all__ = [
     "Task",
     "TaskStatus",
     "Transition",
+    "status_of",
 ]
 
 MAX_ERROR_LENGTH = 4000
@@ -70,6 +71,19 @@ class TaskStatus(enum.StrEnum):
 
 
 FINAL_STATUSES = frozenset({TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.CANCELLED})
+
+
+def status_of(value: object) -> TaskStatus:
+    """``value`` as a TaskStatus: a member or a member's name; else ValidationError.
+
+    Unlike ``TaskStatus(value)``, an unhashable value (a list) is a ValidationError too.
+    """
+    if isinstance(value, TaskStatus):
+        return value
+    if not isinstance(value, str):
+        names = ", ".join(TaskStatus.__members__)
+        raise ValidationError(f"status must be one of {names}, got {type(value).__name__}")
+    return TaskStatus(value)
 
 
 class Transition(enum.StrEnum):

@@ -15,7 +15,7 @@ from resilient_task.domain.requests import (
     require_version,
 )
 from resilient_task.domain.results import AddTaskResult, AddTaskResultCode
-from resilient_task.domain.task import BaseTask, Task, TaskStatus
+from resilient_task.domain.task import BaseTask, Task, TaskStatus, status_of
 from resilient_task.errors import (
     BackendError,
     TaskNotFoundError,
@@ -227,7 +227,7 @@ class TaskService:
             )
             raise ValidationError(f"limit must be a positive int, got {shown}")
         if status is not None:
-            status = TaskStatus(status)  # ValidationError for an unknown name
+            status = status_of(status)  # ValidationError for an unknown name
         if type is not None and not isinstance(type, str):
             raise ValidationError(f"type must be a str or None, got {builtins.type(type).__name__}")
         return await self._dao.find_tasks(status=status, type=type, limit=limit)

@@ -38,7 +38,7 @@ from resilient_task.adapters.validation import (
     check_new,
     check_time,
 )
-from resilient_task.domain.task import FINAL_STATUSES, Task, TaskStatus
+from resilient_task.domain.task import FINAL_STATUSES, Task, TaskStatus, status_of
 from resilient_task.errors import BackendUnavailableError, ValidationError, VersionConflictError
 from resilient_task.ports.task_dao import GrabRequest, InsertOutcome, TaskChange
 
@@ -318,7 +318,7 @@ class InMemoryTaskDAO:
         await anyio.lowlevel.checkpoint()
         self._enter("find_overdue")
         check_time("now", now)
-        status = TaskStatus(status)
+        status = status_of(status)
         found = self._select(lambda t: t.status is status and t.next_event_time < now)
         return [replace(task, data=b"") for task in found[: check_limit(limit)]]
 
