@@ -34,6 +34,7 @@ import pytest
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -895,18 +896,30 @@ class NoAutoCreateKafka(ApacheKafka):
             config.write("auto.create.topics.enable=false\n")
 
 
-async def topic_partitions(world: Scenario, within: float = 10.0) -> int | None:
-    """How many partitions the scenario's triggers topic has now (None: it does not exist)."""
+async def topic_partitions(
+    world: Scenario, within: float = 10.0, expected: int | None = None
+) -> int | None:
+    """How many partitions the scenario's triggers topic has (None: it does not exist).
+
+    With ``expected``, keeps asking until the count is that (the workers repair a lost topic in
+    the background) or ``within`` seconds passed, and returns the last answer.
+    """
     topic = world.kafka_properties().triggers_topic
-    admin = AIOKafkaAdminClient(bootstrap_servers=world.bootstrap)
-    try:
-        with anyio.fail_after(within):
-            await admin.start()
-            if topic not in await admin.list_topics():
-                return None
-            for description in await admin.describe_topics([topic]):
-                if description.get("topic") == topic:
-                    return len(description.get("partitions", ()))
-            return None
-    finally:
-        await admin.close()
+    deadline = time.monotonic() + within
+    count: int | None = None
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=world.bootstrap)
+        try:
+            with anyio.fail_after(max(1.0, deadline - time.monotonic())):
+                await admin.start()
+                count = None
+                for description in await admin.describe_topics([topic]):
+                    if description.get("topic") == topic and description.get("partitions"):
+                        count = len(description["partitions"])
+        except (OSError, TimeoutError, KafkaError):
+            count = None
+        finally:
+            await admin.close()
+        if expected is None or count == expected or time.monotonic() > deadline:
+            return count
+        await anyio.sleep(0.5)

@@ -86,7 +86,7 @@ async def test_broker_stopped_mid_run_every_task_runs_exactly_once(
                         # The broker accelerates again: a trigger runs a task in milliseconds.
                         fast_again = await wait_fast_path(app, store, within=30, since=restarted_at)
                         recovery = time.monotonic() - restarted_at
-                        partitions_back = await topic_partitions(world)
+                        partitions_back = await topic_partitions(world, expected=PARTITIONS)
                         rows_recovery = await store.rows()
                         probes_recovered = await add_spaced(app, PROBES, 0.05)
                     total = len(await store.rows())

@@ -127,6 +127,7 @@ class TriggerConsumer:
         self._next_commit_try = 0.0
         self._rewinds: dict[Any, _Rewinds] = {}
         self._topic_generation = 0
+        self._joined = False
         self.paused = False
         """True while fetching is paused because ``max_in_flight`` callbacks are running."""
         self.rewinds = 0
@@ -216,6 +217,7 @@ class TriggerConsumer:
 
     def joined(self) -> None:
         """The group assigned partitions (maybe none): the consumer works; reset the backoff."""
+        self._joined = True
         self._backoff.reset()
         self._refused = None
         self._outage.recovered()
@@ -223,6 +225,7 @@ class TriggerConsumer:
     async def _consume(self) -> None:
         await self._topic.ensure(time_limit=self._connect_timeout)
         self._topic_generation = self._topic.generation
+        self._joined = False
         consumer = AIOKafkaConsumer(**self._options)
         self._tracker.forget()
         try:
@@ -357,10 +360,16 @@ class TriggerConsumer:
         return True
 
     def _check_topic(self, consumer: Any) -> None:
-        """Fewer partitions in our metadata than the topic had: it was lost; have it checked."""
+        """Fewer partitions in our metadata than the topic had: it was lost; have it checked.
+
+        Only once the group assigned partitions: before that the metadata may not be loaded.
+        """
+        if not self._joined:
+            return
         known = consumer.partitions_for_topic(self._properties.triggers_topic)
         if known is None or len(known) < self._topic.partitions:
-            self._topic.suspect(f"the consumer's metadata shows partitions {known}")
+            seen = len(known) if known is not None else 0
+            self._topic.suspect(f"the consumer's metadata shows partitions {known}", seen)
 
     async def revoke(self, consumer: Any, revoked: set[Any]) -> None:
         """Before a rebalance: let revoked partitions' callbacks finish, commit, forget them."""

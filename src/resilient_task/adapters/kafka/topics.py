@@ -118,11 +118,10 @@ async def _check_partitions(
     admin: Any, properties: KafkaProperties, restore_partitions: int
 ) -> tuple[int, bool]:
     topic = properties.triggers_topic
-    count = properties.partitions
-    for description in await admin.describe_topics([topic]):
-        if description.get("topic") == topic:
-            count = len(description.get("partitions", ()))
-    if 0 < count < restore_partitions:
+    count = await _partition_count(admin, topic, properties.partitions)
+    if count == 0:  # just (auto-)created: its partitions are not in the metadata yet
+        raise BackendError(f"Kafka topic {topic!r} has no partitions yet", transient=True)
+    if count < restore_partitions:
         logger.warning(
             "Kafka topic %s has %d partitions, fewer than the %d it had: it was lost and "
             "re-created (by topic auto-creation?); adding the missing partitions",
@@ -130,7 +129,21 @@ async def _check_partitions(
             count,
             restore_partitions,
         )
-        await admin.create_partitions({topic: NewPartitions(restore_partitions)})
+        try:
+            await admin.create_partitions({topic: NewPartitions(restore_partitions)})
+        except DRIVER_ERRORS as exc:
+            if is_transient(exc):
+                raise  # tried again at the next check
+            now = await _partition_count(admin, topic, count)
+            if now >= restore_partitions:  # another node added them meanwhile
+                return now, True
+            logger.warning(
+                "could not add partitions to Kafka topic %s (%r); it stays with %d",
+                topic,
+                exc,
+                count,
+            )
+            return count, False
         return restore_partitions, True
     if count != properties.partitions:
         logger.warning(
@@ -142,12 +155,20 @@ async def _check_partitions(
     return count, False
 
 
+async def _partition_count(admin: Any, topic: str, default: int) -> int:
+    for description in await admin.describe_topics([topic]):
+        if description.get("topic") == topic:
+            return len(description.get("partitions", ()))
+    return default
+
+
 class TopicKeeper:
     """Ensures the triggers topic once, and again whenever a client suspects it was lost.
 
     One keeper serves a triggerer's producer and consumer. :attr:`generation` grows each time a
-    check re-created the topic or added partitions back after it was seen before: clients whose
-    metadata predates that reconnect to see the new partitions.
+    check re-created the topic or added partitions back after it was seen before, or found more
+    partitions than a suspecting client saw: the clients reconnect to see them (their metadata
+    would otherwise wait minutes for its next refresh).
 
     Args:
         properties: the topic and the client options.
@@ -158,13 +179,15 @@ class TopicKeeper:
     def __init__(self, properties: KafkaProperties, *, min_interval: float = 2.0) -> None:
         self._properties, self._min_interval = properties, min_interval
         self.partitions = 0
-        """The partition count of the topic when it was last ensured (0: not yet)."""
+        """The topic's partition count when it was last ensured (0: not yet); a later check
+        restores partitions below it."""
         self.generation = 0
         """How many times a check found the topic lost and repaired it."""
         self.checks = 0
         """How many background checks ran (each suspicion within ``min_interval`` is folded)."""
         self._next_check = 0.0
         self._check: asyncio.Task[None] | None = None
+        self._seen: int | None = None
 
     async def ensure(self, time_limit: float) -> None:
         """Create or check the topic now (see :func:`ensure_topic` for what it raises)."""
@@ -179,10 +202,17 @@ class TopicKeeper:
                 self._properties.triggers_topic,
                 count,
             )
-        self.partitions = max(self.partitions, count)
+        self.partitions = count
 
-    def suspect(self, reason: str) -> None:
-        """A client saw signs of a lost topic: check it in the background, rate-limited."""
+    def suspect(self, reason: str, seen: int | None = None) -> None:
+        """A client saw signs of a lost topic: check it in the background, rate-limited.
+
+        Args:
+            reason: what the client saw (logged at debug).
+            seen: how many partitions the client's metadata shows, if that is the sign.
+        """
+        if seen is not None:
+            self._seen = seen if self._seen is None else min(self._seen, seen)
         loop = asyncio.get_running_loop()
         if self._check is not None and not self._check.done():
             return
@@ -194,8 +224,18 @@ class TopicKeeper:
         self._check = asyncio.create_task(self._check_now(), name="resilient-task-topic-check")
 
     async def _check_now(self) -> None:
+        seen, self._seen = self._seen, None
         try:
+            before = self.generation
             await self.ensure(time_limit=max(1.0, self._min_interval))
+            if self.generation == before and seen is not None and self.partitions > seen:
+                self.generation += 1
+                logger.info(
+                    "Kafka topic %s has %d partitions, a client of this node sees %d: reconnecting",
+                    self._properties.triggers_topic,
+                    self.partitions,
+                    seen,
+                )
         except (ConfigurationError, BackendError) as exc:
             logger.debug("checking Kafka topic %s failed: %r", self._properties.triggers_topic, exc)
         except Exception:

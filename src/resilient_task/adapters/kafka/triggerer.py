@@ -157,7 +157,9 @@ class KafkaTriggerer:
                 self._next_partition_check = now + _PARTITION_CHECK_INTERVAL
                 known = await producer.partitions_for(topic)
                 if len(known) < self._topic.partitions:
-                    self._topic.suspect(f"the producer's metadata shows partitions {known}")
+                    self._topic.suspect(
+                        f"the producer's metadata shows partitions {known}", len(known)
+                    )
 
     def _failed(self, error: BaseException) -> None:
         """A send failed: fail every call at once until a background probe succeeds."""
