@@ -182,7 +182,8 @@ class TopicKeeper:
         """The topic's partition count when it was last ensured (0: not yet); a later check
         restores partitions below it."""
         self.generation = 0
-        """How many times a check found the topic lost and repaired it."""
+        """How many times the clients had to reconnect to see the topic's partitions (it was
+        lost and repaired, or their metadata showed fewer than it has)."""
         self.checks = 0
         """How many background checks ran (each suspicion within ``min_interval`` is folded)."""
         self._next_check = 0.0
