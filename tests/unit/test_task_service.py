@@ -606,3 +606,15 @@ async def test_mark_as_failed_refuses_a_reason_that_is_not_text() -> None:
     added = await service.add_task(AddTaskRequest(type="work", run_after_time=START + SECOND))
     with pytest.raises(ValidationError, match="reason must be a str"):
         await service.mark_as_failed(added.task_id, reason=5)  # type: ignore[arg-type]
+
+
+async def test_resume_with_a_queue_time_that_overflows_the_clock_is_a_validation_error() -> None:
+    dao = InMemoryTaskDAO()
+    service = make_service(dao=dao)
+    added = await service.add_task(AddTaskRequest(type="work", run_after_time=START + SECOND))
+    before = dao.tasks[added.task_id]
+    overflowing = make_service(dao=dao, props=properties(expected_queue_time=timedelta.max))
+
+    with pytest.raises(ValidationError, match="pick-up deadline"):
+        await overflowing.resume_task(added.task_id)
+    assert dao.tasks[added.task_id] == before

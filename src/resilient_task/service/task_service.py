@@ -243,7 +243,8 @@ class TaskService:
             task_id,
             version,
             lambda t: t.resume(
-                now=now, deadline=now + self._registry.expected_queue_time(t.base, self._props)
+                now=now,
+                deadline=_after(now, self._registry.expected_queue_time(t.base, self._props)),
             ),
         )
         await self._trigger([task])
