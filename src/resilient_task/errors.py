@@ -16,6 +16,12 @@
 
 Adapters translate every driver exception into one of these at a single choke point
 (``raise BackendUnavailableError(...) from exc``) so ``__cause__`` keeps the original.
+
+One rule for bad caller input: it is a :class:`ValidationError`, whether the value or its type
+is wrong (``find_tasks(limit="10")``, ``add_tasks(single_request)``, ``resume_task(id,
+version="1")``, ``find_tasks(status="BOGUS")``, a lone surrogate in a task type, a time that
+would be year 10000 in UTC), raised before anything is stored and by every store alike; never
+a bare ``TypeError``, ``OverflowError``, ``UnicodeEncodeError`` or driver error.
 """
 
 from __future__ import annotations
@@ -42,7 +48,10 @@ class ResilientTaskError(Exception):
 
 
 class ValidationError(ResilientTaskError, ValueError):
-    """The caller passed a value resilient-task cannot accept (empty type, naive datetime...)."""
+    """The caller passed a value resilient-task cannot accept (empty type, naive datetime...).
+
+    Also raised for an argument of the wrong type (see the module docstring).
+    """
 
 
 class TaskNotFoundError(ResilientTaskError, LookupError):
