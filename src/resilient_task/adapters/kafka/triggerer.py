@@ -44,6 +44,8 @@ __all__ = ["KafkaTriggerer"]
 
 logger = logging.getLogger(__name__)
 
+_PRODUCER_CLOSE_WAIT = 1.0
+"""Seconds stop waits for the producer's unacknowledged triggers before leaving it closing."""
 _PARTITION_CHECK_INTERVAL = 1.0
 """Seconds between two looks at the producer's partition count of the topic."""
 _SEND_ERRORS: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, BackendError, ConfigurationError)
@@ -226,7 +228,12 @@ class KafkaTriggerer:
             raise
 
     async def stop(self) -> None:
-        """Stop consuming (handled offsets committed) and close the producer. Idempotent."""
+        """Stop consuming (handled offsets committed) and close the producer. Idempotent.
+
+        Takes at most ``stop_timeout`` (running callbacks) plus 3 s (the last commit and
+        leaving the group) plus 1 s (the producer's unacknowledged triggers), whatever the
+        broker does; what is left finishes in the background.
+        """
         consumer, self._consumer = self._consumer, None
         probe, self._probe = self._probe, None
         try:
@@ -240,7 +247,9 @@ class KafkaTriggerer:
             async with self._producer_lock:
                 producer, self._producer = self._producer, None
             if producer is not None:
-                await self._close_producer(producer)
+                # Acknowledgements of a live broker come in milliseconds; a dead broker's never.
+                wait = min(self._send_timeout, _PRODUCER_CLOSE_WAIT)
+                await close_client(producer, what="Kafka trigger producer", wait=wait)
 
     async def __aenter__(self) -> KafkaTriggerer:
         return self
