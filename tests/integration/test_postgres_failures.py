@@ -175,6 +175,7 @@ def test_translation_keeps_the_cause_and_classifies_by_sqlstate() -> None:
         (db_error(psycopg.errors.ProgramLimitExceeded), ValidationError, False),
         (db_error(psycopg.errors.SerializationFailure), BackendError, True),
         (db_error(psycopg.errors.DeadlockDetected), BackendError, True),
+        (db_error(psycopg.errors.LockNotAvailable), BackendError, True),  # lock_timeout
         (db_error(psycopg.errors.AdminShutdown), BackendUnavailableError, True),
         (db_error(psycopg.errors.TooManyConnections), BackendUnavailableError, True),
         (db_error(psycopg.OperationalError), BackendUnavailableError, True),

@@ -12,6 +12,7 @@ from uuid import UUID
 import anyio
 import psycopg
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from resilient_task.adapters.postgres.changes import apply_batch
@@ -23,7 +24,13 @@ from resilient_task.adapters.postgres.inserts import insert_batch
 from resilient_task.adapters.postgres.migrations import check_schema
 from resilient_task.adapters.postgres.schema import PostgresSettings, Tables
 from resilient_task.adapters.postgres.statements import Statements
-from resilient_task.adapters.postgres.transactions import AfterCommit, Callback, connection_of
+from resilient_task.adapters.postgres.transactions import (
+    AfterCommit,
+    Callback,
+    Lending,
+    connection_of,
+    misuse_error,
+)
 from resilient_task.adapters.validation import (
     check_change,
     check_limit,
@@ -71,7 +78,11 @@ class PostgresTaskDAO:
             threshold=self.settings.compression_threshold, level=self.settings.compression_level
         )
         self._after_commit = AfterCommit()
+        self._lending = Lending(engine)
         self._checked = False
+        options = self.settings.session_options()
+        if options:
+            event.listen(engine.sync_engine, "connect", _SessionOptions(options))
 
     @classmethod
     def from_url(
@@ -90,6 +101,21 @@ class PostgresTaskDAO:
         """Dispose of the engine when this DAO created it."""
         if self._owns_engine:
             await self.engine.dispose()
+
+    @property
+    def max_connections(self) -> int | None:
+        """Most connections the engine's pool lends at once; ``None`` when unbounded.
+
+        The executor lets no more transactional tasks (each holding a connection while it
+        runs) run at once than this leaves room for.
+        """
+        pool = self.engine.sync_engine.pool
+        if not isinstance(pool, sa.pool.QueuePool):
+            return None
+        overflow = getattr(pool, "_max_overflow", -1)  # no public accessor
+        if not isinstance(overflow, int) or overflow < 0:
+            return None
+        return pool.size() + overflow
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -245,6 +271,11 @@ class PostgresTaskDAO:
 
         Errors of the block itself propagate unchanged; errors of BEGIN and COMMIT are
         translated. After-commit callbacks run once the connection is back in the pool.
+
+        The block may not end the transaction itself: the connection's ``commit()``,
+        ``rollback()`` and ``close()`` raise :class:`~resilient_task.errors.ConfigurationError`
+        inside it, and, should the block swallow that, leaving it rolls everything back and
+        raises the same error (see :class:`~.transactions.Lending`).
         """
         await self.open()
         with translate_errors("begin a transaction"):
@@ -254,11 +285,18 @@ class PostgresTaskDAO:
                 with translate_errors("begin a transaction"):
                     await conn.begin()
                 try:
-                    yield conn
-                except BaseException:
+                    with self._lending.lend(conn) as misuse:
+                        yield conn
+                except BaseException as exc:
                     with anyio.CancelScope(shield=True):
                         await _quietly(conn.rollback(), "roll back")
+                    if misuse and isinstance(exc, Exception):  # the misuse, not its sequel
+                        raise misuse_error(misuse[0]) from exc
                     raise
+                if misuse:  # the commit would send nothing: the block ended the transaction
+                    with anyio.CancelScope(shield=True):
+                        await _quietly(conn.rollback(), "roll back")
+                    raise misuse_error(misuse[0])
                 with translate_errors("commit a transaction"):
                     await conn.commit()
         finally:
@@ -275,6 +313,23 @@ class PostgresTaskDAO:
         :mod:`resilient_task.adapters.postgres.transactions` for how each is tracked).
         """
         self._after_commit.register(transaction, callback)
+
+
+class _SessionOptions:
+    """A ``connect`` listener: the settings of ``PostgresSettings.session_options()``."""
+
+    def __init__(self, options: dict[str, str]) -> None:
+        names = ", ".join(f"set_config('{name}', %s, false)" for name in options)
+        self._sql = f"SELECT {names}"
+        self._values = tuple(options.values())
+
+    def __call__(self, dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(self._sql, self._values)
+        finally:
+            cursor.close()
+        dbapi_connection.commit()  # session-level settings made in a transaction need it
 
 
 async def _quietly(operation: Awaitable[None], action: str) -> None:

@@ -3,7 +3,7 @@
 Every database call of this adapter runs inside :func:`translate_errors`::
 
     data error (SQLSTATE 22xxx, 54000: too long, out of range)  -> ValidationError
-    serialization failure, deadlock, statement timeout          -> BackendError(transient=True)
+    serialization failure, deadlock, statement or lock timeout  -> BackendError(transient=True)
     lost or refused connection, pool timeout, server shutdown,
     any other OperationalError / InterfaceError                 -> BackendUnavailableError
     anything else from the driver or SQLAlchemy                 -> BackendError(transient=False)
@@ -30,7 +30,7 @@ from resilient_task.errors import (
 __all__ = ["translate", "translate_errors"]
 
 _DRIVER_ERRORS = (sa_exc.SQLAlchemyError, psycopg.Error, OSError)
-_RETRYABLE_SQLSTATES = ("40001", "40P01", "57014")
+_RETRYABLE_SQLSTATES = ("40001", "40P01", "57014", "55P03")
 _INVALID_DATA_SQLSTATES = ("54000",)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 
 import sqlalchemy as sa
 
@@ -49,6 +50,21 @@ class PostgresSettings:
         prepared_statements: prepare the hot statements (add, grab, complete) once per
             connection. Turn it off behind a pooler that cannot keep prepared statements
             (PgBouncer in transaction mode before 1.21).
+        lock_timeout: the longest a statement waits for a row lock another session holds
+            (PostgreSQL's ``lock_timeout``) before it fails as a transient
+            :class:`~resilient_task.errors.BackendError` (retried, or left to the next
+            poll): a node frozen between its completion UPDATE and its COMMIT cannot stall
+            the others. ``None`` waits for ever.
+        idle_in_transaction_timeout: a session idle inside a transaction for this long is
+            ended by the server (``idle_in_transaction_session_timeout``): its transaction
+            rolls back and its row locks are released, so a frozen node holds them no
+            longer than this. Keep it above the longest pause a transactional processor
+            makes between two statements (its processing timeout bounds that: past its
+            deadline the run is fenced anyway). ``None`` never ends such a session.
+
+    Both timeouts are set on every connection the DAO's engine opens after the DAO is built
+    (one ``set_config`` per new connection): a DAO built on your engine sets them on your
+    engine's new connections too.
     """
 
     schema: str = DEFAULT_SCHEMA
@@ -56,6 +72,8 @@ class PostgresSettings:
     compression_threshold: int | None = 1024
     compression_level: int = 6
     prepared_statements: bool = True
+    lock_timeout: timedelta | None = timedelta(seconds=10)
+    idle_in_transaction_timeout: timedelta | None = timedelta(minutes=10)
 
     def __post_init__(self) -> None:
         if not _IDENTIFIER.fullmatch(self.schema) or len(self.schema) > _MAX_SCHEMA_LENGTH:
@@ -78,6 +96,33 @@ class PostgresSettings:
             raise ConfigurationError(
                 f"compression_level must be from 1 to 9, got {self.compression_level}"
             )
+        for name in ("lock_timeout", "idle_in_transaction_timeout"):
+            value = getattr(self, name)
+            if value is not None and (
+                not isinstance(value, timedelta) or not _MIN_TIMEOUT <= value <= _MAX_TIMEOUT
+            ):
+                raise ConfigurationError(
+                    f"{name} must be a timedelta from 1 ms to 24 days, or None; got {value!r}"
+                )
+
+    def session_options(self) -> dict[str, str]:
+        """The PostgreSQL settings every session of this store gets (name -> value in ms)."""
+        options = {}
+        if self.lock_timeout is not None:
+            options["lock_timeout"] = _milliseconds(self.lock_timeout)
+        if self.idle_in_transaction_timeout is not None:
+            options["idle_in_transaction_session_timeout"] = _milliseconds(
+                self.idle_in_transaction_timeout
+            )
+        return options
+
+
+_MIN_TIMEOUT = timedelta(milliseconds=1)
+_MAX_TIMEOUT = timedelta(milliseconds=2**31 - 1)  # PostgreSQL's largest timeout, ~24.8 days
+
+
+def _milliseconds(value: timedelta) -> str:
+    return str(value // _MIN_TIMEOUT)
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,6 +86,10 @@ class Statements:
             .where(t.c.status == sa.bindparam("status"), t.c.next_event_time < sa.bindparam("now"))
             .order_by(t.c.next_event_time, t.c.priority, t.c.id)
             .limit(sa.bindparam("limit"))
+            # A row another session is changing (a node frozen before its COMMIT) is left
+            # out: the resumer's update of it would wait for that node. FOR NO KEY UPDATE is
+            # what the update would take, so rows locked only by key-share readers stay in.
+            .with_for_update(skip_locked=True, key_share=True)
         )
         self.count_by_status = sa.select(t.c.status, sa.func.count()).group_by(t.c.status)
         self.delete_finished = self._delete_finished()

@@ -20,6 +20,10 @@ in registration order, and never after a rollback. How that is achieved per hand
 An exception from a callback propagates out of the commit call; the commit stands and the
 remaining callbacks are skipped. Callbacks registered inside a savepoint that is later rolled
 back still run when the outer transaction commits.
+
+:class:`Lending` guards the connection a transactional processor is handed: its transaction
+belongs to the DAO, which commits it with the task's completion, so the processor may not end
+it (see the class).
 """
 
 from __future__ import annotations
@@ -36,12 +40,12 @@ import sqlalchemy.exc as sa_exc
 import sqlalchemy.util as sa_util
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, RootTransaction
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 
-from resilient_task.errors import ValidationError
+from resilient_task.errors import ConfigurationError, ValidationError
 
-__all__ = ["AfterCommit", "Callback", "async_session_for", "connection_of"]
+__all__ = ["AfterCommit", "Callback", "Lending", "async_session_for", "connection_of"]
 
 Callback = Callable[[], Awaitable[None]]
 
@@ -59,6 +63,8 @@ def async_session_for(connection: AsyncConnection) -> AsyncSession:
     Flushed changes commit or roll back with the task's completion; the session's own
     ``commit()`` does not end the outer transaction (SQLAlchemy's default
     ``join_transaction_mode``), and objects stay loaded after it (``expire_on_commit=False``).
+    The session's ``rollback()`` would roll the outer transaction back: inside a processor it
+    raises :class:`~resilient_task.errors.ConfigurationError` instead (raise to roll back).
     """
     return AsyncSession(bind=connection, expire_on_commit=False)
 
@@ -191,3 +197,55 @@ class AfterCommit:
         del self._sessions[session]
         if pending.committed:
             _run_all(pending.callbacks)
+
+
+class Lending:
+    """Connections whose transaction the DAO lends out: their borrower may not end it.
+
+    A transactional processor is handed the connection whose transaction also records its
+    task's completion. Were the processor to commit it, roll it back or close the connection
+    (``await current_transaction().commit()``, an ORM session's ``rollback()`` on it), the
+    completion written afterwards would be discarded with the connection -- silently. While a
+    connection is lent, SQLAlchemy's commit and rollback of it (closing rolls back) raise
+    :class:`~resilient_task.errors.ConfigurationError` before anything is sent to the server,
+    and the lender is told, so the whole transaction is rolled back and the run fails even
+    when the processor swallows the error. Savepoints (``begin_nested()``) stay free to use.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._lent: dict[Connection, list[str]] = {}
+        event.listen(engine.sync_engine, "commit", self._committing)
+        event.listen(engine.sync_engine, "rollback", self._rolling_back)
+
+    @contextmanager
+    def lend(self, connection: AsyncConnection) -> Iterator[list[str]]:
+        """Refuse the ending of ``connection``'s transaction in the block; yields the attempts."""
+        sync = connection.sync_connection
+        assert sync is not None
+        attempts: list[str] = []
+        self._lent[sync] = attempts
+        try:
+            yield attempts
+        finally:
+            del self._lent[sync]
+
+    def _committing(self, sync: Connection) -> None:
+        self._refuse(sync, "commit")
+
+    def _rolling_back(self, sync: Connection) -> None:
+        self._refuse(sync, "roll back or close")
+
+    def _refuse(self, sync: Connection, action: str) -> None:
+        attempts = self._lent.get(sync)
+        if attempts is not None:
+            attempts.append(action)
+            raise misuse_error(action)
+
+
+def misuse_error(action: str) -> ConfigurationError:
+    """The error for a processor that tried to ``action`` the transaction it was handed."""
+    return ConfigurationError(
+        f"a transactional processor must not {action} the transaction it is handed: "
+        "resilient-task commits it together with the task's completion, or rolls it back "
+        "when the processor raises (raise to roll back; begin_nested() gives a savepoint)"
+    )
