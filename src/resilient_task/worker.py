@@ -13,6 +13,7 @@ import anyio
 
 from resilient_task.bootstrap import ResilientTask
 from resilient_task.errors import ConfigurationError
+from resilient_task.logtext import loggable
 
 __all__ = ["load_app", "run_worker"]
 
@@ -57,9 +58,35 @@ async def _serve(app: ResilientTask) -> None:
 
 
 def run_worker(target: str) -> int:
-    """Run the node named by ``target`` until a stop signal; returns the exit code."""
+    """Run the node named by ``target`` until a stop signal; returns the exit code.
+
+    0 after a stop signal. A node that fails instead (it can no longer accept work) is
+    logged at ERROR with the failure and gives 1, so that a supervisor restarts the process
+    rather than leaving an idle worker.
+    """
     level = os.environ.get("RESILIENT_TASK_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     app = load_app(target)
-    anyio.run(_serve, app)
+    try:
+        anyio.run(_serve, app)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # SystemExit from user code included: the node is gone
+        log.error(
+            "worker %s stopped: it can no longer accept work (%s); exiting with status 1",
+            app.properties.node_id,
+            loggable(_describe(exc)),
+            exc_info=exc,
+        )
+        return 1
     return 0
+
+
+def _describe(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

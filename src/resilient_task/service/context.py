@@ -48,6 +48,9 @@ def current_transaction() -> Any:
     For PostgreSQL this is the SQLAlchemy ``AsyncConnection`` whose transaction also completes
     the task: write your business rows with it and they commit atomically with the task's
     completion -- or roll back when the task was taken away from this node meanwhile.
+    The transaction is the node's to end: do not commit, roll back or close it (on
+    PostgreSQL that raises :class:`~resilient_task.errors.ConfigurationError` and fails the
+    run); raise to roll your writes back, or use a savepoint (``begin_nested()``).
     """
     context = current_context()
     if context.transaction is None:
