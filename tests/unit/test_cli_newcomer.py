@@ -26,17 +26,22 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def test_a_worker_on_the_in_memory_store_is_refused_naming_the_variable(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("RESILIENT_TASK_LOG_LEVEL", raising=False)
-    assert main(["worker", "--app", "tests.unit.cli_apps:memory_node"]) == 1
-
-    err = capsys.readouterr().err
-    assert err.startswith("error: tests.unit.cli_apps:memory_node keeps its tasks in this")
-    assert "RESILIENT_TASK_DATABASE_URL" in err
-    assert "--in-memory" in err
-    assert "Traceback" not in err
+def test_a_worker_on_the_in_memory_store_is_refused_naming_the_variable() -> None:
+    # A subprocess with a timeout: without the refusal the worker would run until a signal.
+    done = subprocess.run(
+        [PYTHON, "-m", "resilient_task.cli", "worker", "--app", "tests.unit.cli_apps:memory_node"],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: tests.unit.cli_apps:memory_node keeps its tasks in")
+    assert "RESILIENT_TASK_DATABASE_URL" in done.stderr
+    assert "--in-memory" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_bad_log_level_is_refused_before_the_worker_starts(
