@@ -11,6 +11,7 @@ import pytest
 import resilient_task
 import resilient_task.adapters.memory
 import resilient_task.domain
+import resilient_task.environment
 import resilient_task.errors
 import resilient_task.ports
 from resilient_task import (
@@ -30,6 +31,7 @@ from tests.unit.helpers import Calls, FakeNode
 PUBLIC_MODULES = [
     resilient_task,
     resilient_task.domain,
+    resilient_task.environment,
     resilient_task.errors,
     resilient_task.ports,
     resilient_task.adapters.memory,
