@@ -61,6 +61,7 @@ from resilient_task.logtext import loggable
 from resilient_task.ports.clock import Clock
 from resilient_task.ports.task_dao import TaskDAO
 from resilient_task.ports.task_queries import MAX_LIST_LIMIT, TaskQueries, TaskQuery
+from resilient_task.properties import TaskProperties
 from resilient_task.service.operator import (
     Action,
     ActionResult,
@@ -68,6 +69,8 @@ from resilient_task.service.operator import (
     TaskCounts,
     TaskOperator,
 )
+from resilient_task.service.registry import HandlerRegistry
+from resilient_task.service.task_service import TaskService
 
 __all__ = [
     "EXIT_FAILED",
@@ -183,19 +186,25 @@ def _uuid(text: str) -> UUID:
     raise ValidationError(f"bad task id {loggable(text, 40)!r}: expected a uuid")
 
 
-def _count(text: str, name: str, maximum: int | None = None) -> int:
-    problem = None
-    if not (text.isascii() and text.isdigit()) or len(text) > 20:
-        problem = "a non-negative whole number"
-    else:
-        value = int(text)
-        if name == "version" and version_problem(value):
-            problem = "at most 2**63-1"
-        elif maximum is not None and not 1 <= value <= maximum:
-            problem = f"from 1 to {maximum}"
-        else:
-            return value
-    raise ValidationError(f"--{name} must be {problem}, got {loggable(text, 40)!r}")
+def _whole(text: str, option: str) -> int:
+    if text.isascii() and text.isdigit() and len(text) <= 20:
+        return int(text)
+    raise ValidationError(f"{option} must be a whole number, got {loggable(text, 40)!r}")
+
+
+def _limit(text: str) -> int:
+    value = _whole(text, "--limit")
+    if not 1 <= value <= MAX_LIST_LIMIT:
+        raise ValidationError(f"--limit must be from 1 to {MAX_LIST_LIMIT}, got {value}")
+    return value
+
+
+def _version(text: str) -> int:
+    value = _whole(text, "--version")
+    problem = version_problem(value)
+    if problem:
+        raise ValidationError(f"--version {problem}")
+    return value
 
 
 # -- the parser -------------------------------------------------------------------------
@@ -245,7 +254,8 @@ def add_tasks_commands(commands: Any) -> None:
         "tasks",
         help="list, count, show, resume, fail, cancel or reschedule tasks",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog="exit codes: 0 ok, 1 some task not OK, 2 wrong input, 3 store unusable",
+        epilog="exit codes: 0 ok, 1 some task not OK, 2 wrong input, 3 store unusable, "
+        "130 interrupted, 141 stdout closed early",
     )
     sub = tasks.add_subparsers(dest="tasks_command", required=True)
 
@@ -303,10 +313,6 @@ def build_operator(*, dao: TaskDAO, queries: TaskQueries, clock: Clock) -> TaskO
     Its task service sends no triggers and gives resumed tasks a pick-up deadline of one
     microsecond, so the next poll of any worker re-triggers and starts them.
     """
-    from resilient_task.properties import TaskProperties
-    from resilient_task.service.registry import HandlerRegistry
-    from resilient_task.service.task_service import TaskService
-
     service = TaskService(
         dao=dao,
         triggerer=_NoTriggers(),
@@ -403,7 +409,7 @@ def _parse(args: argparse.Namespace) -> _Input:
         statuses=[_status(s) for s in args.status],
         types=TaskQuery(types=args.type).types,
         older_than=None if args.older_than is None else parse_duration(args.older_than),
-        limit=_count(args.limit, "limit", MAX_LIST_LIMIT),
+        limit=_limit(args.limit),
     )
     if command == "list":
         return parsed
@@ -413,7 +419,7 @@ def _parse(args: argparse.Namespace) -> _Input:
     if args.task_ids:
         if args.status or args.type or args.older_than:
             raise ValidationError("give task ids or --status/--type/--older-than, not both")
-        version = None if args.version is None else _count(args.version, "version")
+        version = None if args.version is None else _version(args.version)
         return replace(parsed, task_ids=[_uuid(t) for t in args.task_ids], version=version)
     if not args.status:
         raise ValidationError(
