@@ -15,8 +15,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from resilient_task.cli_tasks import format_duration, parse_duration, parse_time
+from resilient_task.cli_tasks import _status, format_duration, parse_duration, parse_time
 from resilient_task.domain.requests import EARLIEST_TIME, LATEST_TIME, MAX_DURATION
+from resilient_task.domain.task import TaskStatus
 from resilient_task.errors import ValidationError
 from tests.unit.hostile import fuzz
 
@@ -146,3 +147,22 @@ def test_the_documented_examples() -> None:
     assert parse_time("2026-12-01T12:00+02:00", now=now) == datetime(2026, 12, 1, 10, tzinfo=UTC)
     with pytest.raises(ValidationError, match="no time zone"):
         parse_time("2026-12-01T10:00", now=now)
+
+
+@fuzz
+@given(
+    st.one_of(
+        st.text(max_size=12),
+        st.sampled_from(list(TaskStatus)).map(str.lower),
+        st.sampled_from(["wait\u0131ng", "\ufb01led", "ERROR ", "Error", "DONE\x00"]),
+    )
+)
+def test_a_status_name_is_read_case_insensitively_and_nothing_else(text: str) -> None:
+    value = attempt(_status, text)
+
+    if text.isascii() and text.upper() in TaskStatus.__members__:
+        assert value is TaskStatus[text.upper()]
+    else:
+        assert isinstance(value, ValidationError)
+        assert one_line(value)
+        assert "\x00" not in str(value)
