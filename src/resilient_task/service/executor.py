@@ -483,7 +483,7 @@ class TaskExecutor:
             set_context(None)
         if scope.cancel_called:
             return ProcessingTimeoutError(f"processing exceeded its timeout of {timeout}")
-        if isinstance(outcome, ProcessResult | BaseException):
+        if isinstance(outcome, (ProcessResult, BaseException)):
             return outcome
         return TypeError(f"processor returned {_shown(outcome)}; expected a ProcessResult")
 
