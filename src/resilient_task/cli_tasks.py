@@ -33,10 +33,7 @@ poll of any worker (every ``polling_interval``, 2 s by default) starts it.
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import os
-import re
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -47,8 +44,16 @@ from uuid import UUID
 
 import anyio
 
-from resilient_task.domain.requests import MAX_DURATION, require_time, version_problem
-from resilient_task.domain.task import BaseTask, Task, TaskStatus
+from resilient_task.cli_output import print_counts, print_results, print_task, print_tasks
+from resilient_task.cli_values import (
+    parse_duration,
+    parse_limit,
+    parse_status,
+    parse_task_id,
+    parse_time,
+    parse_version,
+)
+from resilient_task.domain.task import BaseTask, TaskStatus
 from resilient_task.errors import (
     BackendError,
     ConfigurationError,
@@ -64,16 +69,16 @@ from resilient_task.ports.task_queries import MAX_LIST_LIMIT, TaskQueries, TaskQ
 from resilient_task.properties import TaskProperties
 from resilient_task.service.operator import (
     Action,
-    ActionResult,
     Outcome,
-    TaskCounts,
     TaskOperator,
 )
 from resilient_task.service.registry import HandlerRegistry
 from resilient_task.service.task_service import TaskService
 
 __all__ = [
+    "EXIT_BROKEN_PIPE",
     "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_STORE",
     "EXIT_USAGE",
@@ -81,10 +86,7 @@ __all__ = [
     "add_tasks_commands",
     "add_version_option",
     "build_operator",
-    "format_duration",
     "open_operator",
-    "parse_duration",
-    "parse_time",
     "run_tasks",
 ]
 
@@ -99,113 +101,6 @@ DATABASE_URL_ENV = "RESILIENT_TASK_DATABASE_URL"
 
 OperatorFactory = Callable[[argparse.Namespace], AbstractAsyncContextManager[TaskOperator]]
 """Opens the operator a command runs on (tests pass one over the in-memory store)."""
-
-# -- parsing ----------------------------------------------------------------------------
-
-_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-_DURATION = re.compile(r"(?:[0-9]+(?:ms|s|m|h|d|w))+")
-_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w)")
-_MAX_TEXT = 100
-
-
-def parse_duration(text: str) -> timedelta:
-    """A duration such as ``10m``, ``90s``, ``1h30m``, ``2d`` or ``250ms`` (zero allowed).
-
-    Units: ``ms``, ``s``, ``m``, ``h``, ``d``, ``w``; at most ten years in all.
-
-    Raises:
-        ValidationError: anything else, with a one-line reason.
-    """
-    if not isinstance(text, str):
-        raise ValidationError(f"duration must be a str, got {type(text).__name__}")
-    if len(text) > _MAX_TEXT or not _DURATION.fullmatch(text):
-        raise ValidationError(
-            f"bad duration {loggable(text, 40)!r}: use a number and a unit, "
-            "e.g. 90s, 10m, 1h30m, 2d (units ms, s, m, h, d, w)"
-        )
-    millis = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(text))
-    if millis > MAX_DURATION // timedelta(milliseconds=1):
-        raise ValidationError(f"duration {text} is longer than ten years")
-    return timedelta(milliseconds=millis)
-
-
-def format_duration(duration: timedelta) -> str:
-    """``duration`` (not negative) as :func:`parse_duration` reads it: ``1h2m3s``, ``0s``."""
-    millis = duration // timedelta(milliseconds=1)
-    parts = []
-    for unit in ("d", "h", "m", "s", "ms"):
-        count, millis = divmod(millis, _UNITS[unit])
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts) or "0s"
-
-
-def parse_time(text: str, *, now: datetime) -> datetime:
-    """``+10m`` (from ``now``) or an ISO 8601 time with a zone (``2026-12-01T10:00Z``), in UTC.
-
-    Raises:
-        ValidationError: not such a time, no time zone, or outside the storable range.
-    """
-    if not isinstance(text, str):
-        raise ValidationError(f"time must be a str, got {type(text).__name__}")
-    if text.startswith("+"):
-        duration = parse_duration(text[1:])
-        try:
-            return require_time("time", now + duration).astimezone(UTC)
-        except OverflowError:  # beyond year 9999
-            raise ValidationError(f"time {text} is outside the storable range") from None
-    if len(text) > _MAX_TEXT or not text.isascii():
-        raise ValidationError(
-            f"bad time {loggable(text, 40)!r}: use e.g. 2026-12-01T10:00Z or +10m"
-        )
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValidationError(
-            f"bad time {text!r}: use e.g. 2026-12-01T10:00Z, 2026-12-01T12:00+02:00 or +10m"
-        ) from None
-    if parsed.tzinfo is None:
-        raise ValidationError(f"time {text!r} has no time zone: add Z (UTC) or +hh:mm")
-    return require_time("time", parsed).astimezone(UTC)
-
-
-def _status(text: str) -> TaskStatus:
-    name = text.upper()
-    if text.isascii() and name in TaskStatus.__members__:
-        return TaskStatus[name]
-    names = ", ".join(TaskStatus.__members__)
-    raise ValidationError(f"unknown status {loggable(text, 40)!r}: use one of {names}")
-
-
-def _uuid(text: str) -> UUID:
-    try:
-        if len(text) <= _MAX_TEXT:
-            return UUID(text)
-    except ValueError:
-        pass
-    raise ValidationError(f"bad task id {loggable(text, 40)!r}: expected a uuid")
-
-
-def _whole(text: str, option: str) -> int:
-    if text.isascii() and text.isdigit() and len(text) <= 20:
-        return int(text)
-    raise ValidationError(f"{option} must be a whole number, got {loggable(text, 40)!r}")
-
-
-def _limit(text: str) -> int:
-    value = _whole(text, "--limit")
-    if not 1 <= value <= MAX_LIST_LIMIT:
-        raise ValidationError(f"--limit must be from 1 to {MAX_LIST_LIMIT}, got {value}")
-    return value
-
-
-def _version(text: str) -> int:
-    value = _whole(text, "--version")
-    problem = version_problem(value)
-    if problem:
-        raise ValidationError(f"--version {problem}")
-    return value
-
 
 # -- the parser -------------------------------------------------------------------------
 
@@ -402,14 +297,14 @@ def _parse(args: argparse.Namespace) -> _Input:
     """Every argument of ``args`` checked; ValidationError (exit 2) for the first bad one."""
     command = args.tasks_command
     if command == "show":
-        return _Input(task_ids=[_uuid(args.task_id)])
+        return _Input(task_ids=[parse_task_id(args.task_id)])
     if command == "count":
         return _Input()
     parsed = _Input(
-        statuses=[_status(s) for s in args.status],
+        statuses=[parse_status(s) for s in args.status],
         types=TaskQuery(types=args.type).types,
         older_than=None if args.older_than is None else parse_duration(args.older_than),
-        limit=_limit(args.limit),
+        limit=parse_limit(args.limit),
     )
     if command == "list":
         return parsed
@@ -419,8 +314,8 @@ def _parse(args: argparse.Namespace) -> _Input:
     if args.task_ids:
         if args.status or args.type or args.older_than:
             raise ValidationError("give task ids or --status/--type/--older-than, not both")
-        version = None if args.version is None else _version(args.version)
-        return replace(parsed, task_ids=[_uuid(t) for t in args.task_ids], version=version)
+        version = None if args.version is None else parse_version(args.version)
+        return replace(parsed, task_ids=[parse_task_id(t) for t in args.task_ids], version=version)
     if not args.status:
         raise ValidationError(
             f"{action.value} needs task ids, or --status (with optional --type, --older-than, "
@@ -436,10 +331,10 @@ async def _run(args: argparse.Namespace, factory: OperatorFactory) -> int:
     given = _parse(args)
     async with factory(args) as operator:
         if command == "show":
-            _print_task(await operator.show(given.task_ids[0]), args.data, args.json)
+            print_task(await operator.show(given.task_ids[0]), args.data, args.json)
             return EXIT_OK
         if command == "count":
-            _print_counts(await operator.count(by_type=args.by_type), args.json)
+            print_counts(await operator.count(by_type=args.by_type), args.json)
             return EXIT_OK
         query = operator.query(
             statuses=given.statuses,
@@ -449,7 +344,7 @@ async def _run(args: argparse.Namespace, factory: OperatorFactory) -> int:
         )
         if command == "list":
             tasks = await operator.list_tasks(query)
-            _print_tasks(tasks, args.json)
+            print_tasks(tasks, args.json)
             if len(tasks) == query.limit:
                 print(f"(limit {query.limit} reached: more tasks may match)", file=sys.stderr)
             return EXIT_OK
@@ -477,148 +372,5 @@ async def _act(
         )
         if len(results) == query.limit:
             print(f"(limit {query.limit} reached: run again for more)", file=sys.stderr)
-    _print_results(action, results, args.json)
+    print_results(action, results, args.json)
     return EXIT_OK if all(r.outcome is Outcome.OK for r in results) else EXIT_FAILED
-
-
-# -- output -----------------------------------------------------------------------------
-
-
-def _time(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _fields(task: Task) -> dict[str, Any]:
-    return {
-        "id": str(task.id),
-        "type": task.type,
-        "sub_type": task.sub_type,
-        "status": task.status.value,
-        "version": task.version,
-        "priority": task.priority,
-        "processing_tries_count": task.processing_tries_count,
-        "recovery_count": task.recovery_count,
-        "next_event_time": task.next_event_time.isoformat(),
-        "created_at": task.created_at.isoformat(),
-        "updated_at": task.updated_at.isoformat(),
-        "processing_node": task.processing_node,
-        "unique_key": task.unique_key,
-        "last_error": task.last_error,
-    }
-
-
-def _json(value: dict[str, Any]) -> None:
-    print(json.dumps(value, ensure_ascii=True))
-
-
-_ROW = "{:36}  {:24}  {:10}  {:>7}  {:>5}  {:20}  {:16}  {}"
-
-
-def _print_tasks(tasks: Sequence[Task], as_json: bool) -> None:
-    if as_json:
-        for task in tasks:
-            _json(_fields(task))
-        return
-    print(_ROW.format("ID", "TYPE", "STATUS", "VERSION", "TRIES", "NEXT EVENT", "NODE", "ERROR"))
-    for t in tasks:
-        print(
-            _ROW.format(
-                str(t.id),
-                loggable(t.type, 24),
-                t.status.value,
-                t.version,
-                t.processing_tries_count,
-                _time(t.next_event_time),
-                loggable(t.processing_node or "-", 16),
-                loggable(t.last_error or "", 60),
-            )
-        )
-
-
-def _print_task(task: Task, data: str, as_json: bool) -> None:
-    fields = _fields(task)
-    if data != "none":
-        fields["data_encoding"] = data
-        fields["data"] = (
-            base64.b64encode(task.data).decode("ascii")
-            if data == "base64"
-            else task.data.decode("utf-8", "backslashreplace")
-        )
-    if as_json:
-        _json(fields)
-        return
-    fields["data_bytes"] = len(task.data)
-    for name, value in fields.items():
-        if name in ("data", "last_error") and value is not None:
-            text = _printable(value)  # uncut
-        else:
-            text = "-" if value is None else loggable(value, 500)
-        print(f"{name + ':':24}{text}")
-
-
-def _printable(text: str) -> str:
-    """``text`` with every unprintable character (newline, escape...) escaped, the rest kept."""
-    if text.isprintable():
-        return text
-    return "".join(
-        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
-        for c in text
-    )
-
-
-def _print_counts(counts: TaskCounts, as_json: bool) -> None:
-    ages = {
-        s.value: None if a is None else a.total_seconds() for s, a in counts.oldest_overdue.items()
-    }
-    if as_json:
-        value: dict[str, Any] = {
-            "at": counts.at.isoformat(),
-            "by_status": {s.value: n for s, n in counts.by_status.items()},
-            "oldest_overdue_seconds": ages,
-        }
-        if counts.by_type is not None:
-            value["by_type"] = [
-                {"status": s.value, "type": t, "count": n}
-                for (s, t), n in sorted(counts.by_type.items())
-            ]
-        _json(value)
-        return
-    for status, n in counts.by_status.items():
-        print(f"{status.value:12}{n:>12}")
-    if counts.by_type is not None:
-        print()
-        for (status, type_), n in sorted(counts.by_type.items()):
-            print(f"{status.value:12}{n:>12}  {loggable(type_, 80)}")
-    print()
-    for status, age in counts.oldest_overdue.items():
-        shown = "none" if age is None else format_duration(age - age % timedelta(seconds=1))
-        print(f"oldest overdue {status.value}: {shown}")
-
-
-def _print_results(action: Action, results: Sequence[ActionResult], as_json: bool) -> None:
-    for r in results:
-        if as_json:
-            _json(
-                {
-                    "id": str(r.task_id),
-                    "action": action.value,
-                    "outcome": r.outcome.value,
-                    "status": None if r.task is None else r.task.status.value,
-                    "version": None if r.task is None else r.task.version,
-                    "detail": r.detail or None,
-                    "dry_run": r.dry_run,
-                }
-            )
-            continue
-        if r.outcome is Outcome.OK and r.task is not None:
-            state = f"{r.task.status.value} at version {r.task.version}"
-            detail = f"would {action.value}: {state}" if r.dry_run else f"now {state}"
-        else:
-            detail = loggable(r.detail, 200)
-        print(f"{r.task_id}  {r.outcome.value:11}  {detail}")
-    tally: dict[str, int] = {}
-    for r in results:
-        tally[r.outcome.value] = tally.get(r.outcome.value, 0) + 1
-    summary = ", ".join(f"{n} {o}" for o, n in tally.items()) or "no tasks"
-    dry = " (dry run: nothing written)" if any(r.dry_run for r in results) else ""
-    print(f"{action.value}: {summary}{dry}", file=sys.stderr)

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from resilient_task.cli_tasks import _status, format_duration, parse_duration, parse_time
+from resilient_task.cli_values import format_duration, parse_duration, parse_status, parse_time
 from resilient_task.domain.requests import EARLIEST_TIME, LATEST_TIME, MAX_DURATION
 from resilient_task.domain.task import TaskStatus
 from resilient_task.errors import ValidationError
@@ -158,7 +158,7 @@ def test_the_documented_examples() -> None:
     )
 )
 def test_a_status_name_is_read_case_insensitively_and_nothing_else(text: str) -> None:
-    value = attempt(_status, text)
+    value = attempt(parse_status, text)
 
     if text.isascii() and text.upper() in TaskStatus.__members__:
         assert value is TaskStatus[text.upper()]
