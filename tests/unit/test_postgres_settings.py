@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from resilient_task import ConfigurationError
-from resilient_task.adapters.postgres import PostgresSettings
+from resilient_task.adapters.postgres import PostgresSettings, PostgresTaskDAO
 
 
 def test_default_sessions_wait_ten_seconds_for_a_lock_and_ten_minutes_idle_in_transaction() -> None:
@@ -39,3 +42,22 @@ def test_a_timeout_is_sent_in_whole_milliseconds(value: timedelta) -> None:
 def test_a_timeout_postgresql_cannot_take_is_refused(name: str, value: object) -> None:
     with pytest.raises(ConfigurationError, match=name):
         PostgresSettings(**{name: value})  # type: ignore[arg-type]
+
+
+URL = "postgresql+psycopg://nobody@127.0.0.1:1/none"  # never connected to
+
+
+@pytest.mark.parametrize(
+    ("pool", "expected"),
+    [({"pool_size": 4, "max_overflow": 3}, 7), ({"pool_size": 4, "max_overflow": -1}, None)],
+    ids=["bounded", "unbounded-overflow"],
+)
+def test_the_dao_reports_how_many_connections_its_pool_lends_at_once(
+    pool: dict[str, Any], expected: int | None
+) -> None:
+    assert PostgresTaskDAO.from_url(URL, **pool).max_connections == expected
+
+
+def test_a_dao_on_an_engine_without_a_pool_reports_no_bound() -> None:
+    engine = create_async_engine(URL, poolclass=NullPool)
+    assert PostgresTaskDAO(engine=engine).max_connections is None
