@@ -1,9 +1,9 @@
 """The README's examples, run as written (so README and tests cannot drift).
 
-The "Testing your handlers" block is a complete test module. Its test functions are compiled from README.md into this
-module (pytest collects them here, on both anyio backends), and the block also runs as its own
-file under a bare pytest configuration, as a user who copies it would run it. The "Quick
-start" block runs as a script.
+The "Testing your handlers" block is a complete test module. Its test functions are compiled
+from README.md into this module (pytest collects them here, on both anyio backends), and the
+block also runs as its own file under a bare pytest configuration, as a user who copies it
+would run it. The "Quick start" block runs as a script.
 """
 
 from __future__ import annotations
