@@ -84,7 +84,9 @@ class KafkaProperties:
         replication_factor: replication factor for topics this library creates.
         client_id: client id reported to the broker.
         extra: passed through to aiokafka's producer, consumer and admin client
-            (``security_protocol``, ``sasl_mechanism``, ``ssl_context`` ...).
+            (``security_protocol``, ``sasl_mechanism``, ``ssl_context`` ...). From the
+            environment: ``RESILIENT_TASK_KAFKA_EXTRA``, a JSON object (see
+            :func:`resilient_task.environment.kafka_extra_from_env`).
     """
 
     bootstrap_servers: str = "localhost:9092"
