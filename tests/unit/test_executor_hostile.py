@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from resilient_task import (
+    ConfigurationError,
     NoRetryPolicy,
     ProcessResult,
     SimpleConcurrencyPolicy,
@@ -267,3 +268,24 @@ async def test_one_bad_trigger_in_a_grab_batch_does_not_hold_back_the_others(
     assert calls.count == 30
     assert node.executor.stats["grab_failed"] == 1
     assert f"task {tasks[7].id} v{2**64}: trigger not grabbed" in caplog.text
+
+
+class OneConnectionDAO(InMemoryTaskDAO):
+    """An in-memory store that reports a pool of a single connection."""
+
+    max_connections = 1
+
+
+async def test_a_pool_too_small_for_any_transactional_task_is_refused_at_start() -> None:
+    node = FakeNode(handler(Calls(), transactional=True), dao=OneConnectionDAO())
+    with pytest.raises(ConfigurationError, match=r"at least 2 connections .* holds 1"):
+        async with node:
+            pass
+
+
+async def test_a_pool_with_room_for_every_transactional_task_adds_no_limit() -> None:
+    policy = SimpleConcurrencyPolicy(1)  # 1 + 2 for grabs and completions fits in 3
+    async with FakeNode(
+        handler(Calls(), transactional=True, concurrency_policy=policy), dao=SmallPoolDAO()
+    ) as node:
+        assert node.executor._connection_slots is None

@@ -95,6 +95,7 @@ class TaskExecutor:
         # Transactional tasks hold a pooled connection while they run: when the handlers allow
         # more of them than the pool holds, they wait for one of these before being grabbed.
         self._connection_slots: anyio.Semaphore | None = None
+        self._bound_transactional_tasks()
         self._blocking_scopes: set[anyio.CancelScope] = set()  # see blocking_processor
         self._grabs: Batcher[GrabRequest, Task | Exception | None] = Batcher(self._grab_batch)
         self._completions: Batcher[TaskChange, bool] = Batcher(self._dao.apply)
@@ -120,7 +121,6 @@ class TaskExecutor:
             raise ConfigurationError("executor already running")
         self._stop_requested = anyio.Event()
         self._stopped = anyio.Event()
-        self._bound_transactional_tasks()
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -152,8 +152,11 @@ class TaskExecutor:
         beyond the pool's size, it would wait for a connection after the grab -- past its
         deadline, or until the pool's timeout fails it. Bounded here, the surplus waits for a
         slot *before* the grab instead, like any concurrency limit.
+
+        Raises:
+            ConfigurationError: the pool cannot hold a running transactional task and the
+                connection that grabs and completions need beside it.
         """
-        self._connection_slots = None
         capacity = getattr(self._dao, "max_connections", None)
         limits = {
             id(h.concurrency_policy): h.concurrency_policy.max_concurrency
@@ -163,6 +166,12 @@ class TaskExecutor:
         wanted = min(sum(limits.values()), self._props.max_triggers_in_memory)
         if not isinstance(capacity, int) or not limits or wanted + _CONNECTION_HEADROOM <= capacity:
             return
+        if capacity < _CONNECTION_HEADROOM:
+            raise ConfigurationError(
+                f"transactional handlers need a database pool of at least "
+                f"{_CONNECTION_HEADROOM} connections (one held by each running task, one for "
+                f"grabs and completions); this pool holds {capacity}"
+            )
         allowed = max(1, capacity - _CONNECTION_HEADROOM)
         self._connection_slots = anyio.Semaphore(allowed)
         log.warning(
