@@ -31,30 +31,19 @@ from datetime import datetime
 from typing import Protocol
 
 from resilient_task.domain.requests import MAX_TYPE_LENGTH, require_time, text_problem
-from resilient_task.domain.task import Task, TaskStatus
+from resilient_task.domain.task import Task, TaskStatus, status_of
 from resilient_task.errors import ValidationError
 
-__all__ = ["MAX_LIST_LIMIT", "TaskQueries", "TaskQuery", "require_status"]
+__all__ = ["MAX_LIST_LIMIT", "TaskQueries", "TaskQuery"]
 
 MAX_LIST_LIMIT = 10_000
 """The most tasks one listing returns."""
 
 
-def require_status(value: object) -> TaskStatus:
-    """``value`` as a :class:`TaskStatus` (a member or its name), else ValidationError."""
-    if isinstance(value, TaskStatus):
-        return value
-    if isinstance(value, str) and value in TaskStatus.__members__:
-        return TaskStatus[value]
-    names = ", ".join(TaskStatus.__members__)
-    shown = repr(value)[:40] if isinstance(value, str) else type(value).__name__
-    raise ValidationError(f"status must be one of {names}, got {shown}")
-
-
 def _statuses(values: Iterable[TaskStatus | str]) -> tuple[TaskStatus, ...]:
     found: list[TaskStatus] = []
     for value in values:
-        status = require_status(value)
+        status = status_of(value)
         if status not in found:
             found.append(status)
     return tuple(found)

@@ -14,8 +14,8 @@ import anyio.lowlevel
 
 from resilient_task.adapters.memory.task_dao import InMemoryTaskDAO
 from resilient_task.domain.requests import require_time
-from resilient_task.domain.task import Task, TaskStatus
-from resilient_task.ports.task_queries import TaskQuery, require_status
+from resilient_task.domain.task import Task, TaskStatus, status_of
+from resilient_task.ports.task_queries import TaskQuery
 
 __all__ = ["InMemoryTaskQueries"]
 
@@ -60,7 +60,7 @@ class InMemoryTaskQueries:
     async def oldest_overdue(self, status: TaskStatus, *, now: datetime) -> datetime | None:
         """The earliest ``next_event_time`` before ``now`` in ``status``, or None."""
         await anyio.lowlevel.checkpoint()
-        status = require_status(status)
+        status = status_of(status)
         require_time("now", now)
         times = [
             t.next_event_time

@@ -26,8 +26,8 @@ from resilient_task.adapters.postgres.dao import PostgresTaskDAO
 from resilient_task.adapters.postgres.errors import translate_errors
 from resilient_task.adapters.postgres.schema import Tables
 from resilient_task.domain.requests import require_time
-from resilient_task.domain.task import Task, TaskStatus
-from resilient_task.ports.task_queries import TaskQuery, require_status
+from resilient_task.domain.task import Task, TaskStatus, status_of
+from resilient_task.ports.task_queries import TaskQuery
 
 __all__ = ["PostgresTaskQueries"]
 
@@ -105,7 +105,7 @@ class PostgresTaskQueries:
 
     async def oldest_overdue(self, status: TaskStatus, *, now: datetime) -> datetime | None:
         """The earliest ``next_event_time`` before ``now`` in ``status``, or None."""
-        status = require_status(status)
+        status = status_of(status)
         require_time("now", now)
         t = self._tasks
         statement = (
