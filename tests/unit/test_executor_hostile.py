@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 
 import anyio
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from resilient_task import (
     ConfigurationError,
@@ -289,3 +291,32 @@ async def test_a_pool_with_room_for_every_transactional_task_adds_no_limit() -> 
         handler(Calls(), transactional=True, concurrency_policy=policy), dao=SmallPoolDAO()
     ) as node:
         assert node.executor._connection_slots is None
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(size=st.integers(min_value=1, max_value=24), data=st.data())
+async def test_any_number_of_bad_triggers_anywhere_in_a_batch_fail_alone(
+    size: int, data: st.DataObject
+) -> None:
+    bad = data.draw(st.sets(st.integers(min_value=0, max_value=size - 1)), label="bad")
+    dao = PoisonedGrabDAO(ValidationError("bigint out of range"))
+    calls = Calls()
+    async with FakeNode(handler(calls), dao=dao) as node:
+        tasks = [
+            stored_task(status=TaskStatus.SUBMITTED, next_event_time=START + 60 * SECOND)
+            for _ in range(size)
+        ]
+        dao.put(*tasks)
+        async with anyio.create_task_group() as tg:
+            for index, task in enumerate(tasks):
+                trigger = replace(task.base, version=2**64) if index in bad else task.base
+                tg.start_soon(node.executor.on_trigger, trigger)
+        good = [t.id for i, t in enumerate(tasks) if i not in bad]
+        await settle(lambda: all(node.status(i) is TaskStatus.DONE for i in good))
+        assert node.executor.stats["grab_failed"] == len(bad)
+        assert all(
+            node.status(t.id) is TaskStatus.SUBMITTED for i, t in enumerate(tasks) if i in bad
+        )
+    assert sorted(t.id for t in calls.tasks) == sorted(good)
