@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -41,8 +42,10 @@ def test_a_worker_stopped_by_sigterm_exits_0() -> None:
     try:
         deadline = time.monotonic() + 60
         assert worker.stdout is not None
-        for line in worker.stdout:  # wait until it serves
-            if "SIGTERM or SIGINT stops it gracefully" in line or time.monotonic() > deadline:
+        while time.monotonic() < deadline:  # wait until it serves (bounded: never hangs)
+            ready, _, _ = select.select([worker.stdout], [], [], deadline - time.monotonic())
+            line = worker.stdout.readline() if ready else ""
+            if not line or "SIGTERM or SIGINT stops it gracefully" in line:
                 break
         worker.send_signal(signal.SIGTERM)
         output, _ = worker.communicate(timeout=60)
