@@ -9,6 +9,8 @@ clock). The same commands against PostgreSQL through ``main`` are in
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +19,8 @@ from datetime import timedelta
 from uuid import uuid4
 
 import pytest
+from hypothesis import event, given
+from hypothesis import strategies as st
 
 from resilient_task.adapters.memory import FakeClock, InMemoryTaskDAO
 from resilient_task.adapters.memory.queries import InMemoryTaskQueries
@@ -32,6 +36,7 @@ from resilient_task.cli_tasks import (
 from resilient_task.domain.task import Task, TaskStatus
 from resilient_task.service.operator import TaskOperator
 from tests.unit.helpers import START, stored_task
+from tests.unit.hostile import fuzz
 
 SECOND = timedelta(seconds=1)
 _S = TaskStatus
@@ -351,3 +356,54 @@ def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) 
 
     assert exited.value.code == 0
     assert capsys.readouterr().out.startswith("resilient-task 0.")
+
+
+_option_values = st.one_of(
+    st.text(max_size=20),
+    st.sampled_from(["ERROR", "error", "10m", "+10m", "0", "1", "2026-12-01T10:00Z", "-1"]),
+    st.uuids().map(str),
+)
+_commands = st.tuples(
+    st.sampled_from(["list", "show", "count", "resume", "fail", "cancel", "reschedule"]),
+    st.lists(
+        st.one_of(
+            st.tuples(
+                st.sampled_from(
+                    ["--status", "--type", "--older-than", "--limit", "--version", "--at"]
+                ),
+                _option_values,
+            ).map(list),
+            st.sampled_from([["--json"], ["--dry-run"], ["--by-type"], ["--data", "utf8"]]),
+            _option_values.map(lambda v: [v]),
+        ),
+        max_size=5,
+    ),
+)
+
+
+@fuzz
+@given(command=_commands)
+def test_any_command_line_ends_with_an_exit_code_never_a_traceback(
+    command: tuple[str, list[list[str]]],
+) -> None:
+    name, options = command
+    argv = [name, *(token for option in options for token in option)]
+    store = Store(error_task(), stored_task(status=_S.WAITING, next_event_time=START))
+    parser = argparse.ArgumentParser(prog="resilient-task", exit_on_error=False)
+    add_tasks_commands(parser.add_subparsers(dest="command", required=True))
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()) as err,
+    ):
+        try:
+            args = parser.parse_args(["tasks", *argv])
+        except (argparse.ArgumentError, SystemExit):
+            event("argparse usage error")
+            return  # argparse's own usage error (exit 2)
+        code = run_tasks(args, operator=store.operator)
+    event(f"exit {code}")
+
+    assert code in (EXIT_OK, EXIT_FAILED, EXIT_USAGE)
+    if code == EXIT_USAGE:
+        assert len(err.getvalue().splitlines()) == 1
+        assert not store.opened
