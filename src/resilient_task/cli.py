@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import anyio
 
 from resilient_task.cli_tasks import add_tasks_commands, add_version_option, run_tasks
+from resilient_task.dashboard.cli import add_dashboard_command, run_dashboard
 from resilient_task.errors import ConfigurationError, ResilientTaskError
 
 __all__ = ["main"]
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         "lost when it exits and no other process can add to them",
     )
     add_tasks_commands(sub)
+    add_dashboard_command(sub)
     return parser
 
 
@@ -78,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _worker(args.app, in_memory=args.in_memory)
         if args.command == "tasks":
             return run_tasks(args)
+        if args.command == "dashboard":
+            return run_dashboard(args)
     except ResilientTaskError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
