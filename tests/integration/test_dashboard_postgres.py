@@ -121,17 +121,16 @@ class TestBoundedReads:
             types = board.call(lambda c=cap: ours.type_counts(cap=c))
             assert types == board.call(lambda c=cap: exact.type_counts(cap=c))
         for cap in (1, 100):
-            args = {"now": now, "minutes": 60, "cap": cap}
-            assert board.call(lambda a=args: ours.done_per_minute(**a)) == board.call(
-                lambda a=args: exact.done_per_minute(**a)
-            )
+            assert board.call(
+                lambda c=cap: ours.done_per_minute(now=now, minutes=60, cap=c)
+            ) == board.call(lambda c=cap: exact.done_per_minute(now=now, minutes=60, cap=c))
         board.call(_analyze, board.dao)
         estimated = board.call(lambda: ours.status_counts(cap=2))[TaskStatus.DONE]
         assert estimated == StatusCount(7, exact=False, estimated=True)
-        nodes = {"now": now + timedelta(seconds=1), "within": timedelta(minutes=20), "cap": 100}
-        assert board.call(lambda: ours.recent_nodes(**nodes)) == board.call(
-            lambda: exact.recent_nodes(**nodes)
-        )
+        later, window = now + timedelta(seconds=1), timedelta(minutes=20)
+        assert board.call(
+            lambda: ours.recent_nodes(now=later, within=window, cap=100)
+        ) == board.call(lambda: exact.recent_nodes(now=later, within=window, cap=100))
 
 
 async def _all_tasks(dao: PostgresTaskDAO) -> list[Task]:
