@@ -37,7 +37,7 @@ from __future__ import annotations
 import enum
 from typing import Protocol
 
-__all__ = ["NullObserver", "Observer", "ProcessOutcome", "RecoveryStrategy"]
+__all__ = ["NULL_OBSERVER", "NullObserver", "Observer", "ProcessOutcome", "RecoveryStrategy"]
 
 
 class ProcessOutcome(enum.StrEnum):
@@ -142,3 +142,7 @@ class NullObserver:
 
     def outage(self, dependency: str, *, down: bool) -> None:
         """Ignored."""
+
+
+NULL_OBSERVER = NullObserver()
+"""The shared no-op observer: the default of every service that reports events."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from resilient_task.ports.clock import Clock
+from resilient_task.ports.observer import NULL_OBSERVER, Observer
 from resilient_task.ports.task_dao import TaskDAO
 from resilient_task.properties import TaskProperties
 from resilient_task.service.outage import OutageLog, repeat_every
@@ -21,11 +22,19 @@ class TaskCleaner:
     bounded batches, so nodes cleaning at once only share the work.
     """
 
-    def __init__(self, *, dao: TaskDAO, clock: Clock, properties: TaskProperties) -> None:
+    def __init__(
+        self,
+        *,
+        dao: TaskDAO,
+        clock: Clock,
+        properties: TaskProperties,
+        observer: Observer = NULL_OBSERVER,
+    ) -> None:
         self._dao = dao
         self._clock = clock
         self._props = properties
-        self._db = OutageLog(log, "database")
+        self._observer = observer
+        self._db = OutageLog(log, "database", observer)
         self.deleted = 0
         """Tasks deleted by this node so far."""
 
@@ -41,6 +50,7 @@ class TaskCleaner:
                 break
         if total:
             self.deleted += total
+            self._observer.tasks_cleaned(total)
             log.info("deleted %d finished task(s) older than %s", total, settings.retention)
         return total
 

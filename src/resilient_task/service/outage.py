@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from resilient_task.errors import BackendError
 from resilient_task.ports.clock import Clock
+from resilient_task.ports.observer import NULL_OBSERVER, Observer
 
 __all__ = ["OutageLog", "repeat_every"]
 
@@ -14,10 +15,13 @@ __all__ = ["OutageLog", "repeat_every"]
 class OutageLog:
     """Tracks consecutive failures of one dependency (e.g. "database", "broker")."""
 
-    def __init__(self, logger: logging.Logger, what: str) -> None:
+    def __init__(
+        self, logger: logging.Logger, what: str, observer: Observer = NULL_OBSERVER
+    ) -> None:
         self.log = logger
         """The logger this outage writes to."""
         self._what = what
+        self._observer = observer
         self.failures = 0
         self.outages = 0
 
@@ -32,6 +36,7 @@ class OutageLog:
         transient = isinstance(exc, BackendError) and exc.transient
         if self.failures == 1:
             self.outages += 1
+            self._observer.outage(self._what, down=True)
             self.log.warning(
                 "%s unavailable while %s (%s: %s); %s",
                 self._what,
@@ -48,6 +53,7 @@ class OutageLog:
         if self.failures:
             self.log.warning("%s reachable again after %d failed calls", self._what, self.failures)
             self.failures = 0
+            self._observer.outage(self._what, down=False)
 
 
 async def repeat_every(

@@ -30,8 +30,10 @@ import anyio.abc
 from resilient_task.domain.policies import SimpleProcessingPolicy, StuckTaskResolutionStrategy
 from resilient_task.domain.task import BaseTask, Task, TaskStatus
 from resilient_task.errors import BackendError, TriggerError
+from resilient_task.logsetup import task_extra
 from resilient_task.logtext import loggable
 from resilient_task.ports.clock import Clock
+from resilient_task.ports.observer import NULL_OBSERVER, Observer, RecoveryStrategy
 from resilient_task.ports.task_dao import TaskChange, TaskDAO
 from resilient_task.ports.triggerer import Triggerer
 from resilient_task.properties import TaskProperties
@@ -61,6 +63,7 @@ class TaskResumer:
         clock: Clock,
         properties: TaskProperties,
         executor: TaskExecutor | None = None,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         self._dao = dao
         self._triggerer = triggerer
@@ -68,8 +71,9 @@ class TaskResumer:
         self._clock = clock
         self._props = properties
         self._executor = executor
-        self._db = OutageLog(log, "database")
-        self._broker = OutageLog(log, "trigger broker")
+        self._observer = observer
+        self._db = OutageLog(log, "database", observer)
+        self._broker = OutageLog(log, "trigger broker", observer)
         self._retriggered: OrderedDict[UUID, None] = OrderedDict()
         self._claiming = True
         self._background: anyio.abc.TaskGroup | None = None
@@ -210,6 +214,7 @@ class TaskResumer:
                 task.id,
                 loggable(task.type),
                 loggable(_stuck(task)),
+                extra=task_extra(task),
             )
             return None
         if strategy is _S.MARK_AS_FAILED:
@@ -228,6 +233,7 @@ class TaskResumer:
         """Log and count one stuck task this node resolved (its compare-and-set won)."""
         if resolved.status is TaskStatus.SUBMITTED:
             self.stats["recovered"] += 1
+            self._observer.tasks_recovered(stuck.type, RecoveryStrategy.RETRY)
             handler = self._registry.find(stuck.base)
             policy = handler.processing_policy if handler is not None else _DEFAULT_PROCESSING
             log.warning(
@@ -237,22 +243,27 @@ class TaskResumer:
                 loggable(_stuck(stuck)),
                 resolved.recovery_count,
                 policy.max_recoveries,
+                extra=task_extra(stuck),
             )
         elif resolved.status is TaskStatus.FAILED:
             self.stats["stuck_failed"] += 1
+            self._observer.tasks_recovered(stuck.type, RecoveryStrategy.MARK_AS_FAILED)
             log.error(
                 "task %s type=%s %s -> FAILED",
                 stuck.id,
                 loggable(stuck.type),
                 loggable(_stuck(stuck)),
+                extra=task_extra(stuck),
             )
         else:
             self.stats["stuck_error"] += 1
+            self._observer.tasks_recovered(stuck.type, RecoveryStrategy.MARK_AS_ERROR)
             log.error(
                 "task %s type=%s -> ERROR: %s",
                 stuck.id,
                 loggable(stuck.type),
                 loggable(resolved.last_error),
+                extra=task_extra(stuck),
             )
 
     async def _apply(self, changes: Sequence[TaskChange]) -> list[Task]:
@@ -284,7 +295,9 @@ class TaskResumer:
                     f"broker did not acknowledge within {_TRIGGER_PATIENCE} s", transient=True
                 )
             self._broker.succeeded()
+            self._observer.triggers_sent(len(bases))
         except (TriggerError, BackendError) as exc:
+            self._observer.triggers_failed(len(bases))
             was_down = self._broker.down
             self._broker.failed(exc, f"triggering {len(bases)} task(s)")
             if not was_down and fallback:
