@@ -29,15 +29,18 @@ from resilient_task.adapters.postgres import PostgresSettings, upgrade
 from resilient_task.adapters.postgres.engine import safe_url
 
 __all__ = [
+    "ALLOW_RESTART_ENV",
     "DATABASE_URL_ENV",
     "database_url",
     "drop_schema",
     "isolated_schema",
+    "require_restart_allowed",
     "settings",
     "terminate_backends",
 ]
 
 DATABASE_URL_ENV = "RESILIENT_TASK_TEST_DATABASE_URL"
+ALLOW_RESTART_ENV = "RESILIENT_TASK_TEST_ALLOW_PG_RESTART"
 _CONNECT_TIMEOUT = 3
 _IMAGE = "postgres:16-alpine"
 _DOCKER_SOCKET = "/var/run/docker.sock"
@@ -65,6 +68,17 @@ def _connect_problem(url: str) -> str | None:
     except (psycopg.Error, sa.exc.ArgumentError, OSError) as exc:
         return f"{type(exc).__name__}: {exc}".strip()
     return None
+
+
+def require_restart_allowed() -> None:
+    """Skip the calling test unless ``RESILIENT_TASK_TEST_ALLOW_PG_RESTART=1``.
+
+    For tests that restart the whole local PostgreSQL cluster behind the test URL: a developer
+    running ``make test`` against their own cluster is never surprised by a restart; ``.ci/run``
+    sets the variable.
+    """
+    if os.environ.get(ALLOW_RESTART_ENV, "").strip() != "1":
+        pytest.skip(f"restarts the PostgreSQL cluster: set {ALLOW_RESTART_ENV}=1 to allow it")
 
 
 def _docker_problem() -> str | None:

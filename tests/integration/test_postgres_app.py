@@ -31,7 +31,7 @@ from resilient_task import (
 )
 from resilient_task.adapters.postgres import PostgresSettings
 from resilient_task.errors import BackendUnavailableError
-from tests.integration.postgres_env import terminate_backends
+from tests.integration.postgres_env import require_restart_allowed, terminate_backends
 
 pytestmark = pytest.mark.anyio
 
@@ -250,6 +250,7 @@ def _local_cluster() -> list[str] | None:
 async def test_database_restart_mid_run_loses_no_task(
     database_url: str, settings: PostgresSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
+    require_restart_allowed()
     cluster = _local_cluster()
     if cluster is None or "127.0.0.1" not in database_url:
         pytest.skip("needs the local PostgreSQL cluster (pg_ctlcluster) to restart it")

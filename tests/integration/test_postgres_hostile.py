@@ -25,7 +25,12 @@ from resilient_task import (
     TaskStatus,
     current_transaction,
 )
-from resilient_task.adapters.postgres import PostgresSettings, PostgresTaskDAO, async_session_for
+from resilient_task.adapters.postgres import (
+    PostgresSettings,
+    PostgresTaskDAO,
+    async_session_for,
+    open_postgres_dao,
+)
 from resilient_task.ids import uuid7
 from resilient_task.ports.task_dao import GrabRequest, TaskChange
 from tests.integration.test_postgres_app import (
@@ -344,3 +349,23 @@ async def test_transactional_tasks_beyond_the_pool_wait_for_a_connection_before_
     assert running["peak"] == 1  # 3 connections, 2 kept for grabs and completions
     assert await shipped(database_url, settings) == {r.task_id for r in added}
     assert "allow 10 task(s) at once but the database pool holds 3 connection(s)" in caplog.text
+
+
+async def test_open_postgres_dao_passes_the_session_timeouts_through(
+    database_url: str, settings: PostgresSettings
+) -> None:
+    # The path ResilientTask(postgres_options=...) takes: the timeouts are settings, not pool
+    # options (create_engine would refuse them with a TypeError).
+    async with (
+        open_postgres_dao(
+            database_url,
+            schema=settings.schema,
+            prefix=settings.prefix,
+            lock_timeout=timedelta(seconds=4),
+            idle_in_transaction_timeout=None,
+        ) as dao,
+        dao.engine.connect() as conn,
+    ):
+        lock = (await conn.exec_driver_sql("SHOW lock_timeout")).scalar()
+        idle = (await conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout")).scalar()
+    assert (lock, idle) == ("4s", "0")

@@ -344,7 +344,7 @@ async def test_tasks_added_while_no_worker_listens_start_as_soon_as_one_does(
         early = await producer.service.add_tasks([AddTaskRequest(type="work")] * 50)
         starts = Starts()
         began = time.monotonic()
-        async with node(database_url, settings, starts.handler()) as worker:
+        async with node(database_url, settings, starts.handler()):
             await starts.wait_for({r.task_id for r in early}, seconds=5)
             late = await producer.service.add_task(AddTaskRequest(type="work"))
             await starts.wait_for({late.task_id}, seconds=5)

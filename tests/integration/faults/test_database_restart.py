@@ -11,7 +11,6 @@ deadline and runs again), but never overlapping runs.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -33,19 +32,18 @@ from tests.integration.faults.harness import (
     unavailable,
     unfinished,
 )
+from tests.integration.postgres_env import require_restart_allowed
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 WORKERS = 3
 BEFORE, AFTER = 2000, 500
 LOCAL_HOSTS = {None, "", "localhost", "127.0.0.1", "::1"}
-ALLOW_RESTART_ENV = "RESILIENT_TASK_TEST_ALLOW_PG_RESTART"
 
 
 def local_cluster(database_url: str) -> list[str]:
     """The ``pg_ctlcluster`` command restarting the cluster behind ``database_url``."""
-    if os.environ.get(ALLOW_RESTART_ENV, "").strip() != "1":
-        pytest.skip(f"restarts the PostgreSQL cluster: set {ALLOW_RESTART_ENV}=1 to allow it")
+    require_restart_allowed()
     pg_ctlcluster, pg_lsclusters = shutil.which("pg_ctlcluster"), shutil.which("pg_lsclusters")
     if pg_ctlcluster is None or pg_lsclusters is None:
         unavailable("pg_ctlcluster is not installed: cannot restart PostgreSQL")

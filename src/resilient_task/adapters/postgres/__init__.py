@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -50,6 +51,8 @@ __all__ = [
     "upgrade",
 ]
 
+_DEFAULTS = PostgresSettings()
+
 
 @asynccontextmanager
 async def open_postgres_dao(
@@ -60,12 +63,16 @@ async def open_postgres_dao(
     compression_threshold: int | None = 1024,
     compression_level: int = 6,
     prepared_statements: bool = True,
+    lock_timeout: timedelta | None = _DEFAULTS.lock_timeout,
+    idle_in_transaction_timeout: timedelta | None = _DEFAULTS.idle_in_transaction_timeout,
     migrate: bool = False,
     **pool_options: Any,
 ) -> AsyncIterator[PostgresTaskDAO]:
     """A :class:`PostgresTaskDAO` with its own engine, schema-checked, disposed of on exit.
 
-    ``pool_options`` go to :func:`create_engine` (``pool_size``, ``pool_timeout``...).
+    ``pool_options`` go to :func:`create_engine` (``pool_size``, ``pool_timeout``...); the
+    other keywords are :class:`PostgresSettings` fields (``lock_timeout`` and
+    ``idle_in_transaction_timeout`` are set on every session; None leaves the server's own).
     ``migrate=True`` creates or upgrades the tables first (as ``resilient-task db upgrade``);
     by default a missing or outdated schema is an error, so deployments migrate explicitly.
 
@@ -79,6 +86,8 @@ async def open_postgres_dao(
         compression_threshold=compression_threshold,
         compression_level=compression_level,
         prepared_statements=prepared_statements,
+        lock_timeout=lock_timeout,
+        idle_in_transaction_timeout=idle_in_transaction_timeout,
     )
     dao = PostgresTaskDAO.from_url(database_url, settings=settings, **pool_options)
     try:
