@@ -18,6 +18,10 @@ Contract (checked by ``tests/contract/task_dao_contract.py`` against every adapt
 - Times are UTC-aware datetimes in and out.
 - Driver failures surface as :class:`~resilient_task.errors.BackendError` subclasses, never as
   driver exceptions; a lost connection is a transient :class:`BackendUnavailableError`.
+- Optional: an adapter whose transactions hold pooled connections may expose
+  ``max_connections: int | None`` (None: unbounded). The executor reads it (``getattr``) to keep
+  transactional tasks within the pool: at most ``max_connections - 2`` run at once, the rest
+  wait before their grab. An adapter without it is treated as unbounded.
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ class TaskResumer:
             total += len(claimed)
             self.stats["resumed"] += len(claimed)
             for task in claimed:
-                log.info("task %s type=%s WAITING -> SUBMITTED (due)", task.id, task.type)
+                log.info("task %s type=%s WAITING -> SUBMITTED (due)", task.id, loggable(task.type))
             await self._trigger(claimed)
             if len(claimed) < batch:
                 return total
@@ -165,7 +165,11 @@ class TaskResumer:
             self.stats["retriggered"] += len(fresh)
             if log.isEnabledFor(logging.INFO):
                 for task in fresh:
-                    log.info("task %s type=%s overdue in SUBMITTED: triggering", task.id, task.type)
+                    log.info(
+                        "task %s type=%s overdue in SUBMITTED: triggering",
+                        task.id,
+                        loggable(task.type),
+                    )
             if again:
                 log.warning(
                     "%d task(s) stayed SUBMITTED after being triggered again; running them on "
