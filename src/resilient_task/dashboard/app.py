@@ -41,7 +41,13 @@ from starlette.staticfiles import StaticFiles
 from resilient_task.cli_values import format_duration, parse_duration, parse_time
 from resilient_task.dashboard.chart import Chart, bar_chart
 from resilient_task.dashboard.security import AUTH_COOKIE, SESSION_COOKIE, Guard
-from resilient_task.dashboard.stats import DashboardStats, NodeSeen, StatusCount, TypeCounts
+from resilient_task.dashboard.stats import (
+    DashboardStats,
+    MinuteCount,
+    NodeSeen,
+    StatusCount,
+    TypeCounts,
+)
 from resilient_task.domain.requests import MAX_TYPE_LENGTH, text_problem
 from resilient_task.domain.task import TRANSITIONS, Task, TaskStatus
 from resilient_task.errors import BackendError, TaskNotFoundError, ValidationError
@@ -72,17 +78,17 @@ class DashboardLimits:
         count_cap: per status, counted exactly up to this; estimated above.
         type_sample: per status, the types of this many tasks are counted.
         chart_minutes: the chart's width in minutes.
-        minute_cap: each minute of the chart counted up to this.
+        minute_cap: each minute of the chart counted exactly up to this, estimated above.
         node_window: a node is "seen" if it finished a task within this.
         node_sample: PROCESSING and recently DONE tasks read for the nodes (each).
         error_page: ERROR tasks listed on one page.
         bulk_limit: the most tasks one bulk resume acts on.
     """
 
-    count_cap: int = 10_000
-    type_sample: int = 2_000
+    count_cap: int = 2_000
+    type_sample: int = 500
     chart_minutes: int = 60
-    minute_cap: int = 2_000
+    minute_cap: int = 200
     node_window: timedelta = timedelta(minutes=15)
     node_sample: int = 1_000
     error_page: int = 200
@@ -379,8 +385,8 @@ async def _overview(config: _Config, request: Request) -> Response:
     counts: dict[TaskStatus, StatusCount] = results["counts"]
     types: TypeCounts = results["types"]
     nodes: list[NodeSeen] = results["nodes"]
-    done: list[int] = results["done"]
-    chart: Chart = bar_chart(done, capped_at=limits.minute_cap, now=now)
+    done: list[MinuteCount] = results["done"]
+    chart: Chart = bar_chart(done, now=now)
     type_rows = sorted(types.counts.items(), key=lambda item: (item[0][1], item[0][0]))
     return _page(
         config,
@@ -393,7 +399,9 @@ async def _overview(config: _Config, request: Request) -> Response:
         sampled=sorted(types.sampled),
         type_sample=limits.type_sample,
         chart=chart,
-        done_total=sum(done),
+        done_total=sum(m.count for m in done),
+        done_exact=all(m.exact for m in done),
+        minute_cap=limits.minute_cap,
         overdue=[results[f"overdue-{s}"] for s in OVERDUE_STATUSES],
         nodes=nodes,
         node_window=format_duration(limits.node_window),

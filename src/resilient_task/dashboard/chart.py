@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from resilient_task.dashboard.stats import MinuteCount
+
 __all__ = ["Bar", "Chart", "bar_chart"]
 
 WIDTH = 600
@@ -38,11 +40,9 @@ class Chart:
     last_label: str
 
 
-def bar_chart(values: list[int], *, capped_at: int, now: datetime) -> Chart:
-    """Bars for per-minute ``values`` (oldest first) ending at ``now``.
-
-    A value at ``capped_at`` is labelled ``N+``: the minute was counted only that far.
-    """
+def bar_chart(minutes: list[MinuteCount], *, now: datetime) -> Chart:
+    """Bars for per-minute counts (oldest first) ending at ``now``; estimates marked "≈"."""
+    values = [m.count for m in minutes]
     count = max(len(values), 1)
     top = max([*values, 1])
     plot_width = WIDTH - _LEFT
@@ -52,7 +52,7 @@ def bar_chart(values: list[int], *, capped_at: int, now: datetime) -> Chart:
     for index, value in enumerate(values):
         height = plot_height * value / top
         start = now - timedelta(minutes=len(values) - index)
-        shown = f"{value:,}+" if value >= capped_at else f"{value:,}"
+        shown = f"{value:,}" if minutes[index].exact else f"≈ {value:,}"
         bars.append(
             Bar(
                 x=round(_LEFT + index * slot + 0.5, 1),
@@ -62,7 +62,7 @@ def bar_chart(values: list[int], *, capped_at: int, now: datetime) -> Chart:
                 title=f"{start:%H:%M} UTC: {shown}",
             )
         )
-    top_label = f"{top:,}+" if top >= capped_at else f"{top:,}"
+    top_label = f"{top:,}" if all(m.exact for m in minutes) else f"≈ {top:,}"
     return Chart(
         bars=bars,
         width=WIDTH,

@@ -6,7 +6,9 @@ Every statement reads ranges of the ``(status, next_event_time)`` index with a `
   a status past the cap is estimated from the planner's statistics (``pg_class.reltuples``
   times the status's frequency in ``pg_stats``, as fresh as the last (auto)ANALYZE);
 - type counts: per status, the types of the first ``cap`` tasks by ``next_event_time``;
-- done per minute: one capped ``count(*)`` per minute of the DONE range;
+- done per minute: per minute of the DONE range (one ``LATERAL`` over ``generate_series``),
+  the count and the last finish time of its first ``cap`` tasks (exact below the cap,
+  estimated from their rate at it);
 - recent nodes: the newest ``cap`` PROCESSING tasks and the newest ``cap`` DONE tasks.
 
 So the overview costs the same on a thousand tasks and on millions. Payloads are never read.
@@ -14,8 +16,7 @@ So the overview costs the same on a thousand tasks and on millions. Payloads are
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,7 +29,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from resilient_task.adapters.postgres.dao import PostgresTaskDAO
 from resilient_task.adapters.postgres.errors import translate_errors
 from resilient_task.adapters.postgres.schema import Tables
-from resilient_task.dashboard.stats import NodeSeen, StatusCount, TypeCounts, minute_starts
+from resilient_task.dashboard.stats import (
+    MinuteCount,
+    NodeSeen,
+    StatusCount,
+    TypeCounts,
+    minute_count,
+    minute_starts,
+)
 from resilient_task.domain.task import TaskStatus
 
 __all__ = ["PostgresDashboardStats"]
@@ -62,6 +70,14 @@ class PostgresDashboardStats:
     def __init__(self, *, dao: PostgresTaskDAO) -> None:
         self._dao = dao
         self._tasks = Tables.build(dao.settings).tasks
+        self._built: dict[tuple[Any, ...], Any] = {}
+
+    def _statement(self, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+        """The statement for ``key``, built once: building one costs more than running it."""
+        found = self._built.get(key)
+        if found is None:
+            found = self._built[key] = build()
+        return found
 
     @asynccontextmanager
     async def _connect(self, action: str) -> AsyncIterator[AsyncConnection]:
@@ -78,13 +94,18 @@ class PostgresDashboardStats:
     async def status_counts(self, *, cap: int) -> dict[TaskStatus, StatusCount]:
         """Exact counts up to ``cap``; above it the planner's estimate (at least ``cap + 1``)."""
         t = self._tasks
-        columns = []
-        for status in TaskStatus:
-            capped = sa.select(sa.literal(1)).where(t.c.status == status.value).limit(cap + 1)
-            inner = capped.subquery()
-            columns.append(sa.select(sa.func.count()).select_from(inner).scalar_subquery())
+
+        def build() -> sa.Select[Any]:
+            columns = []
+            for status in TaskStatus:
+                capped = sa.select(sa.literal(1)).where(t.c.status == status.value)
+                inner = capped.limit(cap + 1).subquery()
+                columns.append(sa.select(sa.func.count()).select_from(inner).scalar_subquery())
+            return sa.select(*columns)
+
+        statement = self._statement(("status", cap), build)
         async with self._connect("count tasks for the dashboard") as conn:
-            row = (await conn.execute(sa.select(*columns))).one()
+            row = (await conn.execute(statement)).one()
             exact = dict(zip(TaskStatus, (int(n) for n in row), strict=True))
             over = [status for status, n in exact.items() if n > cap]
             estimates = await self._estimates(conn) if over else {}
@@ -101,22 +122,25 @@ class PostgresDashboardStats:
         """Tasks per status from the statistics of the last ANALYZE (empty when there are none)."""
         t = self._tasks
         settings = self._dao.settings
-        qualified = f"{settings.schema}.{t.name}"
-        reltuples = (
-            sa.select(_PG_CLASS.c.reltuples)
-            .where(_PG_CLASS.c.oid == sa.cast(sa.func.to_regclass(qualified), sa.Integer))
-            .scalar_subquery()
-        )
-        statement = sa.select(
-            sa.cast(_PG_STATS.c.most_common_vals, sa.Text).label("vals"),
-            _PG_STATS.c.most_common_freqs,
-            reltuples.label("reltuples"),
-        ).where(
-            _PG_STATS.c.schemaname == settings.schema,
-            _PG_STATS.c.tablename == t.name,
-            _PG_STATS.c.attname == "status",
-        )
-        row = (await conn.execute(statement)).first()
+
+        def build() -> sa.Select[Any]:
+            qualified = f"{settings.schema}.{t.name}"
+            reltuples = (
+                sa.select(_PG_CLASS.c.reltuples)
+                .where(_PG_CLASS.c.oid == sa.cast(sa.func.to_regclass(qualified), sa.Integer))
+                .scalar_subquery()
+            )
+            return sa.select(
+                sa.cast(_PG_STATS.c.most_common_vals, sa.Text).label("vals"),
+                _PG_STATS.c.most_common_freqs,
+                reltuples.label("reltuples"),
+            ).where(
+                _PG_STATS.c.schemaname == settings.schema,
+                _PG_STATS.c.tablename == t.name,
+                _PG_STATS.c.attname == "status",
+            )
+
+        row = (await conn.execute(self._statement(("estimates",), build))).first()
         if row is None or row.vals is None or row.reltuples is None or row.reltuples < 0:
             return {}
         names = row.vals.strip("{}").split(",") if row.vals.strip("{}") else []
@@ -130,22 +154,27 @@ class PostgresDashboardStats:
     async def type_counts(self, *, cap: int) -> TypeCounts:
         """Tasks per (status, type) among the first ``cap`` of each status."""
         t = self._tasks
-        ranges = []
-        for status in TaskStatus:
-            rank = sa.func.row_number().over(order_by=(t.c.next_event_time, t.c.id)).label("rank")
-            ranges.append(
-                sa.select(t.c.status, t.c.type, rank)
-                .where(t.c.status == status.value)
-                .order_by(t.c.next_event_time, t.c.id)
-                .limit(cap + 1)
-            )
-        read = sa.union_all(*ranges).subquery("read")
-        statement = sa.select(
-            read.c.status,
-            read.c.type,
-            sa.func.count().filter(read.c.rank <= cap),
-            sa.func.max(read.c.rank),
-        ).group_by(read.c.status, read.c.type)
+
+        def build() -> sa.Select[Any]:
+            ranges = []
+            order = (t.c.next_event_time, t.c.id)
+            for status in TaskStatus:
+                rank = sa.func.row_number().over(order_by=order).label("rank")
+                ranges.append(
+                    sa.select(t.c.status, t.c.type, rank)
+                    .where(t.c.status == status.value)
+                    .order_by(*order)
+                    .limit(cap + 1)
+                )
+            read = sa.union_all(*ranges).subquery("read")
+            return sa.select(
+                read.c.status,
+                read.c.type,
+                sa.func.count().filter(read.c.rank <= cap),
+                sa.func.max(read.c.rank),
+            ).group_by(read.c.status, read.c.type)
+
+        statement = self._statement(("types", cap), build)
         async with self._connect("count tasks by type for the dashboard") as conn:
             rows = (await conn.execute(statement)).all()
         counts: dict[tuple[TaskStatus, str], int] = {}
@@ -157,26 +186,57 @@ class PostgresDashboardStats:
                 sampled.add(TaskStatus(status))
         return TypeCounts(counts, frozenset(sampled))
 
-    async def done_per_minute(self, *, now: datetime, minutes: int, cap: int) -> list[int]:
-        """DONE tasks per minute over the last ``minutes`` minutes, each counted up to ``cap``."""
+    async def done_per_minute(self, *, now: datetime, minutes: int, cap: int) -> list[MinuteCount]:
+        """DONE tasks per minute over the last ``minutes`` minutes (exact up to ``cap``).
+
+        One small statement whatever ``minutes``: ``generate_series`` of minute numbers, and
+        for each (``LATERAL``) the count and last finish time of its first ``cap`` tasks.
+        """
         t = self._tasks
-        starts = [*minute_starts(now, minutes), now]
-        columns = []
-        for start, end in itertools.pairwise(starts):
-            capped = (
-                sa.select(sa.literal(1))
+        starts = minute_starts(now, minutes)
+
+        def build() -> sa.Select[Any]:
+            last = sa.bindparam("last_minute", type_=sa.Integer)
+            minute = (
+                sa.func.generate_series(0, last).table_valued("i").render_derived(name="minute")
+            )
+            base = sa.bindparam("base", type_=sa.DateTime(timezone=True))
+            begin = base + sa.func.make_interval(0, 0, 0, 0, 0, minute.c.i)
+            end = base + sa.func.make_interval(0, 0, 0, 0, 0, minute.c.i + 1)
+            first = (
+                sa.select(t.c.next_event_time)
                 .where(
                     t.c.status == TaskStatus.DONE.value,
-                    t.c.next_event_time >= start,
+                    t.c.next_event_time >= begin,
                     t.c.next_event_time < end,
                 )
+                .order_by(t.c.next_event_time)
                 .limit(cap)
-                .subquery()
+                .lateral("first")
             )
-            columns.append(sa.select(sa.func.count()).select_from(capped).scalar_subquery())
+            return (
+                sa.select(
+                    minute.c.i,
+                    sa.func.count(first.c.next_event_time).label("read"),
+                    sa.func.max(first.c.next_event_time).label("last"),
+                )
+                .select_from(minute.outerjoin(first, sa.true()))
+                .group_by(minute.c.i)
+            )
+
+        statement = self._statement(("done", cap), build)
+        params = {"last_minute": minutes - 1, "base": starts[0] if starts else now}
         async with self._connect("count finished tasks for the dashboard") as conn:
-            row = (await conn.execute(sa.select(*columns))).one()
-        return [int(n) for n in row]
+            rows = {row.i: row for row in (await conn.execute(statement, params)).all()}
+        return [
+            minute_count(
+                int(rows[i].read),
+                cap,
+                start,
+                None if rows[i].last is None else rows[i].last.astimezone(UTC),
+            )
+            for i, start in enumerate(starts)
+        ]
 
     async def recent_nodes(self, *, now: datetime, within: timedelta, cap: int) -> list[NodeSeen]:
         """Nodes of the newest ``cap`` PROCESSING tasks and ``cap`` tasks DONE recently."""
@@ -191,27 +251,33 @@ class PostgresDashboardStats:
                 .limit(cap)
             )
 
-        read = sa.union_all(
-            newest(TaskStatus.PROCESSING, True),
-            newest(
-                TaskStatus.DONE,
-                False,
-                t.c.next_event_time >= now - within,
-                t.c.next_event_time <= now,
-            ),
-        ).subquery("read")
-        statement = (
-            sa.select(
-                read.c.node,
-                sa.func.max(read.c.updated_at),
-                sa.func.count().filter(read.c.p),
-                sa.func.count().filter(sa.not_(read.c.p)),
+        def build() -> sa.Select[Any]:
+            since = sa.bindparam("since", type_=sa.DateTime(timezone=True))
+            until = sa.bindparam("until", type_=sa.DateTime(timezone=True))
+            read = sa.union_all(
+                newest(TaskStatus.PROCESSING, True),
+                newest(
+                    TaskStatus.DONE,
+                    False,
+                    t.c.next_event_time >= since,
+                    t.c.next_event_time <= until,
+                ),
+            ).subquery("read")
+            return (
+                sa.select(
+                    read.c.node,
+                    sa.func.max(read.c.updated_at),
+                    sa.func.count().filter(read.c.p),
+                    sa.func.count().filter(sa.not_(read.c.p)),
+                )
+                .group_by(read.c.node)
+                .order_by(read.c.node)
             )
-            .group_by(read.c.node)
-            .order_by(read.c.node)
-        )
+
+        statement = self._statement(("nodes", cap), build)
+        params = {"since": now - within, "until": now}
         async with self._connect("find recent nodes for the dashboard") as conn:
-            rows = (await conn.execute(statement)).all()
+            rows = (await conn.execute(statement, params)).all()
         return [
             NodeSeen(name, last.astimezone(UTC), int(busy), int(done))
             for name, last, busy, done in rows

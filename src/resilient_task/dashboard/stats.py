@@ -9,7 +9,8 @@ so every read here is bounded, and says when it was cut:
 - :meth:`DashboardStats.type_counts`: per status, the types of at most ``cap`` tasks (earliest
   ``next_event_time`` first); a status with more tasks is marked as sampled.
 - :meth:`DashboardStats.done_per_minute`: tasks that reached DONE in each of the last minutes,
-  each minute counted up to ``cap``.
+  each minute counted exactly up to ``cap``; a busier minute is estimated from how long its
+  first ``cap`` tasks took (:func:`minute_count`).
 - :meth:`DashboardStats.recent_nodes`: the ``processing_node`` of PROCESSING tasks and of
   tasks finished recently, at most ``cap`` of each.
 
@@ -32,9 +33,12 @@ from resilient_task.domain.task import TaskStatus
 __all__ = [
     "DashboardStats",
     "InMemoryDashboardStats",
+    "MinuteCount",
     "NodeSeen",
     "StatusCount",
     "TypeCounts",
+    "minute_count",
+    "minute_starts",
 ]
 
 
@@ -52,6 +56,34 @@ class StatusCount:
     count: int
     exact: bool = True
     estimated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteCount:
+    """Tasks finished in one minute.
+
+    Attributes:
+        count: exact, or (``exact`` false) estimated from the first ``cap`` of the minute.
+        exact: the minute had at most ``cap`` tasks, all counted.
+    """
+
+    count: int
+    exact: bool = True
+
+
+def minute_count(read: int, cap: int, start: datetime, last: datetime | None) -> MinuteCount:
+    """The count of a minute from which ``read`` tasks were read, at most ``cap``.
+
+    Below the cap the count is exact. At the cap, the minute's first ``cap`` tasks (by finish
+    time) took from ``start`` to ``last``: the rate they show, over the whole minute, is the
+    estimate (for evenly spread finishes its error is about ``1 / sqrt(cap)``).
+    """
+    if read < cap or last is None:
+        return MinuteCount(read)
+    span = (last - start).total_seconds()
+    if span <= 0:
+        return MinuteCount(cap * 60_000, exact=False)  # the cap reached within a millisecond
+    return MinuteCount(max(cap, round(cap * 60 / span)), exact=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +127,10 @@ class DashboardStats(Protocol):
         """Tasks per (status, type) among at most ``cap`` tasks of each status."""
         ...
 
-    async def done_per_minute(self, *, now: datetime, minutes: int, cap: int) -> list[int]:
+    async def done_per_minute(self, *, now: datetime, minutes: int, cap: int) -> list[MinuteCount]:
         """Tasks that reached DONE in each of the ``minutes`` minutes before ``now``.
 
-        Oldest minute first; each minute counted up to ``cap``.
+        Oldest minute first; each minute read up to ``cap`` tasks (:func:`minute_count`).
         """
         ...
 
@@ -146,16 +178,19 @@ class InMemoryDashboardStats:
                 counts[status, task_type] += 1
         return TypeCounts(dict(counts), frozenset(sampled))
 
-    async def done_per_minute(self, *, now: datetime, minutes: int, cap: int) -> list[int]:
-        """DONE tasks per minute over the last ``minutes`` minutes, each capped at ``cap``."""
+    async def done_per_minute(self, *, now: datetime, minutes: int, cap: int) -> list[MinuteCount]:
+        """DONE tasks per minute over the last ``minutes`` minutes (:func:`minute_count`)."""
         await anyio.lowlevel.checkpoint()
-        start = now - timedelta(minutes=minutes)
-        buckets = [0] * minutes
-        for task in self._dao.tasks.values():
-            if task.status is TaskStatus.DONE and start <= task.next_event_time < now:
-                index = int((task.next_event_time - start) // timedelta(minutes=1))
-                buckets[min(index, minutes - 1)] += 1
-        return [min(n, cap) for n in buckets]
+        starts = minute_starts(now, minutes)
+        ends = [*starts[1:], now]
+        finished = sorted(
+            t.next_event_time for t in self._dao.tasks.values() if t.status is TaskStatus.DONE
+        )
+        counts = []
+        for start, end in zip(starts, ends, strict=True):
+            first = [at for at in finished if start <= at < end][:cap]
+            counts.append(minute_count(len(first), cap, start, first[-1] if first else None))
+        return counts
 
     async def recent_nodes(self, *, now: datetime, within: timedelta, cap: int) -> list[NodeSeen]:
         """Nodes of PROCESSING tasks and of tasks finished recently."""
