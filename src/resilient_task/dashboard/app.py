@@ -78,7 +78,8 @@ class DashboardLimits:
         count_cap: per status, counted exactly up to this; estimated above.
         type_sample: per status, the types of this many tasks are counted.
         chart_minutes: the chart's width in minutes.
-        minute_cap: each minute of the chart counted exactly up to this, estimated above.
+        slot_cap: each ten-second slot of the chart counted exactly up to this, estimated
+            above (from how long its first ``slot_cap`` tasks took).
         node_window: a node is "seen" if it finished a task within this.
         node_sample: PROCESSING and recently DONE tasks read for the nodes (each).
         error_page: ERROR tasks listed on one page.
@@ -88,7 +89,7 @@ class DashboardLimits:
     count_cap: int = 2_000
     type_sample: int = 500
     chart_minutes: int = 60
-    minute_cap: int = 200
+    slot_cap: int = 50
     node_window: timedelta = timedelta(minutes=15)
     node_sample: int = 1_000
     error_page: int = 200
@@ -372,7 +373,7 @@ async def _overview(config: _Config, request: Request) -> Response:
             read,
             "done",
             lambda: stats.done_per_minute(
-                now=now, minutes=limits.chart_minutes, cap=limits.minute_cap
+                now=now, minutes=limits.chart_minutes, cap=limits.slot_cap
             ),
         )
         tg.start_soon(
@@ -401,7 +402,7 @@ async def _overview(config: _Config, request: Request) -> Response:
         chart=chart,
         done_total=sum(m.count for m in done),
         done_exact=all(m.exact for m in done),
-        minute_cap=limits.minute_cap,
+        slot_cap=limits.slot_cap,
         overdue=[results[f"overdue-{s}"] for s in OVERDUE_STATUSES],
         nodes=nodes,
         node_window=format_duration(limits.node_window),

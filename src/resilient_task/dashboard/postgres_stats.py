@@ -6,9 +6,9 @@ Every statement reads ranges of the ``(status, next_event_time)`` index with a `
   a status past the cap is estimated from the planner's statistics (``pg_class.reltuples``
   times the status's frequency in ``pg_stats``, as fresh as the last (auto)ANALYZE);
 - type counts: per status, the types of the first ``cap`` tasks by ``next_event_time``;
-- done per minute: per minute of the DONE range (one ``LATERAL`` over ``generate_series``),
-  the count and the last finish time of its first ``cap`` tasks (exact below the cap,
-  estimated from their rate at it);
+- done per minute: per ten-second slot of the DONE range (one ``LATERAL`` over
+  ``generate_series``), the count and the last finish time of its first ``cap`` tasks (exact
+  below the cap, estimated from their rate at it);
 - recent nodes: the newest ``cap`` PROCESSING tasks and the newest ``cap`` DONE tasks.
 
 So the overview costs the same on a thousand tasks and on millions. Payloads are never read.
@@ -30,12 +30,14 @@ from resilient_task.adapters.postgres.dao import PostgresTaskDAO
 from resilient_task.adapters.postgres.errors import translate_errors
 from resilient_task.adapters.postgres.schema import Tables
 from resilient_task.dashboard.stats import (
+    SLOT,
     MinuteCount,
     NodeSeen,
     StatusCount,
     TypeCounts,
-    minute_count,
-    minute_starts,
+    minute_totals,
+    slot_count,
+    slot_starts,
 )
 from resilient_task.domain.task import TaskStatus
 
@@ -189,20 +191,21 @@ class PostgresDashboardStats:
     async def done_per_minute(self, *, now: datetime, minutes: int, cap: int) -> list[MinuteCount]:
         """DONE tasks per minute over the last ``minutes`` minutes (exact up to ``cap``).
 
-        One small statement whatever ``minutes``: ``generate_series`` of minute numbers, and
-        for each (``LATERAL``) the count and last finish time of its first ``cap`` tasks.
+        One small statement whatever ``minutes``: ``generate_series`` of slot numbers, and for
+        each (``LATERAL``) the count and last finish time of its first ``cap`` tasks.
         """
         t = self._tasks
-        starts = minute_starts(now, minutes)
+        starts = slot_starts(now, minutes)
 
         def build() -> sa.Select[Any]:
-            last = sa.bindparam("last_minute", type_=sa.Integer)
+            last = sa.bindparam("last_slot", type_=sa.Integer)
             minute = (
                 sa.func.generate_series(0, last).table_valued("i").render_derived(name="minute")
             )
             base = sa.bindparam("base", type_=sa.DateTime(timezone=True))
-            begin = base + sa.func.make_interval(0, 0, 0, 0, 0, minute.c.i)
-            end = base + sa.func.make_interval(0, 0, 0, 0, 0, minute.c.i + 1)
+            seconds = int(SLOT.total_seconds())
+            begin = base + sa.func.make_interval(0, 0, 0, 0, 0, 0, minute.c.i * seconds)
+            end = base + sa.func.make_interval(0, 0, 0, 0, 0, 0, (minute.c.i + 1) * seconds)
             first = (
                 sa.select(t.c.next_event_time)
                 .where(
@@ -225,18 +228,20 @@ class PostgresDashboardStats:
             )
 
         statement = self._statement(("done", cap), build)
-        params = {"last_minute": minutes - 1, "base": starts[0] if starts else now}
+        params = {"last_slot": len(starts) - 1, "base": starts[0] if starts else now}
         async with self._connect("count finished tasks for the dashboard") as conn:
             rows = {row.i: row for row in (await conn.execute(statement, params)).all()}
-        return [
-            minute_count(
-                int(rows[i].read),
-                cap,
-                start,
-                None if rows[i].last is None else rows[i].last.astimezone(UTC),
-            )
-            for i, start in enumerate(starts)
-        ]
+        return minute_totals(
+            [
+                slot_count(
+                    int(rows[i].read),
+                    cap,
+                    start,
+                    None if rows[i].last is None else rows[i].last.astimezone(UTC),
+                )
+                for i, start in enumerate(starts)
+            ]
+        )
 
     async def recent_nodes(self, *, now: datetime, within: timedelta, cap: int) -> list[NodeSeen]:
         """Nodes of the newest ``cap`` PROCESSING tasks and ``cap`` tasks DONE recently."""

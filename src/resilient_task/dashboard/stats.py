@@ -9,8 +9,8 @@ so every read here is bounded, and says when it was cut:
 - :meth:`DashboardStats.type_counts`: per status, the types of at most ``cap`` tasks (earliest
   ``next_event_time`` first); a status with more tasks is marked as sampled.
 - :meth:`DashboardStats.done_per_minute`: tasks that reached DONE in each of the last minutes,
-  each minute counted exactly up to ``cap``; a busier minute is estimated from how long its
-  first ``cap`` tasks took (:func:`minute_count`).
+  each ten-second slot counted exactly up to ``cap``; a busier slot is estimated from how
+  long its first ``cap`` tasks took (:func:`slot_count`).
 - :meth:`DashboardStats.recent_nodes`: the ``processing_node`` of PROCESSING tasks and of
   tasks finished recently, at most ``cap`` of each.
 
@@ -31,14 +31,18 @@ from resilient_task.adapters.memory.task_dao import InMemoryTaskDAO
 from resilient_task.domain.task import TaskStatus
 
 __all__ = [
+    "SLOT",
+    "SLOTS_PER_MINUTE",
     "DashboardStats",
     "InMemoryDashboardStats",
     "MinuteCount",
     "NodeSeen",
     "StatusCount",
     "TypeCounts",
-    "minute_count",
     "minute_starts",
+    "minute_totals",
+    "slot_count",
+    "slot_starts",
 ]
 
 
@@ -71,19 +75,32 @@ class MinuteCount:
     exact: bool = True
 
 
-def minute_count(read: int, cap: int, start: datetime, last: datetime | None) -> MinuteCount:
-    """The count of a minute from which ``read`` tasks were read, at most ``cap``.
+SLOT = timedelta(seconds=10)
+"""The chart counts each minute as six slots of ten seconds, each read up to its cap."""
+SLOTS_PER_MINUTE = 6
 
-    Below the cap the count is exact. At the cap, the minute's first ``cap`` tasks (by finish
-    time) took from ``start`` to ``last``: the rate they show, over the whole minute, is the
-    estimate (for evenly spread finishes its error is about ``1 / sqrt(cap)``).
+
+def slot_count(read: int, cap: int, start: datetime, last: datetime | None) -> MinuteCount:
+    """The count of a ten-second slot from which ``read`` tasks were read, at most ``cap``.
+
+    Below the cap the count is exact. At the cap, the slot's first ``cap`` tasks (by finish
+    time) took from ``start`` to ``last``: the rate they show, over the whole slot, is the
+    estimate (for evenly spread finishes its error is about ``1 / sqrt(cap)``; a burst at the
+    start of a slot is overestimated, but only within its ten seconds).
     """
     if read < cap or last is None:
         return MinuteCount(read)
-    span = (last - start).total_seconds()
-    if span <= 0:
-        return MinuteCount(cap * 60_000, exact=False)  # the cap reached within a millisecond
-    return MinuteCount(max(cap, round(cap * 60 / span)), exact=False)
+    span = max((last - start) / timedelta(seconds=1), 0.001)
+    return MinuteCount(max(cap, round(cap * SLOT.total_seconds() / span)), exact=False)
+
+
+def minute_totals(slots: list[MinuteCount]) -> list[MinuteCount]:
+    """Per-slot counts (oldest first, six per minute) summed per minute."""
+    totals = []
+    for first in range(0, len(slots), SLOTS_PER_MINUTE):
+        minute = slots[first : first + SLOTS_PER_MINUTE]
+        totals.append(MinuteCount(sum(m.count for m in minute), all(m.exact for m in minute)))
+    return totals
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +147,7 @@ class DashboardStats(Protocol):
     async def done_per_minute(self, *, now: datetime, minutes: int, cap: int) -> list[MinuteCount]:
         """Tasks that reached DONE in each of the ``minutes`` minutes before ``now``.
 
-        Oldest minute first; each minute read up to ``cap`` tasks (:func:`minute_count`).
+        Oldest minute first; each ten-second slot read up to ``cap`` tasks (:func:`slot_count`).
         """
         ...
 
@@ -140,6 +157,12 @@ class DashboardStats(Protocol):
         At most ``cap`` tasks of each kind are read; nodes ordered by name.
         """
         ...
+
+
+def slot_starts(now: datetime, minutes: int) -> list[datetime]:
+    """The start of each ten-second slot of the ``minutes`` minutes ending at ``now``."""
+    first = now - timedelta(minutes=minutes)
+    return [first + SLOT * i for i in range(minutes * SLOTS_PER_MINUTE)]
 
 
 def minute_starts(now: datetime, minutes: int) -> list[datetime]:
@@ -179,18 +202,16 @@ class InMemoryDashboardStats:
         return TypeCounts(dict(counts), frozenset(sampled))
 
     async def done_per_minute(self, *, now: datetime, minutes: int, cap: int) -> list[MinuteCount]:
-        """DONE tasks per minute over the last ``minutes`` minutes (:func:`minute_count`)."""
+        """DONE tasks per minute over the last ``minutes`` minutes (:func:`slot_count`)."""
         await anyio.lowlevel.checkpoint()
-        starts = minute_starts(now, minutes)
-        ends = [*starts[1:], now]
         finished = sorted(
             t.next_event_time for t in self._dao.tasks.values() if t.status is TaskStatus.DONE
         )
-        counts = []
-        for start, end in zip(starts, ends, strict=True):
-            first = [at for at in finished if start <= at < end][:cap]
-            counts.append(minute_count(len(first), cap, start, first[-1] if first else None))
-        return counts
+        slots = []
+        for start in slot_starts(now, minutes):
+            first = [at for at in finished if start <= at < start + SLOT][:cap]
+            slots.append(slot_count(len(first), cap, start, first[-1] if first else None))
+        return minute_totals(slots)
 
     async def recent_nodes(self, *, now: datetime, within: timedelta, cap: int) -> list[NodeSeen]:
         """Nodes of PROCESSING tasks and of tasks finished recently."""
