@@ -318,6 +318,22 @@ class DashboardRoutes:
         for page in pages[1:4]:
             assert str(escape(XSS_ERROR))[:40] in page.text
 
+    def test_a_same_origin_post_is_accepted_and_a_null_origin_refused(self, board: Board) -> None:
+        """Browsers send ``Origin: null`` on a POST from a page whose Referrer-Policy is
+        no-referrer: the pages must send their origin (same-origin), and null is refused."""
+        headers = board.client.get("/").headers
+        assert headers["referrer-policy"] == "same-origin"
+        task = board.seed()
+        csrf = self.form(board, task)
+        data = {"csrf": csrf, "action": "resume", "version": str(task.version)}
+        url = f"/tasks/{task.id}/action"
+        null = board.client.post(url, data=data, headers={"origin": "null"})
+        assert null.status_code == 403
+        same = board.client.post(
+            url, data=data, headers={"origin": "http://testserver"}, follow_redirects=False
+        )
+        assert same.status_code == 303
+
     def test_responses_forbid_scripts_and_framing(self, board: Board) -> None:
         headers = board.client.get("/").headers
         assert "default-src 'none'" in headers["content-security-policy"]
@@ -443,3 +459,33 @@ class TestReadOnlyInMemory(ReadOnlyRoutes):
 
 class TestTokenInMemory(TokenRoutes):
     pass
+
+
+def test_the_dashboard_mounted_under_a_prefix_links_and_redirects_under_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    dao = InMemoryTaskDAO()
+    operator = build_operator(dao=dao, queries=InMemoryTaskQueries(dao=dao), clock=SystemClock())
+    dashboard = create_app(operator=operator, stats=InMemoryDashboardStats(dao=dao))
+    parent = Starlette(routes=[Mount("/ops/tasks", app=dashboard)])
+    with TestClient(parent) as client:
+        board = Board(client, dao, lambda fn, *args: client.portal.call(fn, *args))  # type: ignore[union-attr]
+        task = board.seed()
+        page = client.get(f"/ops/tasks/tasks/{task.id}")
+        assert page.status_code == 200
+        assert 'href="/ops/tasks/static/style.css"' in page.text
+        assert f'action="/ops/tasks/tasks/{task.id}/action"' in page.text
+        assert "Path=/ops/tasks;" in page.headers["set-cookie"]
+        data = {"csrf": csrf_of(page.text), "action": "resume", "version": str(task.version)}
+        with caplog.at_level(logging.INFO, logger="resilient_task.dashboard.access"):
+            answer = client.post(
+                f"/ops/tasks/tasks/{task.id}/action", data=data, follow_redirects=False
+            )
+            assert client.get("/ops/tasks/static/style.css").status_code == 200
+        assert answer.headers["location"] == f"/ops/tasks/tasks/{task.id}?done=resume"
+        logged = [r.getMessage() for r in caplog.records]
+        assert f"POST /ops/tasks/tasks/{task.id}/action 303" in " ".join(logged)
+        assert "GET /ops/tasks/static/style.css 200" in " ".join(logged)

@@ -196,6 +196,8 @@ class _Headers:
             return
         started = time.perf_counter()
         status = 500
+        # The full path (ASGI: it includes root_path), read before routing rewrites the scope.
+        path = str(scope.get("path", ""))
 
         async def sending(message: MutableMapping[str, Any]) -> None:
             nonlocal status
@@ -205,7 +207,7 @@ class _Headers:
                 headers += [
                     (b"content-security-policy", _CSP),
                     (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer"),
+                    (b"referrer-policy", b"same-origin"),
                     (b"x-frame-options", b"DENY"),
                     (b"cache-control", b"no-store"),
                 ]
@@ -217,8 +219,8 @@ class _Headers:
         finally:
             if self._log is not None:
                 elapsed = (time.perf_counter() - started) * 1000
-                path = loggable(scope.get("root_path", "") + scope.get("path", ""), 200)
-                self._log.info("%s %s %d %.0fms", scope["method"], path, status, elapsed)
+                shown = loggable(path, 200)
+                self._log.info("%s %s %d %.0fms", scope["method"], shown, status, elapsed)
 
 
 _CSP = (
