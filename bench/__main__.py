@@ -14,7 +14,7 @@ from typing import Any
 from bench import commit_ceiling, kafka_floor, machine, report, sections
 from bench.common import Config, stale_schemas
 
-SECTIONS = ("add", "e2e", "latency", "scheduled", "memory", "ceiling")
+SECTIONS = ("add", "e2e", "metrics", "latency", "scheduled", "memory", "ceiling")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -27,7 +27,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small N: a smoke run")
     p.add_argument(
         "--only", action="append", default=[], metavar="SECTION",
-        help=f"run only these sections (repeat or comma-separate): {', '.join(SECTIONS)}",
+        help=f"run only these sections (repeat or comma-separate): {', '.join(SECTIONS)}; "
+        "metrics (e2e with metrics off and on, alternated) runs only when named",
     )  # fmt: skip
     p.add_argument(
         "--modes", default=",".join(sections.MODES),
@@ -61,7 +62,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     unknown = only - set(SECTIONS)
     if unknown:
         p.error(f"unknown section(s): {', '.join(sorted(unknown))}")
-    args.only = only or set(SECTIONS)
+    args.only = only or set(SECTIONS) - {"metrics"}  # metrics: on request (--only metrics)
     if args.quick:
         args.n = min(args.n, 2000)
         args.rss_n = min(args.rss_n, 10_000)
@@ -169,6 +170,28 @@ def main(argv: list[str] | None = None) -> int:
                     value["runs_per_s"] = [v["per_s"] for v in runs]
                 r["e2e"][mode] = value
                 r["e2e_per_s"][mode] = value["per_s"]
+            save()
+    if "metrics" in args.only:
+        # The cost of metrics: e2e with the Prometheus observer and endpoints off and on,
+        # alternated in the same run (off, on, off, on...) so that load drifts hit both alike.
+        r["metrics_cost"] = {}
+        for mode in modes:
+            rates: dict[str, list[int]] = {"off": [], "on": []}
+            for _ in range(max(args.repeat, 1)):
+                for state in ("off", "on"):
+                    v = section(f"e2e {mode} metrics {state}", sections.end_to_end, run, mode,
+                                state == "on")  # fmt: skip
+                    if v:
+                        checks.append(bool(v["exactly_once"]))
+                        rates[state].append(v["per_s"])
+            if rates["off"] and rates["on"]:
+                off, on = _median(rates["off"]), _median(rates["on"])
+                r["metrics_cost"][mode] = {
+                    "off_per_s": off,
+                    "on_per_s": on,
+                    "cost_percent": round(100 * (off - on) / off, 1),
+                    "runs": rates,
+                }
             save()
     if "latency" in args.only:
         r["latency"], r["latency_ms"] = {}, {}

@@ -240,6 +240,18 @@ class Child:
         return self.proc.returncode
 
 
+def monitored(app: Any, enabled: bool) -> Any:
+    """``NodeMonitoring(app, port=0)`` when ``enabled`` (metrics on), else a no-op context.
+
+    Build it before the node starts (it sets the node's observer); enter it after the node.
+    """
+    if not enabled:
+        return contextlib.nullcontext()
+    from resilient_task.monitoring import NodeMonitoring
+
+    return NodeMonitoring(app, port=0)
+
+
 @contextlib.contextmanager
 def children() -> Iterator[list[Child]]:
     """Every child appended to the list is killed when the block ends, whatever happened."""

@@ -13,7 +13,16 @@ from typing import Any
 
 import anyio
 
-from bench.common import PAYLOAD_BYTES, TASK_TYPE, Config, child_main, node, rss_mb, write_json
+from bench.common import (
+    PAYLOAD_BYTES,
+    TASK_TYPE,
+    Config,
+    child_main,
+    monitored,
+    node,
+    rss_mb,
+    write_json,
+)
 from bench.producer import warm_up
 from bench.recorder import Recorder, node_stats
 
@@ -70,7 +79,8 @@ async def run(args: dict[str, Any]) -> None:
         run_workers=True,
     )
     result: dict[str, Any] = {}
-    async with app:
+    monitoring = monitored(app, args.get("metrics", False))  # before start: sets the observer
+    async with app, monitoring:
         result["warmup_s"] = await warm_up(app)
         if kind == "e2e":
             batch = int(args.get("batch", 1000))

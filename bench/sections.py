@@ -153,9 +153,11 @@ def e2e_timeout(run: Run, mode: str) -> float:
     return base + run.n / 100
 
 
-def end_to_end(run: Run, mode: str) -> dict[str, Any]:
+def end_to_end(run: Run, mode: str, metrics: bool = False) -> dict[str, Any]:
+    """N tasks added and run; ``metrics``: the worker serves Prometheus metrics meanwhile."""
     if mode == "memory":
-        return _inproc(run, "e2e", {"n": run.n, "batch": run.batch}, e2e_timeout(run, mode))
+        args = {"n": run.n, "batch": run.batch, "metrics": metrics}
+        return _inproc(run, "e2e", args, e2e_timeout(run, mode))
     names = run.names("e2e", mode)
     timeout = e2e_timeout(run, mode)
     with (
@@ -163,7 +165,7 @@ def end_to_end(run: Run, mode: str) -> dict[str, Any]:
         children() as procs,
         pg_connect(run.cfg.database_url) as conn,
     ):
-        worker = _start_worker(run, procs, mode, names, "e2e", track_ids=True)
+        worker = _start_worker(run, procs, mode, names, "e2e", track_ids=True, metrics=metrics)
         producer = _child(
             run, procs, "producer", f"e2e-{mode}-producer",
             {"mode": mode, **names, "kind": "e2e", "n": run.n, "batch": run.batch,

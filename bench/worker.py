@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 
 from bench import breakdown
-from bench.common import Config, child_main, node, write_json
+from bench.common import Config, child_main, monitored, node, write_json
 from bench.recorder import Recorder, node_stats
 
 
@@ -34,8 +34,9 @@ async def serve(args: dict[str, Any]) -> None:
     )
     if args.get("breakdown"):
         breakdown.install_executor_hook()
+    monitoring = monitored(app, args.get("metrics", False))  # before start: sets the observer
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with app:
+        async with app, monitoring:
             if args.get("breakdown"):
                 breakdown.install_dao_hook(app)
             print("READY", flush=True)
