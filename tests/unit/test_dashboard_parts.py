@@ -4,6 +4,8 @@ in-memory stats' caps."""
 from __future__ import annotations
 
 import ipaddress
+import subprocess
+import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -149,3 +151,16 @@ def test_an_unreachable_store_exits_3(capsys: pytest.CaptureFixture[str]) -> Non
     url = "postgresql+psycopg://nobody@127.0.0.1:1/none"
     assert run_cli("--database-url", url, "--port", "1") == 3
     assert "error:" in capsys.readouterr().err
+
+
+def test_the_command_line_imports_no_web_package() -> None:
+    """``resilient-task`` must run without the [dashboard] extra installed."""
+    code = (
+        "import sys, resilient_task.cli, resilient_task.dashboard.cli; "
+        "print(sorted(m for m in ('starlette', 'jinja2', 'uvicorn', 'multipart') "
+        "if m in sys.modules))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert found.stdout.strip() == "[]"

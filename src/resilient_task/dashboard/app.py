@@ -38,7 +38,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from resilient_task.cli_values import format_duration, parse_duration, parse_time
+from resilient_task.cli_values import format_duration, parse_duration, parse_time, parse_version
 from resilient_task.dashboard.chart import Chart, bar_chart
 from resilient_task.dashboard.security import AUTH_COOKIE, SESSION_COOKIE, Guard
 from resilient_task.dashboard.stats import (
@@ -521,10 +521,10 @@ async def _action(config: _Config, request: Request) -> Response:
         action = Action(_field(request, "action"))
     except ValueError:
         raise _RefusedError(400, "Unknown action.") from None
-    try:
-        version = int(_field(request, "version"))
-    except ValueError:
-        raise _RefusedError(400, "The form has no task version.") from None
+    try:  # ASCII digits only: int() would also take " 1", "1_0" and other scripts' digits
+        version = parse_version(_field(request, "version"))
+    except ValidationError:
+        raise _RefusedError(400, "The form has no valid task version.") from None
     run_at = None
     reason = None
     try:
