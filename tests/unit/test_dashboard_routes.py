@@ -293,8 +293,9 @@ class DashboardRoutes:
             url, data={**base, "csrf": csrf}, headers={"origin": "https://evil.example"}
         )
         assert foreign.status_code == 403
-        stranger = TestClient(board.client.app)  # another browser: its own session
-        stranger.get("/")
+        stranger = TestClient(board.client.app)  # another browser: its own session...
+        stranger.portal = board.client.portal  # ...on the loop that owns the store's pool
+        assert stranger.get("/").status_code == 200
         assert stranger.post(url, data={**base, "csrf": csrf}).status_code == 403
         for path in (f"/tasks/{task.id}/payload", "/bulk/resume"):
             assert board.client.post(path, data={"type": "charge"}).status_code == 403
