@@ -9,6 +9,7 @@
 #   make services-up    PostgreSQL on 127.0.0.1:5432 (database "test") and Apache Kafka on
 #                       127.0.0.1:9092 (BROKER=tansu: the tansu broker instead); logs in .run/
 #   make services-down  stop the broker services-up started (PostgreSQL keeps running)
+#   make browser        install Debian's chromium for the dashboard's browser tests (as root)
 #   make bench          run the benchmark, results in bench/out.json
 
 SHELL := bash
@@ -29,10 +30,10 @@ TANSU_LOG := $(RUN)/tansu.log
 # Exits 0 when something accepts connections on the broker port.
 PORT_OPEN := (exec 3<>/dev/tcp/$(KAFKA_HOST)/$(KAFKA_PORT)) 2>/dev/null
 
-.PHONY: help venv demo lint test-unit test services-up services-down tansu-up bench
+.PHONY: help venv demo lint test-unit test services-up services-down tansu-up browser bench
 
 help:
-	@sed -n '3,13s/^# //p' $(firstword $(MAKEFILE_LIST))
+	@sed -n '3,14s/^# //p' $(firstword $(MAKEFILE_LIST))
 
 venv: $(STAMP)
 
@@ -110,6 +111,9 @@ tansu-up: venv
 	echo "error: tansu did not start listening on $(KAFKA_URL); see $(TANSU_LOG):" >&2; \
 	tail -n 20 $(TANSU_LOG) >&2; \
 	kill "$$(cat $(TANSU_PID))" 2>/dev/null || true; rm -f $(TANSU_PID); exit 1
+
+browser:
+	bash services/chromium.sh
 
 bench: venv
 	$(BIN)/python -m bench --json bench/out.json
