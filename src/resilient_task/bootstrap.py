@@ -255,6 +255,7 @@ class ResilientTask:
         try:
             if self._tg is not None:
                 tg, self._tg = self._tg, None
+                self.resumer.stop_claiming()  # due tasks stay WAITING for a node that runs
                 self.executor.stop_accepting()  # no new grabs, waiting triggers released
                 await self.triggerer.stop()  # unhandled triggers are redelivered later
                 await self.executor.stop()

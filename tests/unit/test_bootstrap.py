@@ -229,3 +229,30 @@ def test_a_node_says_whether_it_keeps_its_tasks_in_memory() -> None:
     assert ResilientTask(dao=InMemoryTaskDAO(), run_workers=False).in_memory
     assert not ResilientTask(database_url="postgresql+psycopg://x@y/z").in_memory
     assert not ResilientTask(database_url="postgresql+psycopg://x@y/z", run_workers=False).in_memory
+
+
+async def test_a_stopping_node_claims_no_due_task_it_could_no_longer_run() -> None:
+    slow, triggerer = Slow(), ObservedTriggerer()
+    node = FakeNode(
+        handler(slow),
+        triggerer=triggerer,
+        props=properties(shutdown_grace=timedelta(seconds=5)),
+    )
+    polled: list[int] = []
+
+    async def poll_once_shutdown_began() -> None:
+        await triggerer.stopping.wait()
+        await node.clock.advance(SECOND * 60)  # the scheduled task is due now
+        polled.append(await node.resumer.run_once())
+        slow.release.set()
+
+    async with anyio.create_task_group() as tg, node:
+        await node.add()
+        later = await node.add(run_after_time=node.clock.now() + SECOND * 30)
+        await settle(slow.started.is_set)
+        tg.start_soon(poll_once_shutdown_began)
+
+    # Claimed, it would have been SUBMITTED on a node that no longer runs anything, waiting a
+    # whole expected queue time for another node.
+    assert polled == [0]
+    assert node.status(later) is TaskStatus.WAITING
