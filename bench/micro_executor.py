@@ -1,14 +1,16 @@
 """Executor micro-benchmark: CPU per task of trigger -> grab -> run -> complete, nothing else.
 
 ``python -m bench.micro_executor [--n 20000] [--concurrency 10] [--backend asyncio|trio]
-[--repeat 3] [--profile FILE]``
+[--repeat 3] [--profile FILE] [--metrics]``
 
 One in-memory node (``ResilientTask`` with an ``InMemoryTaskDAO`` and the in-process
 triggerer, library defaults otherwise). N SUBMITTED tasks are seeded into the store and their
 triggers queued *before* the clock starts, so the timed part is only the executor's work (and
 the in-memory adapters it calls): no adds, no database, no broker. The handler is a no-op
 returning DONE. Prints the wall time and CPU time per task; ``--profile`` writes cProfile
-stats of one run (read them with ``python -m pstats FILE``).
+stats of one run (read them with ``python -m pstats FILE``). ``--metrics`` alternates runs
+without and with the Prometheus observer (``PrometheusObserver``) and prints the CPU per task
+of each and the difference: the hot-path cost of metrics.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from typing import Any
 import anyio
 
 
-async def _one_run(n: int, concurrency: int | None, profiler: cProfile.Profile | None) -> float:
+async def _one_run(
+    n: int, concurrency: int | None, profiler: cProfile.Profile | None, metrics: bool = False
+) -> float:
     from resilient_task import (
         ProcessResult,
         ResilientTask,
@@ -61,6 +65,10 @@ async def _one_run(n: int, concurrency: int | None, profiler: cProfile.Profile |
     ]
     dao = InMemoryTaskDAO(tasks=tasks)
     app = ResilientTask(handlers=[handler], dao=dao)
+    if metrics:
+        from resilient_task.adapters.prometheus import PrometheusObserver
+
+        app.observer = PrometheusObserver(task_types={"micro"})
     async with app:
         # Every trigger queued at once; delivery starts once this task waits below.
         pending = [t.base for t in tasks]
@@ -90,7 +98,21 @@ def main() -> None:
     p.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--profile", help="write cProfile stats of the last run here")
+    p.add_argument("--metrics", action="store_true", help="alternate runs without and with metrics")
     args = p.parse_args()
+    if args.metrics:
+        runs: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(args.repeat):
+            for on in (False, True):
+                print(f"metrics {'on' if on else 'off'}:")
+                us = anyio.run(_one_run, args.n, args.concurrency, None, on, backend=args.backend)
+                runs[on].append(us)
+        off, on_ = statistics.median(runs[False]), statistics.median(runs[True])
+        print(
+            f"median {off:.1f} us CPU/task without metrics, {on_:.1f} with "
+            f"({100 * (on_ - off) / off:+.1f} %, {args.backend})"
+        )
+        return
     results = []
     for i in range(args.repeat):
         profiler = cProfile.Profile() if args.profile and i == args.repeat - 1 else None

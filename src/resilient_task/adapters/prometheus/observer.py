@@ -4,16 +4,28 @@ Names follow Prometheus conventions under the ``resilient_task_`` prefix. The ``
 takes only the task types of registered handlers (``TaskHandler(types=...)``) and ``other``
 for every other type, so no producer can grow the number of series.
 
-The hot path pays one dict look-up and one or two child updates per event: the labelled
-children of each known type are resolved once, at construction, not per call.
+The per-task events (grabbed, processed, released, added, timed out) are on the executor's
+hot path: they update plain numbers of a per-type record found with one dict look-up -- no
+lock, no label resolution -- and a collector turns them into metric families when
+``/metrics`` is scraped. That is safe because events and scrapes run in the same event loop
+(the endpoints are served by the node's loop); prometheus_client's own metric objects, which
+take a lock per update, cost ten times more per task. The rare events (recoveries, outages,
+triggers sent) use prometheus_client's metrics directly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 from resilient_task.ports.observer import ProcessOutcome, RecoveryStrategy
 
@@ -25,20 +37,97 @@ PREFIX = "resilient_task_"
 OTHER_TYPE = "other"
 """The ``type`` label of tasks whose type no registered handler names."""
 
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+LATENCY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+)  # fmt: skip
+"""Upper bounds (seconds) of the processing-time and queue-delay histograms."""
+
 _DEPENDENCIES = ("database", "trigger broker")
+_OUTCOMES = tuple(ProcessOutcome)
 
 
-@dataclass(frozen=True, slots=True)
-class _TypeMetrics:
-    """The children of one ``type`` label value, resolved once."""
+class _Histogram:
+    """Bucket counts and a sum; ``observe`` is a bisect and two additions."""
 
-    added: Counter
-    processed: dict[ProcessOutcome, Counter]
-    processing: Histogram
-    queue_delay: Histogram
-    timed_out: Counter
-    running: Gauge
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        cumulative, out = 0, []
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), self.counts, strict=True):
+            cumulative += count
+            out.append(("+Inf" if bound == float("inf") else repr(bound), float(cumulative)))
+        return out
+
+
+class _TypeStats:
+    """What the hot path counts for one ``type`` label value."""
+
+    __slots__ = ("added", "processed", "processing", "queue_delay", "running", "timed_out")
+
+    def __init__(self) -> None:
+        self.added = 0
+        self.processed = dict.fromkeys(_OUTCOMES, 0)
+        self.processing = _Histogram()
+        self.queue_delay = _Histogram()
+        self.timed_out = 0
+        self.running = 0
+
+
+class _TaskCollector(Collector):
+    """Turns the per-type records into metric families at scrape time."""
+
+    def __init__(self, stats: dict[str, _TypeStats]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        p = PREFIX
+        added = CounterMetricFamily(
+            f"{p}tasks_added", "Tasks stored by this node.", labels=["type"]
+        )
+        processed = CounterMetricFamily(
+            f"{p}tasks_processed",
+            "Task runs ended on this node, by recorded outcome.",
+            labels=["type", "outcome"],
+        )
+        timed_out = CounterMetricFamily(
+            f"{p}tasks_timed_out",
+            "Processors cancelled by their timeout (the run also counts as retry or error).",
+            labels=["type"],
+        )
+        running = GaugeMetricFamily(
+            f"{p}tasks_running", "Tasks this node holds now.", labels=["type"]
+        )
+        processing = HistogramMetricFamily(
+            f"{p}task_processing_seconds",
+            "Time from the grab to the run's outcome being decided.",
+            labels=["type"],
+        )
+        queue_delay = HistogramMetricFamily(
+            f"{p}task_queue_delay_seconds",
+            "Time from the trigger reaching this node to the task's grab.",
+            labels=["type"],
+        )
+        for label, stats in self._stats.items():
+            added.add_metric([label], stats.added)
+            for outcome, count in stats.processed.items():
+                processed.add_metric([label, outcome.value], count)
+            timed_out.add_metric([label], stats.timed_out)
+            running.add_metric([label], stats.running)
+            processing.add_metric(
+                [label], stats.processing.buckets(), sum_value=stats.processing.total
+            )
+            queue_delay.add_metric(
+                [label], stats.queue_delay.buckets(), sum_value=stats.queue_delay.total
+            )
+        yield from (added, processed, timed_out, running, processing, queue_delay)
 
 
 class PrometheusObserver:
@@ -59,38 +148,11 @@ class PrometheusObserver:
         """The registry holding this observer's metrics."""
         reg = self.registry
         p = PREFIX
-        self._added = Counter(
-            f"{p}tasks_added", "Tasks stored by this node.", ["type"], registry=reg
-        )
-        self._processed = Counter(
-            f"{p}tasks_processed",
-            "Task runs ended on this node, by recorded outcome.",
-            ["type", "outcome"],
-            registry=reg,
-        )
-        self._processing = Histogram(
-            f"{p}task_processing_seconds",
-            "Time a processor ran (start to outcome recorded).",
-            ["type"],
-            buckets=_LATENCY_BUCKETS,
-            registry=reg,
-        )
-        self._queue_delay = Histogram(
-            f"{p}task_queue_delay_seconds",
-            "Time from a task being due to its grab by this node.",
-            ["type"],
-            buckets=_LATENCY_BUCKETS,
-            registry=reg,
-        )
-        self._timed_out = Counter(
-            f"{p}tasks_timed_out",
-            "Processors cancelled by their timeout (the run also counts as retry or error).",
-            ["type"],
-            registry=reg,
-        )
-        self._running = Gauge(
-            f"{p}tasks_running", "Tasks this node holds now.", ["type"], registry=reg
-        )
+        labels = sorted({t for t in task_types if t != OTHER_TYPE})
+        self._by_label = {label: _TypeStats() for label in (*labels, OTHER_TYPE)}
+        self._types = {label: self._by_label[label] for label in labels}
+        self._other = self._by_label[OTHER_TYPE]
+        reg.register(_TaskCollector(self._by_label))
         self._stale = Counter(
             f"{p}triggers_stale",
             "Triggers that found nothing to grab (stale, duplicate or taken elsewhere).",
@@ -130,20 +192,8 @@ class PrometheusObserver:
         for dependency in _DEPENDENCIES:
             self._up.labels(dependency).set(1)
             self._outages.labels(dependency)
-        self._types = {t: self._children(t) for t in sorted(set(task_types)) if t != OTHER_TYPE}
-        self._other = self._children(OTHER_TYPE)
 
-    def _children(self, label: str) -> _TypeMetrics:
-        return _TypeMetrics(
-            added=self._added.labels(label),
-            processed={o: self._processed.labels(label, o.value) for o in ProcessOutcome},
-            processing=self._processing.labels(label),
-            queue_delay=self._queue_delay.labels(label),
-            timed_out=self._timed_out.labels(label),
-            running=self._running.labels(label),
-        )
-
-    def _of(self, task_type: str) -> _TypeMetrics:
+    def _of(self, task_type: str) -> _TypeStats:
         return self._types.get(task_type, self._other)
 
     def label_of(self, task_type: str) -> str:
@@ -157,24 +207,24 @@ class PrometheusObserver:
     # --- Observer -----------------------------------------------------------------------
     def task_added(self, task_type: str, count: int = 1) -> None:
         """Count stored tasks."""
-        self._of(task_type).added.inc(count)
+        self._of(task_type).added += count
 
     def task_grabbed(self, task_type: str, queue_delay: float) -> None:
         """Observe the queue delay; one more task running."""
-        metrics = self._of(task_type)
-        metrics.queue_delay.observe(max(queue_delay, 0.0))
-        metrics.running.inc()
+        stats = self._types.get(task_type, self._other)
+        stats.queue_delay.observe(queue_delay if queue_delay > 0.0 else 0.0)
+        stats.running += 1
 
     def task_processed(self, task_type: str, outcome: ProcessOutcome, seconds: float) -> None:
         """Count the outcome; observe the processing time."""
-        metrics = self._of(task_type)
-        metrics.processed[outcome].inc()
+        stats = self._types.get(task_type, self._other)
+        stats.processed[outcome] += 1
         if outcome is not ProcessOutcome.FENCED:
-            metrics.processing.observe(seconds)
+            stats.processing.observe(seconds)
 
     def task_timed_out(self, task_type: str) -> None:
         """Count a timeout."""
-        self._of(task_type).timed_out.inc()
+        self._of(task_type).timed_out += 1
 
     def task_stale(self) -> None:
         """Count a stale trigger."""
@@ -182,7 +232,7 @@ class PrometheusObserver:
 
     def task_released(self, task_type: str) -> None:
         """One task fewer running."""
-        self._of(task_type).running.dec()
+        self._types.get(task_type, self._other).running -= 1
 
     def tasks_recovered(self, task_type: str, strategy: RecoveryStrategy) -> None:
         """Count a stuck task resolved."""
