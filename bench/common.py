@@ -148,7 +148,7 @@ def node(
     from resilient_task import ResilientTask
 
     if mode == "memory":
-        return ResilientTask(handlers=handlers, run_workers=run_workers)
+        return ResilientTask(handlers=handlers, run_workers=run_workers, in_memory=True)
     return ResilientTask(
         handlers=handlers,
         properties=properties(cfg, namespace, group),

@@ -1,7 +1,8 @@
 """Apache Kafka for development and CI: one KRaft node (broker + controller) from Maven jars.
 
-The jars come from Maven Central through ``services/kafka/pom.xml`` (``make kafka-jars``, or
-:func:`ensure_jars`); nothing is downloaded at run time beyond that. One implementation serves:
+The jars come from Maven Central through ``services/kafka/pom.xml`` (``python -m
+tests.integration.kafka_broker jars``, or :func:`ensure_jars`); nothing is downloaded at run
+time beyond that. One implementation serves:
 
 - ``make services-up`` / ``.ci/run``, through the command line below
   (``python -m tests.integration.kafka_broker start --dir .run/kafka --port 9092``);
