@@ -50,6 +50,7 @@ class StoreProbe:
         """The last probe's verdict (False until the first one succeeds)."""
         self.problem = "store not probed yet"
         """Why the store counts as unreachable (empty when reachable)."""
+        self._probed = False
 
     async def probe(self) -> bool:
         """Probe once; updates and returns :attr:`reachable`. Never raises (but cancellation)."""
@@ -61,11 +62,11 @@ class StoreProbe:
                 problem = f"store unreachable: {type(exc).__name__}: {exc}"
         if scope.cancelled_caught:
             problem = f"store did not answer within {self.timeout} s"
-        if bool(problem) == self.reachable:
-            if problem:
-                log.warning("readiness: %s", problem)
-            else:
-                log.warning("readiness: store reachable again")
+        if problem and (self.reachable or not self._probed):
+            log.warning("readiness: %s", problem)
+        elif not problem and not self.reachable and self._probed:
+            log.warning("readiness: store reachable again")
+        self._probed = True
         self.reachable = not problem
         self.problem = problem[:300]
         return self.reachable
