@@ -256,3 +256,25 @@ async def test_a_stopping_node_claims_no_due_task_it_could_no_longer_run() -> No
     # whole expected queue time for another node.
     assert polled == [0]
     assert node.status(later) is TaskStatus.WAITING
+
+
+class _RefusingTriggerer(InMemoryTriggerer):
+    """A triggerer whose start fails, as a broker refusing the configuration would."""
+
+    async def start(self, on_trigger: object) -> None:
+        raise ConfigurationError("the broker refused the consumer's settings")
+
+
+async def test_a_node_whose_triggerer_fails_to_start_raises_that_error_and_can_start_again() -> (
+    None
+):
+    node = ResilientTask(
+        handlers=[handler(Calls())], dao=InMemoryTaskDAO(), triggerer=_RefusingTriggerer()
+    )
+    with anyio.CancelScope(), pytest.raises(ConfigurationError, match="refused the consumer"):
+        # Leaving this scope fails ("cancel scope stack corrupted") if the start left a task
+        # group of its own open inside it.
+        await node.__aenter__()
+    # The task group of the failed start was left cleanly: a node starts in the same task.
+    async with ResilientTask(handlers=[handler(Calls())], dao=InMemoryTaskDAO()) as other:
+        assert (await other.service.add_task(AddTaskRequest(type="work"))).created
