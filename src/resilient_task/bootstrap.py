@@ -23,6 +23,7 @@ from resilient_task.adapters.system.clock import SystemClock
 from resilient_task.domain.handler import TaskHandler
 from resilient_task.errors import ConfigurationError
 from resilient_task.ports.clock import Clock
+from resilient_task.ports.observer import NullObserver, Observer
 from resilient_task.ports.task_dao import TaskDAO
 from resilient_task.ports.triggerer import Triggerer
 from resilient_task.properties import ENV_PREFIX, TaskProperties
@@ -73,8 +74,11 @@ class ResilientTask:
         run_workers: bool = True,
         postgres_options: dict[str, Any] | None = None,
         in_memory: bool = False,
+        observer: Observer | None = None,
     ) -> None:
         self.properties = properties or TaskProperties()
+        self.observer: Observer = observer if observer is not None else NullObserver()
+        """Told of what happens to tasks on this node (metrics); set it before the node starts."""
         self.registry = HandlerRegistry(handlers)
         self._database_url = database_url
         self._kafka = kafka
@@ -195,6 +199,7 @@ class ResilientTask:
         container.register(Clock, instance=self._clock or SystemClock())
         container.register(TaskDAO, instance=dao)
         container.register(Triggerer, instance=triggerer)
+        container.register(Observer, instance=self.observer)
         container.register(TaskService, scope=punq.Scope.singleton)
         container.register(TaskExecutor, scope=punq.Scope.singleton)
         container.register(TaskResumer)

@@ -6,9 +6,18 @@ import logging
 from collections import Counter
 from datetime import timedelta
 
+import anyio
 import pytest
 
-from resilient_task import CleanerProperties, TaskProperties, TaskStatus
+from resilient_task import (
+    CleanerProperties,
+    NoRetryPolicy,
+    ProcessResult,
+    SimpleProcessingPolicy,
+    Task,
+    TaskProperties,
+    TaskStatus,
+)
 from resilient_task.adapters.memory import FakeClock, InMemoryTaskDAO, InMemoryTriggerer
 from resilient_task.errors import BackendUnavailableError
 from resilient_task.ports.observer import ProcessOutcome, RecoveryStrategy
@@ -16,7 +25,15 @@ from resilient_task.service.cleaner import TaskCleaner
 from resilient_task.service.outage import OutageLog
 from resilient_task.service.registry import HandlerRegistry
 from resilient_task.service.resumer import TaskResumer
-from tests.unit.helpers import START, dead_workers_task, properties, stored_task
+from tests.unit.helpers import (
+    START,
+    FakeNode,
+    dead_workers_task,
+    handler,
+    properties,
+    settle,
+    stored_task,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -102,3 +119,65 @@ async def test_the_resumer_reports_recovered_tasks_and_the_triggers_it_sent() ->
     assert await resumer.run_once() == 2
     assert observer.events[("recovered", RecoveryStrategy.RETRY)] == 2
     assert observer.events[("sent", None)] == 2
+
+
+async def test_a_node_reports_added_grabbed_processed_and_released_for_every_outcome() -> None:
+    observer = RecordingObserver()
+
+    async def ok(task: Task) -> ProcessResult:
+        return ProcessResult.DONE
+
+    async def fails(task: Task) -> ProcessResult:
+        raise RuntimeError("boom")
+
+    async def slow(task: Task) -> ProcessResult:
+        await anyio.sleep_forever()
+        raise AssertionError("not reached")
+
+    node = FakeNode(
+        handler(ok, types=["ok"]),
+        handler(fails, types=["bad"], retry_policy=NoRetryPolicy()),
+        handler(
+            slow,
+            types=["slow"],
+            retry_policy=NoRetryPolicy(),
+            processing_policy=SimpleProcessingPolicy(timeout=timedelta(seconds=1)),
+        ),
+    )
+    node.app.observer = observer
+    async with node:
+        ids = [await node.add("ok"), await node.add("ok"), await node.add("bad")]
+        slow_id = await node.add("slow")
+        for task_id in ids:
+            await node.wait_for(task_id, TaskStatus.DONE, TaskStatus.ERROR)
+        await node.clock.advance(timedelta(seconds=2))
+        await node.wait_for(slow_id, TaskStatus.ERROR)
+        await settle(lambda: node.executor.running == 0)
+    events = observer.events
+    assert events[("added", "ok")] == 2
+    assert events[("added", "bad")] == 1
+    assert events[("processed", ProcessOutcome.DONE)] == 2
+    assert events[("processed", ProcessOutcome.ERROR)] == 2  # bad, and slow after its timeout
+    assert events[("timed_out", "slow")] == 1
+    grabbed = sum(n for (event, _), n in events.items() if event == "grabbed")
+    released = sum(n for (event, _), n in events.items() if event == "released")
+    assert grabbed == released == 4
+    assert events[("sent", None)] == 4
+    stats = node.executor.stats
+    assert (stats["done"], stats["error"], stats["grabbed"]) == (2, 2, 4)
+
+
+async def test_a_stale_trigger_is_reported_and_holds_nothing() -> None:
+    observer = RecordingObserver()
+
+    async def ok(task: Task) -> ProcessResult:
+        return ProcessResult.DONE
+
+    node = FakeNode(handler(ok))
+    node.app.observer = observer
+    async with node:
+        task_id = await node.add()
+        await node.wait_for(task_id, TaskStatus.DONE)
+        await node.executor.on_trigger(node.task(task_id).base)  # a duplicate, late trigger
+    assert observer.events[("stale", None)] == 1
+    assert observer.events[("grabbed", "work")] == observer.events[("released", "work")] == 1

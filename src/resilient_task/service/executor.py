@@ -13,7 +13,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -28,8 +28,10 @@ from resilient_task.errors import (
     ProcessingTimeoutError,
     VersionConflictError,
 )
+from resilient_task.logsetup import task_extra
 from resilient_task.logtext import loggable
 from resilient_task.ports.clock import Clock
+from resilient_task.ports.observer import NULL_OBSERVER, Observer, ProcessOutcome
 from resilient_task.ports.task_dao import GrabRequest, TaskChange, TaskDAO
 from resilient_task.properties import TaskProperties
 from resilient_task.service.batcher import Batcher
@@ -78,8 +80,10 @@ class TaskExecutor:
         registry: HandlerRegistry,
         clock: Clock,
         properties: TaskProperties,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         self._dao = dao
+        self._observer = observer
         self._registry = registry
         self._clock = clock
         self._props = properties
@@ -102,7 +106,7 @@ class TaskExecutor:
         self._grace = properties.shutdown_grace
         self._stop_requested = anyio.Event()
         self._stopped = anyio.Event()
-        self._db = OutageLog(log, "database")
+        self._db = OutageLog(log, "database", observer)
         self.stats: Counter[str] = Counter()
         """Counts of what happened on this node: grabbed, done, retried, error, stale, fenced..."""
 
@@ -216,6 +220,7 @@ class TaskExecutor:
         if not self._accepting or self._tg is None:
             log.debug("task %s: trigger ignored, executor not accepting work", base.id)
             return
+        received = self._clock.now()
         handler = self._registry.find(base)
         slots = self._slots_for(handler) if handler is not None else self._unlimited
         connection = self._connection_slots if handler and handler.transactional else None
@@ -225,8 +230,9 @@ class TaskExecutor:
         # The policy and connection slots held (None: none, e.g. re-acquiring was cancelled).
         held: list[anyio.Semaphore | None] = [slots, connection]
         started = False
+        task: Task | None = None
         try:
-            task = await self._grab(base, handler) if self._accepting else None
+            task = await self._grab(base, handler, received) if self._accepting else None
             if task is not None and (task.type != base.type or task.sub_type != base.sub_type):
                 handler = await self._reroute(base, task, handler, held)
             if task is not None and handler is None:
@@ -240,6 +246,8 @@ class TaskExecutor:
             if not started:
                 _release(held)
                 self._node_slots.release()
+                if task is not None:
+                    self._observer.task_released(task.type)
 
     async def _reroute(
         self,
@@ -258,6 +266,7 @@ class TaskExecutor:
             loggable(base.sub_type),
             loggable(task.type),
             loggable(task.sub_type),
+            extra=task_extra(task),
         )
         if actual is not None and actual is not handler:
             connection = self._connection_slots if actual.transactional else None
@@ -310,7 +319,9 @@ class TaskExecutor:
             self._policy_slots[id(policy)] = slots
         return slots
 
-    async def _grab(self, base: BaseTask, handler: TaskHandler | None) -> Task | None:
+    async def _grab(
+        self, base: BaseTask, handler: TaskHandler | None, received: datetime
+    ) -> Task | None:
         now = self._clock.now()
         timeout = (
             self._registry.timeout(handler, self._props)
@@ -334,11 +345,13 @@ class TaskExecutor:
                 base.id,
                 loggable(base.version),
                 loggable(_describe(exc)),
+                extra=task_extra(base),
             )
             return None
         self._db.succeeded()
         if task is None:
             self.stats["stale"] += 1
+            self._observer.task_stale()
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "task %s v%d: stale or duplicate trigger, nothing grabbed",
@@ -347,6 +360,7 @@ class TaskExecutor:
                 )
             return None
         self.stats["grabbed"] += 1
+        self._observer.task_grabbed(task.type, (task.updated_at - received).total_seconds())
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "task %s type=%s SUBMITTED -> PROCESSING attempt=%d node=%s",
@@ -354,6 +368,7 @@ class TaskExecutor:
                 loggable(task.type),
                 task.processing_tries_count,
                 self._props.node_id,
+                extra=task_extra(task),
             )
         return task
 
@@ -407,8 +422,9 @@ class TaskExecutor:
                 if not isinstance(outcome, _Expired):
                     await self._write(task, self._decide(handler, task, outcome))
         except Exception:  # a bug of ours must not kill the node; the deadline recovers it
-            log.exception("task %s: unexpected executor failure", task.id)
+            log.exception("task %s: unexpected executor failure", task.id, extra=task_extra(task))
         finally:
+            self._observer.task_released(task.type)
             if holding_policy_slot:
                 policy_slots.release()
             if connection_slots is not None:
@@ -438,11 +454,13 @@ class TaskExecutor:
             pass
         except (_FencedError, VersionConflictError):
             self.stats["fenced"] += 1
+            self._observer.task_processed(task.type, ProcessOutcome.FENCED, 0.0)
             log.warning(
                 "task %s: taken away from this node meanwhile (version %d is stale); its "
                 "completion and the handler's writes were rolled back",
                 task.id,
                 task.version,
+                extra=task_extra(task),
             )
             return
         except Exception as exc:  # BEGIN or COMMIT failed, or the store refused the handle's use
@@ -469,6 +487,7 @@ class TaskExecutor:
                 loggable(task.type),
                 task.next_event_time.isoformat(),
                 " for a database connection" if tx is not None else "",
+                extra=task_extra(task),
             )
             return _EXPIRED
         context = ProcessingContext(
@@ -491,6 +510,7 @@ class TaskExecutor:
         finally:
             set_context(None)
         if scope.cancel_called:
+            self._observer.task_timed_out(task.type)
             return ProcessingTimeoutError(f"processing exceeded its timeout of {timeout}")
         if isinstance(outcome, (ProcessResult, BaseException)):
             return outcome
@@ -535,6 +555,7 @@ class TaskExecutor:
                         "recovered after its deadline",
                         task.id,
                         loggable(exc),
+                        extra=task_extra(task),
                     )
                     return False
                 await self._clock.sleep(delay)
@@ -543,11 +564,13 @@ class TaskExecutor:
             self._db.succeeded()
             if not written:
                 self.stats["fenced"] += 1
+                self._observer.task_processed(task.type, ProcessOutcome.FENCED, 0.0)
                 log.warning(
                     "task %s: outcome rejected, version %d is stale (the task was "
                     "recovered by another node meanwhile)",
                     task.id,
                     task.version,
+                    extra=task_extra(task),
                 )
                 return False
             self._log_outcome(task, change)
@@ -566,6 +589,9 @@ class TaskExecutor:
             else new.status.value.lower()
         )
         self.stats[kind] += 1
+        # The grab and the decision each stamped updated_at: no extra clock read.
+        seconds = (new.updated_at - task.updated_at).total_seconds()
+        self._observer.task_processed(task.type, _OUTCOMES.get(kind, ProcessOutcome.ERROR), seconds)
         level = (
             logging.ERROR
             if new.status == "ERROR"
@@ -581,7 +607,18 @@ class TaskExecutor:
                 task.processing_tries_count,
                 f" next_run={new.next_event_time.isoformat()}" if new.status == "WAITING" else "",
                 f" error={loggable(new.last_error)}" if new.last_error else "",
+                extra=task_extra(task),
             )
+
+
+_OUTCOMES = {
+    "done": ProcessOutcome.DONE,
+    "deleted": ProcessOutcome.DELETED,
+    "repeated": ProcessOutcome.REPEAT,
+    "retried": ProcessOutcome.RETRY,
+    "error": ProcessOutcome.ERROR,
+}
+"""The observer's outcome of each ``stats`` kind of a recorded run."""
 
 
 def _with_tries(task: Task, tries: int) -> Task:

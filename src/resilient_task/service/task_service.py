@@ -24,7 +24,9 @@ from resilient_task.errors import (
     VersionConflictError,
 )
 from resilient_task.ids import uuid7
+from resilient_task.logsetup import task_extra
 from resilient_task.ports.clock import Clock
+from resilient_task.ports.observer import NULL_OBSERVER, Observer
 from resilient_task.ports.task_dao import TaskChange, TaskDAO
 from resilient_task.ports.triggerer import Triggerer
 from resilient_task.properties import TaskProperties
@@ -48,6 +50,7 @@ class TaskService:
         clock: Clock,
         properties: TaskProperties,
         poll_only: bool = False,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         """Wire the service.
 
@@ -60,6 +63,7 @@ class TaskService:
             poll_only: no trigger can reach a worker from here (a producer-only node without a
                 broker): due tasks are stored as already overdue so that any worker's resumer
                 takes them on its next poll, and no trigger is sent.
+            observer: told of every task added (see :mod:`resilient_task.ports.observer`).
         """
         self._poll_only = poll_only
         self._dao = dao
@@ -67,7 +71,8 @@ class TaskService:
         self._registry = registry
         self._clock = clock
         self._props = properties
-        self._broker = OutageLog(log, "trigger broker")
+        self._observer = observer
+        self._broker = OutageLog(log, "trigger broker", observer)
 
     async def add_task(self, request: AddTaskRequest, *, transaction: Any = None) -> AddTaskResult:
         """Store a task; due now -> SUBMITTED and triggered after commit, later -> WAITING.
@@ -108,6 +113,7 @@ class TaskService:
         created = [t for t, o in zip(tasks, outcomes, strict=True) if o.created]
         due = [t for t in created if t.status is TaskStatus.SUBMITTED]
         for task in created:
+            self._observer.task_added(task.type)
             log.info(
                 "task %s type=%s added as %s%s",
                 task.id,
@@ -116,6 +122,7 @@ class TaskService:
                 f" run_after={task.next_event_time.isoformat()}"
                 if task.status is TaskStatus.WAITING
                 else "",
+                extra=task_extra(task),
             )
         for request, outcome in zip(requests, outcomes, strict=True):
             if not outcome.created:
@@ -188,9 +195,11 @@ class TaskService:
         try:
             await self._triggerer.trigger([t.base for t in tasks])
             self._broker.succeeded()
+            self._observer.triggers_sent(len(tasks))
             return
         except (TriggerError, BackendError) as exc:
             self._broker.failed(exc, f"triggering {len(tasks)} new task(s)")
+            self._observer.triggers_failed(len(tasks))
         now = self._clock.now()
         try:
             # Pull the pick-up deadline to now: every node's resumer takes them on its next poll.
