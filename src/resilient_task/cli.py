@@ -10,6 +10,12 @@ from collections.abc import Sequence
 
 import anyio
 
+from resilient_task.cli_ops import (
+    add_db_commands,
+    add_healthcheck_command,
+    run_db_command,
+    run_healthcheck,
+)
 from resilient_task.cli_tasks import add_tasks_commands, add_version_option, run_tasks
 from resilient_task.dashboard.cli import add_dashboard_command, run_dashboard
 from resilient_task.errors import ConfigurationError, ResilientTaskError
@@ -40,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     check = db_sub.add_parser(
         "check", help="compare the live tables with the declared ones; exit 1 if they differ"
     )
+    add_db_commands(db_sub)
     for command in (upgrade, check):
         command.add_argument(
             "--database-url",
@@ -61,6 +68,31 @@ def _parser() -> argparse.ArgumentParser:
         help="allow a node whose tasks live in this process's memory (no database): they are "
         "lost when it exits and no other process can add to them",
     )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve /metrics, /healthz and /readyz on this port (needs resilient-task[metrics])",
+    )
+    worker.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address the endpoints listen on (default 127.0.0.1: this machine only)",
+    )
+    worker.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        default=None,
+        help="default: $RESILIENT_TASK_LOG_LEVEL, else INFO",
+    )
+    worker.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one object per line, with task_id/task_type/task_version on task lines",
+    )
+    add_healthcheck_command(sub)
     add_tasks_commands(sub)
     add_dashboard_command(sub)
     return parser
@@ -77,7 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "db":
             return _db(args)
         if args.command == "worker":
-            return _worker(args.app, in_memory=args.in_memory)
+            return _worker(args)
+        if args.command == "healthcheck":
+            return run_healthcheck(args)
         if args.command == "tasks":
             return run_tasks(args)
         if args.command == "dashboard":
@@ -91,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _db(args: argparse.Namespace) -> int:
+    code = run_db_command(args)  # db current, db sql
+    if code is not None:
+        return code
     if not args.database_url:
         print(f"error: --database-url (or ${_DATABASE_URL}) is required", file=sys.stderr)
         return 2
@@ -105,14 +142,21 @@ def _db(args: argparse.Namespace) -> int:
     return db_check_main(*where)
 
 
-def _worker(target: str, *, in_memory: bool) -> int:
+def _worker(args: argparse.Namespace) -> int:
     from resilient_task.environment import log_level_from_env
+    from resilient_task.logsetup import configure_logging
     from resilient_task.worker import load_app, run_worker
 
-    logging.basicConfig(
-        level=log_level_from_env(os.environ),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    target, in_memory = args.app, args.in_memory
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        print("error: --metrics-port must be from 0 to 65535", file=sys.stderr)
+        return 2
+    level = (
+        logging.getLevelNamesMapping()[args.log_level]
+        if args.log_level
+        else log_level_from_env(os.environ)
     )
+    configure_logging(level, args.log_format)
     app = load_app(target)
     if app.in_memory and not in_memory:
         raise ConfigurationError(
@@ -121,9 +165,10 @@ def _worker(target: str, *, in_memory: bool) -> int:
             f"ResilientTask.from_env) or give the node a database_url; pass --in-memory if an "
             "in-memory worker is what you want"
         )
-    # run_worker imports the target again (the module is cached: the same node for an
-    # attribute; a factory is called again) and serves it until SIGTERM or SIGINT.
-    return run_worker(target)
+    # The node loaded above is the one served (a factory is called once), until SIGTERM/SIGINT.
+    return run_worker(
+        target, app=app, metrics_port=args.metrics_port, metrics_host=args.metrics_host
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

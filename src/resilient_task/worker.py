@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -12,6 +13,7 @@ from typing import Any
 import anyio
 
 from resilient_task.bootstrap import ResilientTask
+from resilient_task.environment import log_level_from_env
 from resilient_task.errors import ConfigurationError
 from resilient_task.logtext import loggable
 
@@ -41,9 +43,9 @@ def load_app(target: str) -> ResilientTask:
     return obj
 
 
-async def _serve(app: ResilientTask) -> None:
+async def _serve(app: ResilientTask, monitoring: Any = None) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with app:
+        async with app, monitoring or contextlib.nullcontext():
             log.warning(
                 "worker %s running; SIGTERM or SIGINT stops it gracefully", app.properties.node_id
             )
@@ -57,18 +59,37 @@ async def _serve(app: ResilientTask) -> None:
                 break
 
 
-def run_worker(target: str) -> int:
+def run_worker(
+    target: str,
+    *,
+    app: ResilientTask | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
+) -> int:
     """Run the node named by ``target`` until a stop signal; returns the exit code.
 
     0 after a stop signal. A node that fails instead (it can no longer accept work) is
     logged at ERROR with the failure and gives 1, so that a supervisor restarts the process
     rather than leaving an idle worker.
     """
-    level = os.environ.get("RESILIENT_TASK_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    app = load_app(target)
+    logging.basicConfig(  # a no-op when the command line configured logging already
+        level=log_level_from_env(os.environ),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    if app is None:
+        app = load_app(target)
+    monitoring = None
+    if metrics_port is not None:
+        try:
+            from resilient_task.monitoring import NodeMonitoring
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"--metrics-port needs prometheus-client: pip install 'resilient-task[metrics]' "
+                f"({exc})"
+            ) from exc
+        monitoring = NodeMonitoring(app, port=metrics_port, host=metrics_host)
     try:
-        anyio.run(_serve, app)
+        anyio.run(_serve, app, monitoring)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # SystemExit from user code included: the node is gone
