@@ -43,18 +43,26 @@ def start(*flags: str) -> subprocess.Popen[str]:
 
 
 def lines_until(worker: subprocess.Popen[str], marker: str, within: float = 60) -> list[str]:
+    """The worker's output lines up to the one holding ``marker`` (bounded: never hangs).
+
+    Reads the pipe's descriptor directly: a buffered ``readline`` after ``select`` would leave
+    lines read ahead in Python's buffer, where ``select`` cannot see them.
+    """
     assert worker.stdout is not None
-    seen: list[str] = []
+    fd = worker.stdout.fileno()
+    data = b""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([worker.stdout], [], [], deadline - time.monotonic())
-        line = worker.stdout.readline() if ready else ""
-        if not line:
+        lines = data.decode(errors="replace").splitlines(keepends=True)
+        for index, line in enumerate(lines):
+            if marker in line:
+                return lines[: index + 1]
+        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+        chunk = os.read(fd, 65536) if ready else b""
+        if not chunk:
             break
-        seen.append(line)
-        if marker in line:
-            return seen
-    raise AssertionError(f"no {marker!r} in {seen}")
+        data += chunk
+    raise AssertionError(f"no {marker!r} in {data!r}")
 
 
 def stop(worker: subprocess.Popen[str]) -> str:
