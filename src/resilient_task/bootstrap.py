@@ -247,10 +247,10 @@ class ResilientTask:
         except BaseException:
             # A task group entered here must be left here, in this task (trio insists), before
             # the adapters it uses close.
-            tg, self._tg = self._tg, None
-            if tg is not None:
-                tg.cancel_scope.cancel()
-                await tg.__aexit__(None, None, None)
+            opened, self._tg = self._tg, None
+            if opened is not None:
+                opened.cancel_scope.cancel()
+                await opened.__aexit__(None, None, None)
             await stack.__aexit__(None, None, None)
             raise
         self._stack = stack
