@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-import select
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,6 +31,13 @@ def _worker(app: str) -> subprocess.Popen[str]:
     )
 
 
+def _pump(stream: IO[str], lines: queue.Queue[str]) -> None:
+    """Copy ``stream``'s lines into ``lines``; an empty string marks its end."""
+    for line in stream:
+        lines.put(line)
+    lines.put("")
+
+
 def test_a_worker_whose_node_dies_logs_an_error_and_exits_1_instead_of_idling() -> None:
     worker = _worker("tests.unit.worker_crash_apps:crashing_node")
     output, _ = worker.communicate(timeout=60)
@@ -39,18 +48,34 @@ def test_a_worker_whose_node_dies_logs_an_error_and_exits_1_instead_of_idling() 
 
 def test_a_worker_stopped_by_sigterm_exits_0() -> None:
     worker = _worker("tests.unit.cli_apps:memory_node")
+    lines: queue.Queue[str] = queue.Queue()
+    seen: list[str] = []
     try:
-        deadline = time.monotonic() + 60
         assert worker.stdout is not None
+        # A reader thread, not select() on the pipe: lines already in the text buffer would
+        # not wake select, and the wait would run to its bound.
+        reader = threading.Thread(target=_pump, args=(worker.stdout, lines), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # wait until it serves (bounded: never hangs)
-            ready, _, _ = select.select([worker.stdout], [], [], deadline - time.monotonic())
-            line = worker.stdout.readline() if ready else ""
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            seen.append(line)
             if not line or "SIGTERM or SIGINT stops it gracefully" in line:
                 break
         worker.send_signal(signal.SIGTERM)
-        output, _ = worker.communicate(timeout=60)
+        worker.wait(timeout=60)
+        reader.join(timeout=10)
+        while not lines.empty():
+            seen.append(lines.get())
+        output = "".join(seen)
     finally:
         if worker.poll() is None:
             worker.kill()
+            worker.wait(timeout=10)
+        if worker.stdout is not None:
+            worker.stdout.close()
     assert worker.returncode == 0, output
     assert "ERROR" not in output
