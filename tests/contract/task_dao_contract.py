@@ -402,11 +402,21 @@ class TaskDAOContract:
         assert [t.next_event_time for t in found] == [EARLIEST_TIME, LATEST_TIME]
 
     @pytest.mark.anyio
-    @pytest.mark.parametrize("status", ["BOGUS", "waiting", 3, ""])
+    @pytest.mark.parametrize("status", ["BOGUS", "waiting", 3, "", []])
     async def test_find_tasks_refuses_an_unknown_status(self, dao: TaskDAO, status: object) -> None:
         await insert(dao, make_task())
         with pytest.raises(ValidationError, match="status must be one of WAITING"):
             await dao.find_tasks(status=status, limit=10)  # type: ignore[arg-type]
+
+    @pytest.mark.anyio
+    @pytest.mark.parametrize("type_", ["a\x00b", "\ud800", 5])
+    async def test_find_tasks_refuses_a_type_no_stored_task_can_have(
+        self, dao: TaskDAO, type_: object
+    ) -> None:
+        # Refused the same way by every store, rather than matching nothing in one and failing
+        # in the other's driver.
+        with pytest.raises(ValidationError):
+            await dao.find_tasks(type=type_, limit=10)  # type: ignore[arg-type]
 
     @pytest.mark.anyio
     async def test_find_tasks_takes_a_status_by_name(self, dao: TaskDAO) -> None:

@@ -33,11 +33,12 @@ from resilient_task.adapters.postgres.transactions import (
 )
 from resilient_task.adapters.validation import (
     check_change,
+    check_filters,
     check_limit,
     check_new,
     check_time,
 )
-from resilient_task.domain.task import Task, TaskStatus
+from resilient_task.domain.task import Task, TaskStatus, status_of
 from resilient_task.ports.task_dao import GrabRequest, InsertOutcome, TaskChange
 
 __all__ = ["PostgresTaskDAO"]
@@ -225,7 +226,7 @@ class PostgresTaskDAO:
         check_time("now", now)
         if check_limit(limit) == 0:
             return []
-        params = {"status": TaskStatus(status).value, "now": now, "limit": limit}
+        params = {"status": status_of(status).value, "now": now, "limit": limit}
         async with self._connect(None, "find overdue tasks") as conn:
             rows = (await conn.execute(self._sql.find_overdue, params)).all()
         return await self._tasks(rows, with_data=False)
@@ -234,12 +235,13 @@ class PostgresTaskDAO:
         self, *, status: TaskStatus | None = None, type: str | None = None, limit: int = 100
     ) -> list[Task]:
         """Tasks by status and type, earliest ``next_event_time`` first, with payloads."""
+        status = check_filters(status, type)
         if check_limit(limit) == 0:
             return []
         t = self._sql.tables.tasks
         query = self._sql.with_data
         if status is not None:
-            query = query.where(t.c.status == TaskStatus(status).value)
+            query = query.where(t.c.status == status.value)
         if type is not None:
             query = query.where(t.c.type == type)
         query = query.order_by(t.c.next_event_time, t.c.priority, t.c.id).limit(limit)
