@@ -62,6 +62,7 @@ async def test_hostile_kafka_values_are_skipped_once_and_committed_past(
     assert recorder.ids == {task.id for task in tasks}
     skipped = [r for r in caplog.records if "malformed" in r.getMessage()]
     assert len(skipped) == len(HOSTILE_KAFKA)
+    assert all("; value: " in r.getMessage() for r in skipped), "each line says why"
     assert all("\n" not in r.getMessage() for r in caplog.records)
     assert not [r for r in caplog.records if r.exc_info]  # no traceback: no consumer restart
 
@@ -100,4 +101,5 @@ async def test_hostile_notifications_are_skipped_and_later_triggers_delivered(
     assert recorder.ids == {task.id for task in tasks}
     skipped = [r for r in caplog.records if "malformed notification" in r.getMessage()]
     assert len(skipped) == len(HOSTILE_NOTIFY)
+    assert all("; payload: " in r.getMessage() for r in skipped), "each line says why"
     assert all("\n" not in r.getMessage() for r in caplog.records)

@@ -42,7 +42,7 @@ from resilient_task.adapters.kafka.clients import (
     Outage,
     close_client,
 )
-from resilient_task.adapters.kafka.messages import decode_trigger
+from resilient_task.adapters.kafka.messages import decode_trigger, malformed_reason
 from resilient_task.adapters.kafka.offsets import OffsetTracker, PartitionOffsets
 from resilient_task.adapters.kafka.topics import TopicKeeper
 from resilient_task.domain.task import BaseTask
@@ -279,10 +279,11 @@ class TriggerConsumer:
                 task = decode_trigger(record.value)
                 if task is None:
                     logger.warning(
-                        "skipping malformed trigger message at %s partition %d offset %d",
+                        "skipping malformed trigger message at %s partition %d offset %d: %s",
                         partition.topic,
                         partition.partition,
                         record.offset,
+                        malformed_reason(record.value),
                     )
                     offsets.handled(record.offset)
                     continue

@@ -25,7 +25,7 @@ from psycopg import sql
 
 from resilient_task.adapters.delivery import Backoff, drain_callbacks
 from resilient_task.adapters.postgres.errors import translate
-from resilient_task.adapters.postgres.notify_payloads import decode_payload
+from resilient_task.adapters.postgres.notify_payloads import decode_payload, malformed_reason
 from resilient_task.domain.task import BaseTask
 from resilient_task.errors import BackendUnavailableError
 from resilient_task.ports.triggerer import TriggerCallback
@@ -174,9 +174,9 @@ class NotifyListener:
         tasks = decode_payload(payload)
         if tasks is None:
             logger.warning(
-                "skipping a malformed notification on channel %r: %.200r",
+                "skipping a malformed notification on channel %r: %s",
                 self._channel,
-                payload,
+                malformed_reason(payload),
             )
             return
         for task in tasks:
