@@ -43,6 +43,7 @@ VARIABLES: Mapping[str, str] = {
     "EXPECTED_QUEUE_TIME_S": "expected_queue_time",
     "SHUTDOWN_GRACE_S": "shutdown_grace",
     "MAX_TRIGGERS_IN_MEMORY": "max_triggers_in_memory",
+    "MAX_PAYLOAD_BYTES": "max_payload_bytes (largest task `data` accepted; default 1 MiB)",
     "RESUMER_BATCH_SIZE": "resumer.batch_size",
     "RESUMER_POLLING_INTERVAL_S": "resumer.polling_interval",
     "RESUMER_CONCURRENCY": "resumer.concurrency",
@@ -86,6 +87,7 @@ def task_properties_from_env(environ: Mapping[str, str]) -> TaskProperties:
         max_triggers_in_memory=env.integer(
             "MAX_TRIGGERS_IN_MEMORY", defaults.max_triggers_in_memory
         ),
+        max_payload_bytes=env.integer("MAX_PAYLOAD_BYTES", defaults.max_payload_bytes),
         node_id=env.text("NODE_ID", "") or default_node_id(),
         resumer=TaskResumerProperties(
             batch_size=env.integer("RESUMER_BATCH_SIZE", resumer.batch_size),

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from resilient_task.domain.requests import MAX_DURATION
 from resilient_task.errors import ConfigurationError
 
 __all__ = [
@@ -147,8 +148,10 @@ class TaskProperties:
         _positive_delta("expected_queue_time", self.expected_queue_time)
         for name in ("processing_grace", "shutdown_grace"):
             value = getattr(self, name)
-            if not isinstance(value, timedelta) or value < timedelta(0):
-                raise ConfigurationError(f"{name} must be a non-negative timedelta, got {value!r}")
+            if not isinstance(value, timedelta) or not timedelta(0) <= value <= MAX_DURATION:
+                raise ConfigurationError(
+                    f"{name} must be a timedelta from 0 to {MAX_DURATION}, got {value!r}"
+                )
         _positive_int("max_triggers_in_memory", self.max_triggers_in_memory)
         if not isinstance(self.node_id, str) or not self.node_id:
             raise ConfigurationError(f"node_id must be a non-empty str, got {self.node_id!r}")
@@ -175,5 +178,9 @@ def _positive_int(name: str, value: int) -> None:
 
 
 def _positive_delta(name: str, value: timedelta) -> None:
-    if not isinstance(value, timedelta) or value <= timedelta(0):
-        raise ConfigurationError(f"{name} must be a positive timedelta, got {value!r}")
+    # Bounded above too: a deadline of now + timedelta.max overflows where it is computed,
+    # deep in the executor or resumer, long after start.
+    if not isinstance(value, timedelta) or not timedelta(0) < value <= MAX_DURATION:
+        raise ConfigurationError(
+            f"{name} must be a positive timedelta of at most {MAX_DURATION}, got {value!r}"
+        )

@@ -37,6 +37,7 @@ SETS: list[tuple[str, str, Getter, object]] = [
     ("EXPECTED_QUEUE_TIME_S", "2.5", lambda p: p.expected_queue_time, timedelta(seconds=2.5)),
     ("SHUTDOWN_GRACE_S", "7", lambda p: p.shutdown_grace, timedelta(seconds=7)),
     ("MAX_TRIGGERS_IN_MEMORY", "50", lambda p: p.max_triggers_in_memory, 50),
+    ("MAX_PAYLOAD_BYTES", "2048", lambda p: p.max_payload_bytes, 2048),
     ("RESUMER_BATCH_SIZE", "10", lambda p: p.resumer.batch_size, 10),
     ("RESUMER_POLLING_INTERVAL_S", "0.5", lambda p: p.resumer.polling_interval, timedelta(0, 0.5)),
     ("RESUMER_CONCURRENCY", "3", lambda p: p.resumer.concurrency, 3),
@@ -191,3 +192,12 @@ def test_an_unknown_log_level_is_refused_by_name(value: str) -> None:
 def test_from_env_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RESILIENT_TASK_CLEANER_INTERVAL_S", "30")
     assert TaskProperties.from_env().cleaner.interval == timedelta(seconds=30)
+
+
+@pytest.mark.parametrize(
+    "name", ["task_stuck_timeout", "expected_queue_time", "processing_grace", "shutdown_grace"]
+)
+def test_a_duration_setting_beyond_ten_years_is_refused_at_construction(name: str) -> None:
+    # Accepted, now + timedelta.max would raise OverflowError deep in the executor or resumer.
+    with pytest.raises(ConfigurationError, match=name):
+        TaskProperties(**{name: timedelta.max})  # type: ignore[arg-type]
