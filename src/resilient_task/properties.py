@@ -150,7 +150,8 @@ class TaskProperties:
             value = getattr(self, name)
             if not isinstance(value, timedelta) or not timedelta(0) <= value <= MAX_DURATION:
                 raise ConfigurationError(
-                    f"{name} must be a timedelta from 0 to {MAX_DURATION}, got {value!r}"
+                    f"{name} must be a non-negative timedelta of at most {MAX_DURATION}, "
+                    f"got {value!r}"
                 )
         _positive_int("max_triggers_in_memory", self.max_triggers_in_memory)
         if not isinstance(self.node_id, str) or not self.node_id:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -27,7 +27,7 @@ from resilient_task import (
     VersionConflictError,
 )
 from resilient_task.adapters.memory import FakeClock, InMemoryTaskDAO, InMemoryTriggerer
-from resilient_task.domain.requests import LATEST_TIME
+from resilient_task.domain.requests import LATEST_TIME, MAX_DURATION
 from tests.unit.helpers import START, Calls, FakeNode, handler, make_service, properties
 
 pytestmark = pytest.mark.anyio
@@ -528,10 +528,17 @@ def test_the_default_payload_maximum_is_one_mebibyte() -> None:
     assert properties().max_payload_bytes == 1024 * 1024
 
 
+def _NEAR_THE_END_OF_TIME() -> FakeClock:  # noqa: N802 - reads as a constant
+    return FakeClock(start=datetime.max.replace(tzinfo=UTC) - timedelta(days=30))
+
+
 async def test_a_queue_time_that_overflows_the_clock_is_a_validation_error() -> None:
-    # The node default is a property (bounded by its owner); the sum must not raise OverflowError.
+    # The node default is a property (at most ten years); near the end of time the sum must
+    # still not raise OverflowError.
     dao = InMemoryTaskDAO()
-    service = make_service(dao=dao, props=properties(expected_queue_time=timedelta.max))
+    service = make_service(
+        dao=dao, clock=_NEAR_THE_END_OF_TIME(), props=properties(expected_queue_time=MAX_DURATION)
+    )
 
     with pytest.raises(ValidationError, match="pick-up deadline"):
         await service.add_task(AddTaskRequest(type="work"))
@@ -613,7 +620,9 @@ async def test_resume_with_a_queue_time_that_overflows_the_clock_is_a_validation
     service = make_service(dao=dao)
     added = await service.add_task(AddTaskRequest(type="work", run_after_time=START + SECOND))
     before = dao.tasks[added.task_id]
-    overflowing = make_service(dao=dao, props=properties(expected_queue_time=timedelta.max))
+    overflowing = make_service(
+        dao=dao, clock=_NEAR_THE_END_OF_TIME(), props=properties(expected_queue_time=MAX_DURATION)
+    )
 
     with pytest.raises(ValidationError, match="pick-up deadline"):
         await overflowing.resume_task(added.task_id)
