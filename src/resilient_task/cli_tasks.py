@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import anyio
@@ -75,6 +75,9 @@ from resilient_task.service.operator import (
 from resilient_task.service.registry import HandlerRegistry
 from resilient_task.service.task_service import TaskService
 
+if TYPE_CHECKING:  # imported when a command runs: the parser loads without the drivers
+    from resilient_task.adapters.postgres import PostgresTaskDAO
+
 __all__ = [
     "EXIT_BROKEN_PIPE",
     "EXIT_FAILED",
@@ -87,6 +90,8 @@ __all__ = [
     "add_version_option",
     "build_operator",
     "open_operator",
+    "open_store",
+    "postgres_operator",
     "run_tasks",
 ]
 
@@ -222,11 +227,15 @@ def build_operator(*, dao: TaskDAO, queries: TaskQueries, clock: Clock) -> TaskO
 
 
 @asynccontextmanager
-async def open_operator(args: argparse.Namespace) -> AsyncIterator[TaskOperator]:
-    """The operator over the PostgreSQL store named by ``args`` (URL, schema, prefix)."""
+async def open_store(
+    args: argparse.Namespace, application_name: str = "resilient-task-cli"
+) -> AsyncIterator[PostgresTaskDAO]:
+    """The PostgreSQL store named by ``args`` (URL, schema, prefix), schema-checked.
+
+    A small pool and a short connect timeout: a command line waits on nothing for long. The
+    dashboard opens its store here too.
+    """
     from resilient_task.adapters.postgres import open_postgres_dao
-    from resilient_task.adapters.postgres.queries import PostgresTaskQueries
-    from resilient_task.adapters.system.clock import SystemClock
 
     async with open_postgres_dao(
         args.database_url,
@@ -235,9 +244,24 @@ async def open_operator(args: argparse.Namespace) -> AsyncIterator[TaskOperator]
         pool_size=8,
         max_overflow=0,
         connect_timeout=5,
-        application_name="resilient-task-cli",
+        application_name=application_name,
     ) as dao:
-        yield build_operator(dao=dao, queries=PostgresTaskQueries(dao=dao), clock=SystemClock())
+        yield dao
+
+
+def postgres_operator(dao: PostgresTaskDAO) -> TaskOperator:
+    """The operator over ``dao``, its read queries and the system clock."""
+    from resilient_task.adapters.postgres.queries import PostgresTaskQueries
+    from resilient_task.adapters.system.clock import SystemClock
+
+    return build_operator(dao=dao, queries=PostgresTaskQueries(dao=dao), clock=SystemClock())
+
+
+@asynccontextmanager
+async def open_operator(args: argparse.Namespace) -> AsyncIterator[TaskOperator]:
+    """The operator over the PostgreSQL store named by ``args`` (URL, schema, prefix)."""
+    async with open_store(args) as dao:
+        yield postgres_operator(dao)
 
 
 # -- running ----------------------------------------------------------------------------

@@ -20,7 +20,13 @@ from typing import Any
 
 import anyio
 
-from resilient_task.cli_tasks import EXIT_OK, EXIT_STORE, EXIT_USAGE, build_operator
+from resilient_task.cli_tasks import (
+    EXIT_OK,
+    EXIT_STORE,
+    EXIT_USAGE,
+    open_store,
+    postgres_operator,
+)
 from resilient_task.errors import BackendError, ConfigurationError, SchemaVersionError
 from resilient_task.logtext import loggable
 
@@ -106,27 +112,13 @@ def run_dashboard(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, token: str | None, uvicorn: Any) -> int:
-    from resilient_task.adapters.postgres import open_postgres_dao
-    from resilient_task.adapters.postgres.queries import PostgresTaskQueries
-    from resilient_task.adapters.system.clock import SystemClock
     from resilient_task.dashboard.app import create_app
     from resilient_task.dashboard.postgres_stats import PostgresDashboardStats
 
-    async with open_postgres_dao(
-        args.database_url,
-        schema=args.schema,
-        prefix=args.table_prefix,
-        pool_size=8,
-        max_overflow=0,
-        connect_timeout=5,
-        application_name="resilient-task-dashboard",
-    ) as dao:
-        await dao.open()  # a missing or outdated schema stops it here, not on the first page
-        operator = build_operator(
-            dao=dao, queries=PostgresTaskQueries(dao=dao), clock=SystemClock()
-        )
+    # open_store checks the schema: a missing or outdated one stops it here, not on a page.
+    async with open_store(args, "resilient-task-dashboard") as dao:
         app = create_app(
-            operator=operator,
+            operator=postgres_operator(dao),
             stats=PostgresDashboardStats(dao=dao),
             read_only=args.read_only,
             show_payload=not args.no_payload,
