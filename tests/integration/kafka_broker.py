@@ -37,6 +37,7 @@ __all__ = [
     "broker_problem",
     "ensure_jars",
     "free_port",
+    "kill_session",
     "main",
 ]
 
@@ -205,17 +206,22 @@ class ApacheKafka:
     def kill(self) -> None:
         """SIGKILL the broker (an abrupt outage) and wait until it has exited."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=20)
+        kill_session(process, within=20)
 
     def wipe(self) -> None:
         """Delete the data directory: the next start is a broker that lost its disk."""
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def kill_session(process: subprocess.Popen[bytes] | None, within: float) -> None:
+    """SIGKILL ``process`` and its session (``start_new_session=True``); wait ``within`` s."""
+    if process is None:
+        return
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=within)
 
 
 def _cluster_id() -> str:

@@ -52,7 +52,7 @@ from resilient_task.adapters.postgres import upgrade
 from resilient_task.ids import uuid7
 from resilient_task.ports.triggerer import TriggerCallback
 from tests.integration.faults.worker_app import TASK_TYPE, parse_record
-from tests.integration.kafka_broker import ApacheKafka
+from tests.integration.kafka_broker import ApacheKafka, kill_session
 from tests.integration.postgres_env import drop_schema
 
 __all__ = [
@@ -857,13 +857,7 @@ class PrivateBroker:
             self._kafka.kill()
             return
         process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=10)
+        kill_session(process, within=10)
 
     async def __aenter__(self) -> PrivateBroker:
         await self.start()
