@@ -130,7 +130,10 @@ async def test_a_node_reports_added_grabbed_processed_and_released_for_every_out
     async def fails(task: Task) -> ProcessResult:
         raise RuntimeError("boom")
 
+    slow_started = anyio.Event()
+
     async def slow(task: Task) -> ProcessResult:
+        slow_started.set()
         await anyio.sleep_forever()
         raise AssertionError("not reached")
 
@@ -150,6 +153,9 @@ async def test_a_node_reports_added_grabbed_processed_and_released_for_every_out
         slow_id = await node.add("slow")
         for task_id in ids:
             await node.wait_for(task_id, TaskStatus.DONE, TaskStatus.ERROR)
+        # Only once it runs is its 1 s timeout armed on the fake clock: advanced earlier, the
+        # clock would never reach that timeout and the test would hang.
+        await slow_started.wait()
         await node.clock.advance(timedelta(seconds=2))
         await node.wait_for(slow_id, TaskStatus.ERROR)
         await settle(lambda: node.executor.running == 0)
