@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable
 from dataclasses import MISSING, fields, replace
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resilient_task.domain import FINAL_STATUSES, TRANSITIONS, Task, TaskStatus, Transition
-from resilient_task.domain.task import MAX_ERROR_LENGTH
+from resilient_task.domain.task import MAX_ERROR_LENGTH, MAX_TRACEBACK_LENGTH
 from resilient_task.errors import InvalidTransitionError, ValidationError
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -112,11 +113,11 @@ OWN_FIELDS: dict[Transition, set[str]] = {
     Transition.SUBMIT: set(),
     Transition.RESUBMIT: set(),
     Transition.GRAB: {"processing_node", "processing_tries_count"},
-    Transition.COMPLETE: {"last_error"},
-    Transition.SCHEDULE: {"last_error", "processing_tries_count"},
+    Transition.COMPLETE: {"last_error", "last_traceback"},
+    Transition.SCHEDULE: {"last_error", "last_traceback", "processing_tries_count"},
     Transition.RECOVER: {"recovery_count", "last_error"},
-    Transition.MARK_ERROR: {"last_error"},
-    Transition.MARK_FAILED: {"last_error"},
+    Transition.MARK_ERROR: {"last_error", "last_traceback"},
+    Transition.MARK_FAILED: {"last_error", "last_traceback"},
     Transition.RESUME: {"recovery_count"},
     Transition.RESCHEDULE: set(),
     Transition.CANCEL: set(),
@@ -239,6 +240,73 @@ def test_long_errors_are_clipped_to_the_maximum_length() -> None:
     assert errored.last_error.endswith("...")
     exact = "y" * MAX_ERROR_LENGTH
     assert task.mark_error(now=NOW, reason=exact).last_error == exact
+
+
+def a_traceback(frames: int) -> str:
+    lines = ["Traceback (most recent call last):\n"]
+    for n in range(frames):
+        lines.append(f'  File "/app/handlers.py", line {n}, in step_{n}\n    call_{n}()\n')
+    lines.append("ValueError: card declined\n")
+    return "".join(lines)
+
+
+def test_the_traceback_goes_and_comes_with_the_error_it_explains() -> None:
+    trace = a_traceback(3)
+    processing = a_task(S.PROCESSING)
+    retried = processing.schedule(now=NOW, run_at=LATER, error="boom", traceback=trace)
+    assert (retried.last_error, retried.last_traceback) == ("boom", trace)
+    errored = processing.mark_error(now=NOW, reason="gave up", traceback=trace)
+    assert (errored.last_error, errored.last_traceback) == ("gave up", trace)
+    # A new error without a traceback does not keep the old error's one.
+    failing = a_task(S.PROCESSING, last_error="old", last_traceback=trace)
+    assert failing.mark_error(now=NOW, reason="no handler").last_traceback is None
+    assert failing.schedule(now=NOW, run_at=LATER).last_traceback is None
+    assert failing.complete(now=NOW).last_traceback is None
+    # A recovery keeps the error it found, and so its traceback.
+    assert failing.recover(now=NOW, deadline=LATER).last_traceback == trace
+    erred = a_task(S.ERROR, last_error="old", last_traceback=trace)
+    assert erred.mark_failed(now=NOW).last_traceback == trace
+    assert erred.mark_failed(now=NOW, reason="operator: refunded").last_traceback is None
+    assert processing.mark_error(now=NOW, reason="x", traceback="").last_traceback is None
+
+
+def test_a_long_traceback_keeps_its_start_and_its_end_with_a_marker_between() -> None:
+    trace = a_traceback(2000)
+    assert len(trace) > 10 * MAX_TRACEBACK_LENGTH
+    kept = a_task(S.PROCESSING).mark_error(now=NOW, reason="x", traceback=trace).last_traceback
+    assert kept is not None
+    assert MAX_TRACEBACK_LENGTH * 0.9 < len(kept) <= MAX_TRACEBACK_LENGTH
+    assert kept.startswith("Traceback (most recent call last):\n")
+    assert kept.endswith("call_1999()\nValueError: card declined\n")
+    marker = re.search(r"^\[\.\.\. (\d+) characters cut \.\.\.\]\n", kept, re.MULTILINE)
+    assert marker is not None
+    head, tail = kept[: marker.start()], kept[marker.end() :]
+    assert trace.startswith(head)
+    assert head.endswith("()\n")  # cut after a whole line
+    assert trace.endswith(tail)
+    assert trace[-len(tail) - 1] == "\n"  # from the start of a line
+    assert len(head) + int(marker.group(1)) + len(tail) == len(trace)
+    exact = "y" * MAX_TRACEBACK_LENGTH
+    assert a_task(S.PROCESSING).mark_error(now=NOW, reason="x", traceback=exact).last_traceback == (
+        exact
+    )
+
+
+@given(st.text(max_size=MAX_TRACEBACK_LENGTH + 50) | st.text(min_size=MAX_TRACEBACK_LENGTH))
+@settings(max_examples=40)
+def test_every_recorded_traceback_is_storable_and_bounded(trace: str) -> None:
+    task = a_task(S.PROCESSING)
+    for kept in (
+        task.mark_error(now=LATER, reason="x", traceback=trace).last_traceback,
+        task.schedule(now=LATER, run_at=LATER, error="x", traceback=trace).last_traceback,
+    ):
+        if not trace:
+            assert kept is None
+            continue
+        assert kept is not None
+        assert "\x00" not in kept
+        kept.encode()  # no lone surrogate
+        assert len(kept) <= MAX_TRACEBACK_LENGTH
 
 
 def test_base_carries_identity_version_and_routing() -> None:

@@ -26,6 +26,9 @@ __all__ = [
 ]
 
 MAX_ERROR_LENGTH = 4000
+MAX_TRACEBACK_LENGTH = 8192
+"""A stored traceback keeps at most this many characters: its start and its end, which name
+the exception, with a marker line saying how much of the middle was cut."""
 
 
 class _Keep(enum.Enum):
@@ -145,6 +148,9 @@ class Task:
         recovery_count: how many times it was recovered from PROCESSING after its deadline.
         processing_node: the node that grabbed it last.
         last_error: why the last attempt failed, or why it is in ERROR.
+        last_traceback: the formatted traceback of the failure ``last_error`` describes, when
+            there was one (at most :data:`MAX_TRACEBACK_LENGTH` characters); it is replaced or
+            cleared whenever ``last_error`` is.
     """
 
     id: UUID
@@ -162,6 +168,7 @@ class Task:
     recovery_count: int = 0
     processing_node: str | None = None
     last_error: str | None = None
+    last_traceback: str | None = None
 
     @property
     def base(self) -> BaseTask:
@@ -178,6 +185,7 @@ class Task:
         recovery_count: int | _Keep = _KEEP,
         processing_node: str | _Keep | None = _KEEP,
         last_error: str | _Keep | None = _KEEP,
+        last_traceback: str | _Keep | None = _KEEP,
     ) -> Task:
         allowed, target = TRANSITIONS[transition]
         if self.status not in allowed:
@@ -203,6 +211,7 @@ class Task:
             recovery_count=self.recovery_count if recovery_count is _KEEP else recovery_count,
             processing_node=self.processing_node if processing_node is _KEEP else processing_node,
             last_error=self.last_error if last_error is _KEEP else last_error,
+            last_traceback=self.last_traceback if last_traceback is _KEEP else last_traceback,
         )
 
     def submit(self, *, now: datetime, deadline: datetime) -> Task:
@@ -225,7 +234,9 @@ class Task:
 
     def complete(self, *, now: datetime) -> Task:
         """PROCESSING -> DONE."""
-        return self._to(Transition.COMPLETE, now=now, next_event_time=now, last_error=None)
+        return self._to(
+            Transition.COMPLETE, now=now, next_event_time=now, last_error=None, last_traceback=None
+        )
 
     def schedule(
         self,
@@ -234,13 +245,18 @@ class Task:
         run_at: datetime,
         error: str | None = None,
         reset_tries: bool = False,
+        traceback: str | None = None,
     ) -> Task:
-        """PROCESSING -> WAITING: retry after a failure, or repeat (COMMIT_AND_RETRY)."""
+        """PROCESSING -> WAITING: retry after a failure, or repeat (COMMIT_AND_RETRY).
+
+        ``traceback`` is the failure's formatted traceback, stored (bounded) next to ``error``.
+        """
         return self._to(
             Transition.SCHEDULE,
             now=now,
             next_event_time=run_at,
             last_error=_clip(error),
+            last_traceback=_clip_traceback(traceback),
             processing_tries_count=0 if reset_tries else self.processing_tries_count,
         )
 
@@ -254,10 +270,17 @@ class Task:
             last_error=self.last_error or "recovered after its processing deadline passed",
         )
 
-    def mark_error(self, *, now: datetime, reason: str) -> Task:
-        """SUBMITTED or PROCESSING -> ERROR, recording why; an operator must act."""
+    def mark_error(self, *, now: datetime, reason: str, traceback: str | None = None) -> Task:
+        """SUBMITTED or PROCESSING -> ERROR, recording why; an operator must act.
+
+        ``traceback`` is the failure's formatted traceback, stored (bounded) next to ``reason``.
+        """
         return self._to(
-            Transition.MARK_ERROR, now=now, next_event_time=now, last_error=_clip(reason)
+            Transition.MARK_ERROR,
+            now=now,
+            next_event_time=now,
+            last_error=_clip(reason),
+            last_traceback=_clip_traceback(traceback),
         )
 
     def mark_failed(self, *, now: datetime, reason: str | None = None) -> Task:
@@ -267,6 +290,7 @@ class Task:
             now=now,
             next_event_time=now,
             last_error=_clip(reason) if reason else self.last_error,
+            last_traceback=None if reason else self.last_traceback,
         )
 
     def resume(self, *, now: datetime, deadline: datetime) -> Task:
@@ -289,6 +313,43 @@ def _clip(text: str | None) -> str | None:
     """
     if text is None:
         return None
+    text = _storable(text)
+    if len(text) <= MAX_ERROR_LENGTH:
+        return text
+    return text[: MAX_ERROR_LENGTH - 3] + "..."
+
+
+def _clip_traceback(text: str | None) -> str | None:
+    """A traceback every store can hold: no NUL, no lone surrogate, at most MAX_TRACEBACK_LENGTH.
+
+    A longer one keeps its first quarter and its end (the innermost frames and the exception
+    line), cut at line breaks where there are some, with a marker line in between saying how
+    many characters were left out. An empty text is no traceback (None).
+    """
+    if not text:
+        return None
+    text = _storable(text)
+    if len(text) <= MAX_TRACEBACK_LENGTH:
+        return text
+    room = MAX_TRACEBACK_LENGTH - 60  # the marker line fits in what is left
+    head_end = room // 4
+    tail_start = len(text) - (room - head_end)
+    # Prefer whole lines: end the head after a line break, start the tail after one.
+    newline = text.rfind("\n", 0, head_end)
+    if newline > head_end // 2:
+        head_end = newline + 1
+    newline = text.find("\n", tail_start)
+    if newline != -1 and newline < tail_start + (room - head_end) // 2:
+        tail_start = newline + 1
+    head = text[:head_end]
+    marker = f"[... {tail_start - head_end} characters cut ...]\n"
+    if not head.endswith("\n"):
+        marker = "\n" + marker
+    return head + marker + text[tail_start:]
+
+
+def _storable(text: str) -> str:
+    """``text`` with NUL and lone surrogates escaped visibly (PostgreSQL text refuses both)."""
     if "\x00" in text:
         text = text.replace("\x00", "\\x00")
     if not text.isascii():
@@ -296,6 +357,4 @@ def _clip(text: str | None) -> str | None:
             text.encode()
         except UnicodeEncodeError:
             text = text.encode("utf-8", "backslashreplace").decode()
-    if len(text) <= MAX_ERROR_LENGTH:
-        return text
-    return text[: MAX_ERROR_LENGTH - 3] + "..."
+    return text
