@@ -1,21 +1,18 @@
-"""Choosing LISTEN/NOTIFY triggering, and the notify triggerer without a reachable database."""
+"""Choosing LISTEN/NOTIFY triggering, and the settings the notify triggerer refuses.
+
+No network here: what the triggerer does without a reachable database is in
+``tests/integration/test_postgres_notify_outage.py``.
+"""
 
 from __future__ import annotations
 
-import logging
-import time
-import uuid
-
-import anyio
 import pytest
 
-from resilient_task import ConfigurationError, ResilientTask, TriggerError
+from resilient_task import ConfigurationError, ResilientTask
 from resilient_task.adapters.memory import InMemoryTaskDAO
 from resilient_task.adapters.postgres import PostgresNotifyTriggerer, PostgresTaskDAO
-from resilient_task.domain.task import BaseTask
 
 URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-NOBODY_LISTENS = "postgresql+psycopg://postgres@127.0.0.1:1/test"  # connection refused at once
 
 
 @pytest.fixture
@@ -73,43 +70,3 @@ def test_the_triggerer_refuses_impossible_settings() -> None:
         PostgresNotifyTriggerer(url=URL, max_in_flight=0)
     with pytest.raises(ConfigurationError, match="health_check_interval"):
         PostgresNotifyTriggerer(url=URL, health_check_interval=0)
-
-
-@pytest.mark.anyio
-async def test_triggering_nothing_does_not_connect() -> None:
-    async with PostgresNotifyTriggerer(url=NOBODY_LISTENS) as triggerer:
-        await triggerer.trigger([])
-
-
-@pytest.mark.anyio
-async def test_a_trigger_the_database_cannot_take_is_a_transient_trigger_error() -> None:
-    task = BaseTask(uuid.uuid4(), 0, "work")
-    async with PostgresNotifyTriggerer(url=NOBODY_LISTENS, send_timeout=5) as triggerer:
-        with pytest.raises(TriggerError, match=str(task.id)) as raised:
-            await triggerer.trigger([task])
-    assert raised.value.transient
-    assert raised.value.__cause__ is not None
-
-
-@pytest.mark.anyio
-async def test_a_listener_without_database_starts_logs_the_outage_once_and_stops_promptly(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.WARNING, logger="resilient_task")
-    triggerer = PostgresNotifyTriggerer(url=NOBODY_LISTENS, connect_timeout=0.5)
-    started = time.monotonic()
-    await triggerer.start(_never_called)
-    assert 0.4 < time.monotonic() - started < 3
-    assert not triggerer.listening
-    await anyio.sleep(1.0)  # several reconnect attempts (backoff from 0.1 s)
-    stopping = time.monotonic()
-    await triggerer.stop()
-    await triggerer.stop()
-    assert time.monotonic() - stopping < 0.5
-    outages = [r for r in caplog.records if "unavailable while listening" in r.getMessage()]
-    assert len(outages) == 1
-    assert outages[0].levelno == logging.WARNING
-
-
-async def _never_called(task: BaseTask) -> None:
-    raise AssertionError(f"no trigger can arrive without a database, got {task}")

@@ -1,3 +1,4 @@
+# ruff: noqa: D102 -- each test is named as the sentence it checks
 """The Clock port's contract, run against every clock (system and fake)."""
 
 from __future__ import annotations
@@ -9,12 +10,23 @@ import pytest
 
 from resilient_task.ports.clock import Clock
 
+__all__ = ["ClockContract"]
+
 
 class ClockContract:
-    """Subclasses provide a ``clock`` fixture and ``advance(clock, seconds)``."""
+    """Behaviour the ``Clock`` port promises; see ``resilient_task.ports.clock``.
+
+    Subclasses override the ``clock`` fixture (a fresh clock) and :meth:`advance`.
+    """
+
+    @pytest.fixture
+    def clock(self) -> Clock:
+        """A fresh clock for one test (the subclass's factory hook)."""
+        raise NotImplementedError("subclasses override the clock fixture")
 
     async def advance(self, clock: Clock, seconds: float) -> None:
-        raise NotImplementedError
+        """Let ``seconds`` pass on ``clock`` (real sleep, or a fake clock's advance)."""
+        raise NotImplementedError("subclasses say how time passes on their clock")
 
     @pytest.mark.anyio
     async def test_now_is_timezone_aware_utc(self, clock: Clock) -> None:

@@ -1,6 +1,9 @@
-"""The TaskDAO contract: one suite every adapter's tests subclass.
+# ruff: noqa: D102 -- each test is named as the sentence it checks
+"""The TaskDAO contract: one suite every store adapter's tests subclass.
 
-Usage (see ``tests/unit/test_memory_task_dao.py``)::
+Usage (any test module; pytest collects the subclass and runs every test of the suite)::
+
+    from resilient_task.testing import InMemoryTaskDAO, TaskDAOContract
 
     class TestInMemoryTaskDAOContract(TaskDAOContract):
         @pytest.fixture
@@ -30,7 +33,15 @@ from resilient_task.domain.task import Task, TaskStatus
 from resilient_task.errors import ValidationError
 from resilient_task.ports.task_dao import GrabRequest, InsertOutcome, TaskChange, TaskDAO
 
-__all__ = ["NOW", "TaskDAOContract", "make_task"]
+__all__ = [
+    "NOW",
+    "TaskDAOContract",
+    "finished",
+    "insert",
+    "make_submitted",
+    "make_task",
+    "processing",
+]
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 """The fixed "current time" of the contract tests."""
@@ -121,8 +132,13 @@ async def finished(dao: TaskDAO, status: TaskStatus, *, at: datetime) -> Task:
 class TaskDAOContract:
     """Tests every TaskDAO adapter passes.
 
-    Subclasses (named ``Test...``) provide a ``dao`` fixture: a fresh, empty DAO per test.
+    Subclasses (named ``Test...``) override the ``dao`` fixture: a fresh, empty DAO per test.
     """
+
+    @pytest.fixture
+    def dao(self) -> TaskDAO:
+        """A fresh, empty TaskDAO for one test (the subclass's factory hook)."""
+        raise NotImplementedError("subclasses override the dao fixture: a fresh, empty TaskDAO")
 
     # -- insert and read ------------------------------------------------------------------
 

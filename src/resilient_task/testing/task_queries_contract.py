@@ -1,6 +1,7 @@
+# ruff: noqa: D102 -- each test is named as the sentence it checks
 """The TaskQueries contract: one suite every adapter's tests subclass.
 
-Usage (see ``tests/unit/test_operator_queries.py``)::
+Usage (any test module; pytest collects the subclass and runs every test of the suite)::
 
     class TestInMemoryTaskQueriesContract(TaskQueriesContract):
         @pytest.fixture
@@ -23,9 +24,15 @@ from resilient_task.domain.task import Task, TaskStatus
 from resilient_task.errors import ValidationError
 from resilient_task.ports.task_dao import TaskChange, TaskDAO
 from resilient_task.ports.task_queries import MAX_LIST_LIMIT, TaskQueries, TaskQuery
-from tests.contract.task_dao_contract import NOW, finished, insert, make_submitted, make_task
+from resilient_task.testing.task_dao_contract import (
+    NOW,
+    finished,
+    insert,
+    make_submitted,
+    make_task,
+)
 
-__all__ = ["TaskQueriesContract"]
+__all__ = ["TaskQueriesContract", "seed"]
 
 SECOND = timedelta(seconds=1)
 Stores = tuple[TaskDAO, TaskQueries]
@@ -53,15 +60,21 @@ async def seed(dao: TaskDAO) -> dict[str, Task]:
 
 
 def ids(tasks: list[Task]) -> list[object]:
+    """The ids of ``tasks``, in order."""
     return [t.id for t in tasks]
 
 
 class TaskQueriesContract:
     """Tests every TaskQueries adapter passes.
 
-    Subclasses (named ``Test...``) provide ``stores``: a fresh, empty TaskDAO and the
-    TaskQueries reading the same store.
+    Subclasses (named ``Test...``) override the ``stores`` fixture: a fresh, empty TaskDAO
+    and the TaskQueries reading the same store.
     """
+
+    @pytest.fixture
+    def stores(self) -> Stores:
+        """A fresh, empty TaskDAO and the TaskQueries over it (the subclass's factory hook)."""
+        raise NotImplementedError("subclasses override the stores fixture: (TaskDAO, TaskQueries)")
 
     # -- list_tasks -----------------------------------------------------------------------
 

@@ -1,3 +1,4 @@
+# ruff: noqa: D102 -- each test is named as the sentence it checks
 """The contract every ``Triggerer`` adapter passes (memory, Kafka, PostgreSQL NOTIFY).
 
 Subclass :class:`DurableTriggererContract` (only :class:`TriggererContract` for an adapter
@@ -21,7 +22,13 @@ import pytest
 from resilient_task.domain.task import BaseTask
 from resilient_task.ports.triggerer import Triggerer
 
-__all__ = ["DurableTriggererContract", "Recorder", "TriggererContract", "make_tasks"]
+__all__ = [
+    "DurableTriggererContract",
+    "Recorder",
+    "TriggererContract",
+    "make_tasks",
+    "running",
+]
 
 
 def make_tasks(count: int, *, type_: str = "contract") -> list[BaseTask]:
@@ -91,6 +98,7 @@ class TriggererContract:
 
     @pytest.fixture
     def triggerer(self) -> Triggerer:
+        """A fresh, not started triggerer (the subclass's factory hook)."""
         raise NotImplementedError("subclasses provide a fresh, not started triggerer")
 
     async def test_every_triggered_task_reaches_the_callback(self, triggerer: Triggerer) -> None:

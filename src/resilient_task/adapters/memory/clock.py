@@ -65,6 +65,12 @@ class FakeClock:
         """How many tasks are sleeping on this clock."""
         return len(self._sleepers)
 
+    def next_wake(self) -> datetime | None:
+        """When the earliest sleeper wakes or timeout scope fires; None when nothing waits."""
+        times = [wake_at for wake_at, _ in self._sleepers]
+        times += [wake_at for wake_at, scope in self._scopes if not scope.cancel_called]
+        return min(times, default=None)
+
     async def advance(self, delta: timedelta | float) -> None:
         """Move time forward, wake every sleeper now due, and :meth:`settle`."""
         if isinstance(delta, int | float):
