@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import commit_ceiling, kafka_floor, machine, report, sections
-from bench.common import Config, stale_schemas
+from bench.common import Config, backend_options, stale_schemas
 
-SECTIONS = ("add", "e2e", "metrics", "latency", "scheduled", "memory", "ceiling")
+SECTIONS = ("add", "drain", "e2e", "metrics", "latency", "scheduled", "memory", "ceiling")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -37,6 +37,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--repeat", type=int, default=1, metavar="K",
         help="run add and end-to-end K times and report the median run (noisy machines)",
+    )  # fmt: skip
+    p.add_argument(
+        "--drain-modes", default=",".join(sections.DRAIN_MODES),
+        help="worker modes for the drain section (comma-separated)",
+    )  # fmt: skip
+    p.add_argument(
+        "--ceiling-seconds", type=int, metavar="S",
+        help="seconds per pgbench run of the ceiling section (default 10; 3 with --quick)",
+    )  # fmt: skip
+    p.add_argument(
+        "--uvloop", action="store_true",
+        help="run every event loop of the bench (workers, producers, adds) on uvloop",
     )  # fmt: skip
     p.add_argument("--rss-n", type=int, default=100_000, help="tasks for the memory section")
     p.add_argument(
@@ -72,6 +84,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     cfg = Config(database_url=args.database_url, kafka_bootstrap=args.kafka_bootstrap)
+    if args.uvloop:
+        os.environ["BENCH_UVLOOP"] = "1"  # the children inherit it (bench.common)
     modes = tuple(m for m in args.modes.split(",") if m)
     run = sections.Run(
         cfg=cfg,
@@ -86,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.handler_concurrency,
         breakdown=args.breakdown,
         log=lambda *a: print(*a, file=sys.stderr, flush=True),
+        backend_options=backend_options(),
     )
     log = run.log
     stale = stale_schemas(cfg, drop=args.drop_stale)
@@ -100,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick, "run_id": cfg.run_id, "logs": str(run.workdir),
             "handler_concurrency": args.handler_concurrency or "default",
             "repeat": args.repeat,
+            "uvloop": args.uvloop,
         },
         "errors": {},
         "load": {},
@@ -144,11 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         runs = [section("add", sections.add_throughput, run) for _ in range(args.repeat)]
         runs = [v for v in runs if v]
         if runs:
+            kinds = ("single", "bulk")
             value = {
                 mode: {
                     "batch": run.batch,
-                    **{k: _median([v[mode][k] for v in runs]) for k in ("single", "bulk")},
-                    **({"runs": [{k: v[mode][k] for k in ("single", "bulk")} for v in runs]}
+                    **{k: _median([v[mode][k] for v in runs]) for k in kinds},
+                    **{f"{k}_cpu_us": _median_run(runs, mode, k) for k in kinds},
+                    **({"runs": [{k: v[mode][k] for k in kinds} for v in runs]}
                        if len(runs) > 1 else {}),
                 }
                 for mode in runs[0]
@@ -157,6 +175,21 @@ def main(argv: list[str] | None = None) -> int:
             pg = value["postgres"]
             r["add_per_s"] = {"single": pg["single"], "bulk": pg["bulk"]}
         save()
+    if "drain" in args.only:
+        r["drain"], r["drain_per_s"] = {}, {}
+        for mode in (m for m in args.drain_modes.split(",") if m):
+            runs = [section(f"drain {mode}", sections.drain, run, mode)
+                    for _ in range(args.repeat)]  # fmt: skip
+            checks.extend(bool(v and v["exactly_once"]) for v in runs)
+            runs = [v for v in runs if v]
+            if runs:
+                value = sorted(runs, key=lambda v: v["per_s"])[(len(runs) - 1) // 2]
+                if len(runs) > 1:
+                    value["runs_per_s"] = [v["per_s"] for v in runs]
+                    value["runs_cpu_us"] = [v["cpu_us_per_task"]["worker"] for v in runs]
+                r["drain"][mode] = value
+                r["drain_per_s"][mode] = value["per_s"]
+            save()
     if "e2e" in args.only:
         r["e2e"], r["e2e_per_s"] = {}, {}
         for mode in modes:
@@ -168,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                 value = sorted(runs, key=lambda v: v["per_s"])[(len(runs) - 1) // 2]
                 if len(runs) > 1:
                     value["runs_per_s"] = [v["per_s"] for v in runs]
+                    value["runs_cpu_us"] = [v["cpu_us_per_task"] for v in runs]
                 r["e2e"][mode] = value
                 r["e2e_per_s"][mode] = value["per_s"]
             save()
@@ -200,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             if value:
                 r["latency"][mode] = value
                 r["latency_ms"][mode] = {k: value[k] for k in ("p50", "p99", "max")}
+                r["latency_ms"][mode]["add_call_p50"] = value["add_task_call_ms"]["p50"]
                 checks.append(value["exactly_once"])
             save()
         if "postgres_kafka" in modes:
@@ -224,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         if r["rss"]:
             r["rss_growth_mb"] = max(v["growth_mb"] for v in r["rss"].values())
     if "ceiling" in args.only:
-        seconds = 3 if args.quick else 10
+        seconds = args.ceiling_seconds or (3 if args.quick else 10)
         value = section("commit ceiling", lambda: commit_ceiling.run(cfg, seconds=seconds))
         if value:
             r["commit_ceiling_per_s"] = value
@@ -244,6 +279,12 @@ def main(argv: list[str] | None = None) -> int:
 def _median(values: list[int]) -> int:
     """The median (the lower middle one for an even count): a value that was measured."""
     return sorted(values)[(len(values) - 1) // 2]
+
+
+def _median_run(runs: list[dict[str, Any]], mode: str, kind: str) -> Any:
+    """The CPU costs of the run whose rate is the median one."""
+    ordered = sorted(runs, key=lambda v: v[mode][kind])
+    return ordered[(len(ordered) - 1) // 2][mode][f"{kind}_cpu_us"]
 
 
 def _unavailable(exc: BaseException) -> bool:

@@ -310,4 +310,9 @@ def child_main(entry: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     )
-    anyio.run(entry, json.loads(sys.argv[1]))
+    anyio.run(entry, json.loads(sys.argv[1]), backend_options=backend_options())
+
+
+def backend_options() -> dict[str, Any]:
+    """anyio's asyncio options: uvloop when ``BENCH_UVLOOP=1`` (``--uvloop``), else none."""
+    return {"use_uvloop": True} if os.environ.get("BENCH_UVLOOP") == "1" else {}

@@ -84,6 +84,7 @@ async def run(args: dict[str, Any]) -> None:
         result["warmup_s"] = await warm_up(app)
         if kind == "e2e":
             batch = int(args.get("batch", 1000))
+            cpu = time.process_time()
             result["t_first_add"] = time.time()
             for start in range(0, n, batch):
                 await app.service.add_tasks(_requests(min(batch, n - start)))
@@ -93,22 +94,26 @@ async def run(args: dict[str, Any]) -> None:
                 while _done(app) < n:  # noqa: ASYNC110
                     await anyio.sleep(0.001)
             result["t_done"] = time.time()
+            result["cpu_s"] = time.process_time() - cpu  # adds and runs: one process
             result["db"] = _verify(app, n)
         elif kind == "latency":
             interval = float(args.get("interval", 0.02))
             adds: dict[str, float] = {}
+            called_at: dict[str, float] = {}
             calls: list[float] = []
             tick = time.monotonic()
             for _ in range(n):
                 called = time.time()
                 r = await app.service.add_task(_requests(1)[0])
                 adds[str(r.task_id)] = time.time()
+                called_at[str(r.task_id)] = called
                 calls.append((adds[str(r.task_id)] - called) * 1000)
                 tick += interval
                 await anyio.sleep(max(0.0, tick - time.monotonic()))
             await _wait_for(lambda: recorder.count >= n, timeout, step=0.01)
             await anyio.sleep(0.2)  # let the last completions land before verifying
             result["adds"] = adds
+            result["called"] = called_at
             result["add_call_ms"] = calls
             result["db"] = _verify(app, n)
         elif kind == "rss":

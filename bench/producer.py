@@ -3,8 +3,8 @@
 A ``run_workers=False`` node of the same mode adds the tasks and records, with ``time.time()``:
 
 - ``e2e``: N tasks in ``add_tasks`` batches; the time just before the first add;
-- ``latency``: tasks one at a time at a fixed interval; the time right after each
-  ``add_task`` returned (committed, and the trigger sent);
+- ``latency``: tasks one at a time at a fixed interval; the time just before each
+  ``add_task`` call and right after it returned (committed, and the trigger sent);
 - ``scheduled``: tasks all due at one instant ``run_after`` (``now + delay``), one batch.
 
 With ``warmup`` it first adds a few tasks of another type and waits until they are DONE, so
@@ -60,6 +60,8 @@ async def produce(args: dict[str, Any]) -> None:
         n = int(args["n"])
         if kind == "e2e":
             batch = int(args.get("batch", 1000))
+            print("START", flush=True)  # the parent starts its CPU meters
+            cpu = time.process_time()
             result["t_first_add"] = time.time()
             for start in range(0, n, batch):
                 size = min(batch, n - start)
@@ -67,19 +69,23 @@ async def produce(args: dict[str, Any]) -> None:
                     [AddTaskRequest(type=TASK_TYPE, data=PAYLOAD_BYTES) for _ in range(size)]
                 )
             result["t_last_add"] = time.time()
+            result["cpu_s"] = time.process_time() - cpu
         elif kind == "latency":
             interval = float(args.get("interval", 0.02))
             adds: dict[str, float] = {}
+            called_at: dict[str, float] = {}
             calls: list[float] = []
             tick = time.monotonic()
             for _ in range(n):
                 called = time.time()
                 r = await app.service.add_task(AddTaskRequest(type=TASK_TYPE, data=PAYLOAD_BYTES))
                 adds[str(r.task_id)] = time.time()
+                called_at[str(r.task_id)] = called
                 calls.append((adds[str(r.task_id)] - called) * 1000)
                 tick += interval
                 await anyio.sleep(max(0.0, tick - time.monotonic()))
             result["adds"] = adds
+            result["called"] = called_at
             result["add_call_ms"] = calls
         elif kind == "scheduled":
             run_after = datetime.now(UTC) + timedelta(seconds=float(args.get("delay", 3.0)))

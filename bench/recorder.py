@@ -22,11 +22,15 @@ class Recorder:
         self.warmups = 0
         self.counts: dict[Any, int] = {}
         self.starts: dict[Any, float] = {}
+        self.first_start: float | None = None  # time.time() of the first bench handler call
+        self.first_cpu: float | None = None  # this process's CPU seconds at that call
         self._result = ProcessResult.DONE_AND_DELETE if delete else ProcessResult.DONE
 
     async def process(self, task: Any) -> Any:
         started = time.time()
         if task.type == TASK_TYPE:
+            if not self.count:
+                self.first_start, self.first_cpu = started, time.process_time()
             self.count += 1
             if self.track_ids:
                 seen = self.counts.get(task.id, 0)
@@ -57,6 +61,8 @@ class Recorder:
             "duplicate_executions": sum(v - 1 for v in duplicates.values()),
             "duplicate_ids": list(duplicates)[:20],
             "warmups": self.warmups,
+            "first_start": self.first_start,
+            "first_cpu": self.first_cpu,
         }
         if with_starts:
             out["starts"] = {str(k): v for k, v in self.starts.items()}

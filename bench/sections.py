@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from bench import breakdown
+from bench import breakdown, cpu
 from bench.common import (
     PAYLOAD_BYTES,
     TASK_TYPE,
@@ -58,6 +58,7 @@ class Run:
     concurrency: int | None = None  # handler concurrency; None = the library default
     breakdown: bool = False  # instrument the latency workers (diagnosis only)
     log: Any = print
+    backend_options: dict[str, Any] | None = None  # anyio's, for the parent's own event loops
 
     def names(self, section: str, mode: str) -> dict[str, str]:
         """Fresh names on every call: a retried section never meets an earlier attempt's data."""
@@ -107,22 +108,32 @@ def profiled(run: Run, pid: int, name: str) -> Iterator[None]:
 
 
 # --- 1. add throughput ------------------------------------------------------------------------
+ADD_MODES = ("postgres", "postgres_notify", "postgres_kafka")
+
+
 def add_throughput(run: Run) -> dict[str, Any]:
-    """N single adds (each committed before the next) and N bulk adds, run_workers=False."""
+    """N single adds (each committed before the next) and N bulk adds, run_workers=False.
+
+    Besides the rate: the adding process's CPU per task (``cpu_us``) and its PostgreSQL
+    backends' CPU per task (``postgres_cpu_us``).
+    """
     out: dict[str, Any] = {}
-    for kafka in (False, True):
-        mode = "postgres_kafka" if kafka else "postgres"
+    for mode in ADD_MODES:
         names = run.names("add", mode)
         out[mode] = {"batch": run.batch}
         with fresh_schema(run, names["schema"]):
             for kind in ("single", "bulk"):
                 with profiled(run, os.getpid(), f"add-{kind}-{mode}"):
-                    out[mode][kind] = anyio.run(_adds, run, mode, names, kind)
+                    rate, costs = anyio.run(
+                        _adds, run, mode, names, kind, backend_options=run.backend_options
+                    )
+                out[mode][kind] = rate
+                out[mode][f"{kind}_cpu_us"] = costs
         run.log(f"  add {mode}: {out[mode]}")
     return out
 
 
-async def _adds(run: Run, mode: str, names: dict[str, str], kind: str) -> int:
+async def _adds(run: Run, mode: str, names: dict[str, str], kind: str) -> tuple[int, Any]:
     """Adds per second. A fresh node per measurement: its untaken trigger queue starts empty."""
     from resilient_task import AddTaskRequest
 
@@ -132,7 +143,10 @@ async def _adds(run: Run, mode: str, names: dict[str, str], kind: str) -> int:
         await add.add_tasks([AddTaskRequest(type="bench_warmup", data=PAYLOAD_BYTES)] * 50)
         for _ in range(50):
             await add.add_task(AddTaskRequest(type="bench_warmup", data=PAYLOAD_BYTES))
-        with anyio.fail_after(600):
+        with pg_connect(run.cfg.database_url) as conn, anyio.fail_after(600):
+            meter = cpu.Meter(conn, {"client": os.getpid()})
+            meter.start()
+            process = time.process_time()
             started = time.perf_counter()
             if kind == "single":
                 for _ in range(run.n):
@@ -143,7 +157,13 @@ async def _adds(run: Run, mode: str, names: dict[str, str], kind: str) -> int:
                     await add.add_tasks(
                         [AddTaskRequest(type=TASK_TYPE, data=PAYLOAD_BYTES) for _ in range(size)]
                     )
-            return round(run.n / (time.perf_counter() - started))
+            seconds = time.perf_counter() - started
+            process = time.process_time() - process
+            used = meter.stop()
+            return round(run.n / seconds), {
+                "client": cpu.per_task_us(process, run.n),
+                "postgres": cpu.per_task_us(used["client_postgres"], run.n),
+            }
 
 
 # --- 2. end to end ----------------------------------------------------------------------------
@@ -171,8 +191,12 @@ def end_to_end(run: Run, mode: str, metrics: bool = False) -> dict[str, Any]:
             {"mode": mode, **names, "kind": "e2e", "n": run.n, "batch": run.batch,
              "warmup": mode in TRIGGERED},
         )  # fmt: skip
+        producer.wait_line("START", 120)  # warmed up; adding now
+        meter = cpu.Meter(conn, {"worker": worker.pid})  # the producer reads its own
+        meter.start()
         with profiled(run, worker.pid, f"e2e-{mode}-worker"):
             t_done = _wait_done(conn, names["schema"], run.n, timeout, worker, producer)
+        used = meter.stop()
         producer.wait(60)
         produced = read_json(producer.results)
         worked = _stop_worker(worker)
@@ -184,8 +208,14 @@ def end_to_end(run: Run, mode: str, metrics: bool = False) -> dict[str, Any]:
         "add_seconds": round(produced["t_last_add"] - produced["t_first_add"], 3),
         "db": db,
         "worker": worked,
+        "cpu_s": {**used, "producer": round(produced["cpu_s"], 3)},
+        "cpu_us_per_task": _per_task({**used, "producer": produced["cpu_s"]}, run.n),
         "exactly_once": _exactly_once(db, worked, run.n),
     }
+
+
+def _per_task(used: dict[str, float], n: int) -> dict[str, float]:
+    return {name: cpu.per_task_us(seconds, n) for name, seconds in used.items()}
 
 
 def _exactly_once(db: dict[str, Any], worked: dict[str, Any], n: int) -> bool:
@@ -197,13 +227,70 @@ def _exactly_once(db: dict[str, Any], worked: dict[str, Any], n: int) -> bool:
     )
 
 
+# --- 2b. drain --------------------------------------------------------------------------------
+DRAIN_MODES = ("postgres", "postgres_notify", "postgres_kafka")
+
+
+def drain(run: Run, mode: str) -> dict[str, Any]:
+    """One worker drains a queue pre-filled with N due tasks; clock from its first handler call.
+
+    The queue is filled before the worker starts, by a poll-only node (every task SUBMITTED
+    and already overdue, no trigger sent), so in every mode the worker finds the tasks by its
+    own database poll (``postgres_notify`` also by its catch-up read when LISTEN starts); the
+    mode names the worker's trigger transport, which runs (and costs CPU) meanwhile. The
+    rate is N / (the parent sees N DONE rows - the first handler call). CPU: the worker's
+    process time from its first handler call until then, and its PostgreSQL backends'.
+    """
+    names = run.names("drain", mode)
+    timeout = 120.0 + run.n / 100
+    with (
+        fresh_schema(run, names["schema"]),
+        children() as procs,
+        pg_connect(run.cfg.database_url) as conn,
+    ):
+        anyio.run(_prefill, run, names, backend_options=run.backend_options)
+        worker = _start_worker(run, procs, mode, names, "drain", track_ids=True)
+        meter = cpu.Meter(conn, {"worker": worker.pid})
+        meter.start()
+        with profiled(run, worker.pid, f"drain-{mode}-worker"):
+            t_done = _wait_done(conn, names["schema"], run.n, timeout, worker, None)
+        worker_cpu_end = cpu.process_seconds(worker.pid)
+        used = meter.stop()
+        worked = _stop_worker(worker)
+        db = verify_db(conn, names["schema"], run.n)
+    first, first_cpu = worked["first_start"], worked["first_cpu"]
+    seconds = t_done - first
+    used["worker_since_ready"] = used["worker"]
+    used["worker"] = round(worker_cpu_end - first_cpu, 3)
+    return {
+        "per_s": round(run.n / seconds),
+        "seconds": round(seconds, 3),
+        "worker": worked,
+        "db": db,
+        "cpu_s": used,
+        "cpu_us_per_task": _per_task(used, run.n),
+        "exactly_once": _exactly_once(db, worked, run.n),
+    }
+
+
+async def _prefill(run: Run, names: dict[str, str]) -> None:
+    from resilient_task import AddTaskRequest
+
+    async with node(run.cfg, "postgres", run_workers=False, **names) as app:
+        for start in range(0, run.n, run.batch):
+            size = min(run.batch, run.n - start)
+            await app.service.add_tasks(
+                [AddTaskRequest(type=TASK_TYPE, data=PAYLOAD_BYTES) for _ in range(size)]
+            )
+
+
 # --- 3. latency -------------------------------------------------------------------------------
 def latency(run: Run, mode: str) -> dict[str, Any]:
     n = run.latency_n
     if mode == "memory":
         res = _inproc(run, "latency", {"n": n, "interval": 0.02}, 120)
         adds, starts, worked = res["adds"], res["worker"]["starts"], res["worker"]
-        db, calls = res["db"], res["add_call_ms"]
+        db, calls, called = res["db"], res["add_call_ms"], res["called"]
     else:
         names = run.names("latency", mode)
         timeout = 60.0 + (90.0 if mode == "postgres" else 0.0)
@@ -226,10 +313,16 @@ def latency(run: Run, mode: str) -> dict[str, Any]:
             db = verify_db(conn, names["schema"], n)
         produced = read_json(producer.results)
         adds, calls, starts = produced["adds"], produced["add_call_ms"], worked.pop("starts")
+        called = produced["called"]
         marks = worked.pop("marks", None)
     worked.pop("starts", None)
-    values = [(starts[i] - t) * 1000 for i, t in adds.items() if i in starts]
+    # From just before the add_task call to the handler's start (the issue's definition);
+    # ``from_return`` starts the clock when add_task returned instead.
+    values = [(starts[i] - t) * 1000 for i, t in called.items() if i in starts]
     stats = percentiles(values)
+    stats["from_return"] = percentiles(
+        [(starts[i] - t) * 1000 for i, t in adds.items() if i in starts]
+    )
     stats["missing"] = len(adds) - len(values)
     stats["negative"] = sum(1 for v in values if v < 0)
     stats["exactly_once"] = _exactly_once(db, worked, n)
@@ -406,6 +499,8 @@ def _inproc(run: Run, kind: str, args: dict[str, Any], timeout: float) -> dict[s
             "add_seconds": round(res["t_last_add"] - res["t_first_add"], 3),
             "db": res["db"],
             "worker": worked,
+            "cpu_s": {"node": round(res["cpu_s"], 3)},
+            "cpu_us_per_task": {"node": cpu.per_task_us(res["cpu_s"], args["n"])},
             "exactly_once": _exactly_once(res["db"], worked, args["n"]),
         }
     return res
