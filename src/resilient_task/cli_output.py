@@ -75,8 +75,12 @@ def print_tasks(tasks: Sequence[Task], as_json: bool) -> None:
 
 
 def print_task(task: Task, data: str, as_json: bool) -> None:
-    """Every field; the payload only for ``data`` ``utf8`` or ``base64`` (not ``none``)."""
+    """Every field; the payload only for ``data`` ``utf8`` or ``base64`` (not ``none``).
+
+    The traceback of the last failure comes last, one escaped line per line, indented.
+    """
     fields = _fields(task)
+    fields["last_traceback"] = task.last_traceback
     if data != "none":
         fields["data_encoding"] = data
         fields["data"] = (
@@ -88,12 +92,19 @@ def print_task(task: Task, data: str, as_json: bool) -> None:
         _json(fields)
         return
     fields["data_bytes"] = len(task.data)
+    trace = fields.pop("last_traceback")
     for name, value in fields.items():
         if name in ("data", "last_error") and value is not None:
             text = _printable(value)  # uncut
         else:
             text = "-" if value is None else loggable(value, 500)
         print(f"{name + ':':24}{text}")
+    if trace is None:
+        print(f"{'last_traceback:':24}-")
+        return
+    print("last_traceback:")
+    for line in trace.splitlines():
+        print(f"    {_printable(line)}")
 
 
 def _printable(text: str) -> str:

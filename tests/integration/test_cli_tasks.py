@@ -62,7 +62,9 @@ class Cli:
         captured = self.capsys.readouterr()
         return code, captured.out, captured.err
 
-    async def errors(self, count: int, *, type: str, data: bytes = b"{}") -> list[Task]:
+    async def errors(
+        self, count: int, *, type: str, data: bytes = b"{}", traceback: str | None = None
+    ) -> list[Task]:
         """``count`` tasks that a worker left in ERROR."""
         now = datetime.now(UTC)
         tasks = [
@@ -73,7 +75,10 @@ class Cli:
         grabbed = await self.dao.grab(
             [GrabRequest(t.id, 0, "dead-node", now + 60 * SECOND) for t in tasks], now=now
         )
-        failed = [t.mark_error(now=now, reason=f"boom {i}") for i, t in enumerate(grabbed)]
+        failed = [
+            t.mark_error(now=now, reason=f"boom {i}", traceback=traceback)
+            for i, t in enumerate(grabbed)
+        ]
         applied = await self.dao.apply(
             [TaskChange(f, g.version) for f, g in zip(failed, grabbed, strict=True)]
         )
@@ -160,6 +165,26 @@ async def test_list_show_and_count_read_the_store(cli: Cli) -> None:
     assert "4242" not in hidden[1]
     assert "ERROR                  1" in counted[1]
     assert "WAITING                1" in counted[1]
+
+
+async def test_show_prints_the_stored_traceback_of_the_last_failure(cli: Cli) -> None:
+    trace = 'Traceback (most recent call last):\n  File "x.py", line 1\nKeyError: \x1b[2J\n'
+    [task] = await cli.errors(1, type="charge", traceback=trace)
+
+    code, out, _ = await cli.run("show", str(task.id))
+    shown = json.loads((await cli.run("show", str(task.id), "--json"))[1])
+    listed = json.loads((await cli.run("list", "--json"))[1])
+
+    assert code == EXIT_OK
+    assert out.splitlines()[-4:] == [
+        "last_traceback:",
+        "    Traceback (most recent call last):",
+        '      File "x.py", line 1',
+        "    KeyError: \\x1b[2J",
+    ]
+    assert shown["last_traceback"] == trace
+    assert shown["last_error"] == "boom 0"
+    assert "last_traceback" not in listed
 
 
 async def test_cancel_and_reschedule_change_waiting_tasks(cli: Cli) -> None:

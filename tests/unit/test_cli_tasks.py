@@ -164,6 +164,43 @@ def test_show_prints_every_field_and_the_payload_only_when_asked(
     assert shown["status"] == "ERROR"
 
 
+TRACE = (
+    "Traceback (most recent call last):\n"
+    '  File "/app/pay.py", line 3, in charge\n'
+    "    bank.charge()\n"
+    "ValueError: declined \x1b[31mred\r\n"
+)
+
+
+def test_show_prints_the_stored_traceback_line_by_line_escaped_and_list_leaves_it_out(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    task = replace(error_task(), last_error="ValueError: declined", last_traceback=TRACE)
+    plain_task = replace(error_task(), last_error="no handler")
+    store = Store(task, plain_task)
+
+    plain = store.run(capsys, "show", str(task.id))
+    as_json = store.run(capsys, "show", str(task.id), "--json")
+    without = store.run(capsys, "show", str(plain_task.id))
+    listed = store.run(capsys, "list", "--json")
+
+    lines = plain.out.splitlines()
+    start = lines.index("last_traceback:")
+    assert lines[start + 1 :] == [
+        "    Traceback (most recent call last):",
+        '      File "/app/pay.py", line 3, in charge',
+        "        bank.charge()",
+        "    ValueError: declined \\x1b[31mred",
+    ]
+    assert "\x1b" not in plain.out
+    assert "\r" not in plain.out
+    assert json.loads(as_json.out)["last_traceback"] == TRACE
+    assert "last_traceback:         -" in without.out.splitlines()
+    rows = [json.loads(line) for line in listed.out.splitlines()]
+    assert len(rows) == 2
+    assert all("last_traceback" not in row for row in rows)
+
+
 def test_show_of_an_unknown_id_exits_1_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     result = Store().run(capsys, "show", str(uuid4()))
 

@@ -53,6 +53,7 @@ class Board:
         type: str = "charge",
         status: TaskStatus = TaskStatus.ERROR,
         error: str = "boom",
+        traceback: str | None = None,
         node: str = "node-a",
         data: bytes = b'{"card": "4111"}',
         at: datetime | None = None,
@@ -72,7 +73,7 @@ class Board:
         if status is TaskStatus.PROCESSING:
             return grabbed
         if status is TaskStatus.ERROR:
-            done = grabbed.mark_error(now=now, reason=error)
+            done = grabbed.mark_error(now=now, reason=error, traceback=traceback)
         elif status is TaskStatus.DONE:
             done = grabbed.complete(now=now)
         else:
@@ -175,6 +176,16 @@ class DashboardRoutes:
         assert f'<td id="version">{task.version}</td>' in page.text
         assert "SECRET-PII" not in page.text
         assert "Show the payload" in page.text
+
+    def test_task_page_shows_the_stored_traceback_escaped(self, board: Board) -> None:
+        trace = 'Traceback (most recent call last):\n  File "<script>x</script>"\nKeyError: 1\n'
+        task = board.seed(error="KeyError: 1", traceback=trace)
+        plain = board.seed(error="no handler")
+        page = board.client.get(f"/tasks/{task.id}").text
+        assert '<pre id="last-traceback">Traceback (most recent call last):\n' in page
+        assert "File &#34;&lt;script&gt;x&lt;/script&gt;&#34;\nKeyError: 1\n</pre>" in page
+        assert "<script>x" not in page
+        assert 'id="last-traceback"' not in board.client.get(f"/tasks/{plain.id}").text
 
     def test_payload_is_shown_after_an_explicit_post(self, board: Board) -> None:
         task = board.seed(data=b"SECRET-PII <b>bold</b>")
@@ -288,7 +299,8 @@ class DashboardRoutes:
         url = f"/tasks/{task.id}/action"
         base = {"action": "resume", "version": str(task.version)}
         assert board.client.post(url, data=base).status_code == 403
-        assert board.client.post(url, data={**base, "csrf": csrf[:-1] + "0"}).status_code == 403
+        forged = csrf[:-1] + ("1" if csrf.endswith("0") else "0")  # one character off
+        assert board.client.post(url, data={**base, "csrf": forged}).status_code == 403
         foreign = board.client.post(
             url, data={**base, "csrf": csrf}, headers={"origin": "https://evil.example"}
         )

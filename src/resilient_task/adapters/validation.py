@@ -84,6 +84,8 @@ def check_new(task: Task) -> None:
         raise ValidationError("new tasks must not have run: no tries, recoveries or node")
     if task.last_error is not None:
         raise ValidationError("new tasks must not carry a last_error")
+    if task.last_traceback is not None:
+        raise ValidationError("new tasks must not carry a last_traceback")
     check_text("type", task.type, MAX_TYPE_LENGTH, required=True)
     check_text("sub_type", task.sub_type, MAX_TYPE_LENGTH, required=False)
     check_text("unique_key", task.unique_key, MAX_UNIQUE_KEY_LENGTH, required=False)

@@ -10,7 +10,8 @@ Contract (checked by ``tests/contract/task_queries_contract.py`` against every a
   of the :class:`TaskQuery` (any of its statuses, any of its types, ``next_event_time``
   strictly before ``due_before``), ordered by ``next_event_time``, then ``priority``, then id.
   Listed tasks carry no payload (``data == b""``): it may hold personal data and is read only
-  on request, through ``TaskDAO.get_task``.
+  on request, through ``TaskDAO.get_task``. Nor do they carry their traceback
+  (``last_traceback is None``; up to 8 KiB each): ``get_task`` reads it too.
 - Counts are exact at the time of the read. :meth:`TaskQueries.count_by_status` has every
   status (zero when none); :meth:`TaskQueries.count_by_type` has only the pairs that exist.
 - :meth:`TaskQueries.oldest_overdue` is the earliest ``next_event_time`` strictly before
@@ -112,7 +113,7 @@ class TaskQueries(Protocol):
     """Reads for operators. See the module docstring for the contract."""
 
     async def list_tasks(self, query: TaskQuery) -> list[Task]:
-        """Tasks matching ``query``, earliest ``next_event_time`` first, without payload."""
+        """Tasks matching ``query``, earliest first, without payload or traceback."""
         ...
 
     async def count_by_status(self) -> dict[TaskStatus, int]:

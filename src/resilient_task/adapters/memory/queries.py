@@ -35,10 +35,10 @@ class InMemoryTaskQueries:
         self._dao = dao
 
     async def list_tasks(self, query: TaskQuery) -> list[Task]:
-        """Tasks matching ``query``, earliest ``next_event_time`` first, without payload."""
+        """Tasks matching ``query``, earliest first, without payload or traceback."""
         await anyio.lowlevel.checkpoint()
         found = sorted((t for t in self._dao.tasks.values() if query.matches(t)), key=_order)
-        return [replace(task, data=b"") for task in found[: query.limit]]
+        return [replace(task, data=b"", last_traceback=None) for task in found[: query.limit]]
 
     async def count_by_status(self) -> dict[TaskStatus, int]:
         """How many tasks are in each status, every status present."""

@@ -64,7 +64,10 @@ def _utc(value: datetime) -> datetime:
 
 
 def task_from_row(row: Mapping[Any, Any], data: bytes = b"") -> Task:
-    """The task stored in ``row`` (the ``tasks`` columns), with payload ``data``."""
+    """The task stored in ``row`` (the ``tasks`` columns), with payload ``data``.
+
+    A row without ``last_traceback`` (a listing leaves it out) is a task without one.
+    """
     return Task(
         id=row["id"],
         type=row["type"],
@@ -81,6 +84,7 @@ def task_from_row(row: Mapping[Any, Any], data: bytes = b"") -> Task:
         recovery_count=row["recovery_count"],
         processing_node=row["processing_node"],
         last_error=row["last_error"],
+        last_traceback=row.get("last_traceback"),
     )
 
 
@@ -99,6 +103,8 @@ def _error_text(error: str | None) -> str | None:
 _GETTERS: dict[str, Callable[[Task], Any]] = {name: attrgetter(name) for name in INSERT_COLUMNS}
 _GETTERS["status"] = attrgetter("status._value_")
 _GETTERS["last_error"] = lambda task: _error_text(task.last_error)
+_INSERTED = tuple(_GETTERS.items())
+_GETTERS["last_traceback"] = lambda task: _error_text(task.last_traceback)
 
 
 def task_columns(tasks: Sequence[Task], names: Iterable[str]) -> dict[str, list[Any]]:
@@ -110,5 +116,5 @@ def task_columns(tasks: Sequence[Task], names: Iterable[str]) -> dict[str, list[
 
 
 def task_values(task: Task) -> dict[str, Any]:
-    """The ``tasks`` columns of ``task`` (everything but the payload)."""
-    return {name: get(task) for name, get in _GETTERS.items()}
+    """The ``tasks`` columns an insert writes of ``task`` (everything but the payload)."""
+    return {name: get(task) for name, get in _INSERTED}

@@ -98,8 +98,14 @@ def _v1(n: _Names) -> list[str]:
     ]
 
 
+def _v2(n: _Names) -> list[str]:
+    # Nullable without a default: PostgreSQL only changes the catalog, whatever the row count.
+    return [f"ALTER TABLE {n.table('tasks')} ADD COLUMN last_traceback text"]
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "tasks and task_data tables, poll index, unique-key index", _v1),
+    Migration(2, "tasks.last_traceback: the traceback of the last failure", _v2),
 )
 """Every migration, in order."""
 

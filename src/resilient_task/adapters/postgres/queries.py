@@ -7,7 +7,8 @@ are merged with ``UNION ALL`` and cut to ``limit`` again. (An ``IN`` list of sta
 make PostgreSQL collect every match and sort them.) The oldest overdue task is the first
 entry of one such range. Counts are ``GROUP BY`` scans of the table.
 
-Listings never read ``task_data``: payloads stay where they are unless asked for.
+Listings never read ``task_data``, nor ``last_traceback`` (up to 8 KiB a task): payloads and
+tracebacks stay where they are unless one task is asked for.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class PostgresTaskQueries:
     def __init__(self, *, dao: PostgresTaskDAO) -> None:
         self._dao = dao
         self._tasks = Tables.build(dao.settings).tasks
+        self._listed = [c for c in self._tasks.c if c.name != "last_traceback"]
 
     @asynccontextmanager
     async def _connect(self, action: str) -> AsyncIterator[AsyncConnection]:
@@ -60,7 +62,7 @@ class PostgresTaskQueries:
 
     def _range(self, status: TaskStatus, query: TaskQuery) -> sa.Select[Any]:
         t = self._tasks
-        select = sa.select(*t.c).where(t.c.status == status.value)
+        select = sa.select(*self._listed).where(t.c.status == status.value)
         if query.types:
             select = select.where(t.c.type.in_(query.types))
         if query.due_before is not None:
@@ -68,7 +70,7 @@ class PostgresTaskQueries:
         return select.order_by(t.c.next_event_time, t.c.priority, t.c.id).limit(query.limit)
 
     async def list_tasks(self, query: TaskQuery) -> list[Task]:
-        """Tasks matching ``query``, earliest ``next_event_time`` first, without payload."""
+        """Tasks matching ``query``, earliest first, without payload or traceback."""
         if query.limit == 0:
             return []
         ranges = [self._range(status, query) for status in query.listed_statuses]

@@ -3,7 +3,8 @@
 Three tables, named ``<prefix><name>`` in a configurable schema (defaults ``public`` and
 ``resilient_task_``)::
 
-    tasks           one row per task; status stored by name, readable with plain SQL
+    tasks           one row per task; status stored by name, readable with plain SQL;
+                    last_error and last_traceback (migration 2) say why the last attempt failed
                     index (status, next_event_time): serves every poll, claim and clean-up
                     unique partial index (type, unique_key) WHERE unique_key IS NOT NULL
     task_data       the payload, only for non-empty payloads; zlib-compressed above a size
@@ -155,6 +156,7 @@ class Tables:
             sa.Column("unique_key", sa.Text()),
             sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
             sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("last_traceback", sa.Text()),  # migration 2
         )
         task_data = sa.Table(
             f"{p}task_data",

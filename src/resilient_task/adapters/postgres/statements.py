@@ -30,7 +30,8 @@ INSERT_COLUMNS = (
     "processing_tries_count", "recovery_count", "processing_node", "last_error", "unique_key",
     "created_at", "updated_at",
 )  # fmt: skip
-"""``tasks`` columns written by an insert (a single one binds each as ``t_<column>``)."""
+"""``tasks`` columns written by an insert (a single one binds each as ``t_<column>``).
+``last_traceback`` is not one: a new task has none (``check_new``), and the column is NULL."""
 
 NEW_TASK_CONSTANTS: dict[str, int | None] = {
     "version": 0, "processing_tries_count": 0, "recovery_count": 0, "processing_node": None,
@@ -44,7 +45,7 @@ BATCH_INSERT_COLUMNS = tuple(c for c in INSERT_COLUMNS if c not in NEW_TASK_CONS
 
 CHANGE_COLUMNS = (
     "status", "version", "priority", "next_event_time", "processing_tries_count",
-    "recovery_count", "processing_node", "last_error", "updated_at",
+    "recovery_count", "processing_node", "last_error", "last_traceback", "updated_at",
 )  # fmt: skip
 """``tasks`` columns a :class:`TaskChange` writes, each bound as the array ``c_<column>``."""
 
