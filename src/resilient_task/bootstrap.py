@@ -1,59 +1,89 @@
-"""The composition root: picks adapters from configuration and wires the services with punq.
+"""The composition root: one adapter per port, from configuration or from you, wired with punq.
 
-The only module that imports punq. Adapters that must be opened and closed (the database
-engine, Kafka clients) are opened in an async exit stack and registered as instances.
+The only module that imports punq. Every adapter is bound to its port here
+(:data:`PORTS`: the store, the triggerer, the clock, the observer, the operators' reads);
+one you register replaces the default chosen from the settings. Adapters that must be opened
+and closed (the database engine, Kafka clients) are opened in an async exit stack and then
+registered in the container as instances; the services are resolved from it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import anyio
 import anyio.abc
 import punq
 
+from resilient_task.adapter_defaults import DefaultAdapters, is_postgres
 from resilient_task.adapters.memory.task_dao import InMemoryTaskDAO
 from resilient_task.adapters.memory.triggerer import InMemoryTriggerer
-from resilient_task.adapters.system.clock import SystemClock
 from resilient_task.domain.handler import TaskHandler
 from resilient_task.errors import ConfigurationError
+from resilient_task.extras import require_extra
 from resilient_task.ports.clock import Clock
-from resilient_task.ports.observer import NullObserver, Observer
+from resilient_task.ports.observer import NULL_OBSERVER, Observer
 from resilient_task.ports.task_dao import TaskDAO
+from resilient_task.ports.task_queries import TaskQueries
 from resilient_task.ports.triggerer import Triggerer
 from resilient_task.properties import ENV_PREFIX, TaskProperties
 from resilient_task.service.cleaner import TaskCleaner
 from resilient_task.service.executor import TaskExecutor
+from resilient_task.service.operator import TaskOperator
 from resilient_task.service.registry import HandlerRegistry
 from resilient_task.service.resumer import TaskResumer
 from resilient_task.service.task_service import TaskService
+from resilient_task.settings import KafkaTriggers, NotifyTriggers, PostgresOptions, Triggers
 
-__all__ = ["ResilientTask"]
+__all__ = ["PORTS", "ResilientTask"]
 
 log = logging.getLogger("resilient_task")
+
+_T = TypeVar("_T")
+
+PORTS: tuple[type, ...] = (Clock, Observer, TaskDAO, Triggerer, TaskQueries)
+"""The ports an adapter can be registered for, in the order a starting node opens them."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Binding:
+    """A registered adapter: an instance you own, or a factory whose product the node owns."""
+
+    instance: object | None = None
+    factory: Callable[[], object] | None = None
 
 
 class ResilientTask:
     """One node: the task service, and (when ``run_workers``) executor and resumer.
 
-    Use as ``async with ResilientTask(...) as app:``; ``app.service`` adds tasks. Adapters:
+    Use as ``async with ResilientTask(...) as app:``; ``app.service`` adds tasks and
+    ``app.operator`` resumes, cancels or lists them. Adapters, one per port of :data:`PORTS`:
 
-    - store: ``dao=`` an instance, else PostgreSQL when ``database_url`` is given, else
+    - store: PostgreSQL when ``database_url`` is given (tuned by ``postgres=``), else
       in-memory. A ``run_workers=False`` node (a producer) on the in-memory store is refused
       (:class:`ConfigurationError` naming ``RESILIENT_TASK_DATABASE_URL``) unless
       ``in_memory=True``: no worker could ever see the tasks it adds, and they would vanish
       with the process;
-    - triggers: ``triggerer=`` an instance, else Kafka when ``kafka=True`` (settings from
-      ``properties.kafka``), else PostgreSQL LISTEN/NOTIFY when ``notify=True`` (needs the
-      PostgreSQL store; every listening node receives every trigger), else in-process. A
-      ``run_workers=False`` node with the in-process triggerer cannot reach any worker: it
-      leaves its tasks to the workers' database polling (``poll_only``);
-    - time: ``clock=`` (e.g. ``FakeClock`` in tests), else the system clock.
+    - triggers: ``triggers=KafkaTriggers(...)`` through Kafka,
+      ``triggers=NotifyTriggers(...)`` through PostgreSQL LISTEN/NOTIFY (every listening node
+      receives every trigger), else in-process. A ``run_workers=False`` node with in-process
+      triggers cannot reach any worker: it leaves its tasks to the workers' polling;
+    - time: the system clock; observer: none.
+
+    Your own adapter replaces the default for its port: ``adapters={Triggerer: mine}`` or
+    ``app.register(Triggerer, mine)`` before the node starts (``dao=``, ``triggerer=``,
+    ``clock=``, ``observer=`` are the same for those ports). An instance stays yours to open
+    and close; with ``register(port, factory=f)`` the node calls ``f()`` when it starts and,
+    when the product is an async context manager, enters it then and leaves it on stop.
+
+    ``kafka=True``, ``notify=True`` and ``postgres_options={...}`` are the former spellings of
+    ``triggers=`` and ``postgres=``, still accepted.
 
     Leaving the block stops taking work, lets running tasks finish for
     ``properties.shutdown_grace``, then closes adapters. Anything cut off stays in the store
@@ -66,57 +96,134 @@ class ResilientTask:
         handlers: Iterable[TaskHandler] = (),
         properties: TaskProperties | None = None,
         database_url: str | None = None,
-        kafka: bool = False,
-        notify: bool = False,
+        triggers: Triggers | None = None,
+        postgres: PostgresOptions | None = None,
+        adapters: Mapping[type, object] | None = None,
         dao: TaskDAO | None = None,
         triggerer: Triggerer | None = None,
         clock: Clock | None = None,
-        run_workers: bool = True,
-        postgres_options: dict[str, Any] | None = None,
-        in_memory: bool = False,
         observer: Observer | None = None,
+        run_workers: bool = True,
+        in_memory: bool = False,
+        kafka: bool = False,
+        notify: bool = False,
+        postgres_options: dict[str, Any] | None = None,
     ) -> None:
         self.properties = properties or TaskProperties()
-        self.observer: Observer = observer if observer is not None else NullObserver()
-        """Told of what happens to tasks on this node (metrics); set it before the node starts."""
         self.registry = HandlerRegistry(handlers)
         self._database_url = database_url
-        self._kafka = kafka
-        self._notify = notify
-        self._dao = dao
-        self._triggerer = triggerer
-        self._clock = clock
+        self._triggers = _triggers(triggers, kafka=kafka, notify=notify)
+        self._postgres = _postgres(postgres, postgres_options)
         self._run_workers = run_workers
-        self._postgres_options = postgres_options or {}
+        self._bindings: dict[type, _Binding] = {}
+        self._opened: dict[type, object] = {}
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
-        self._container: punq.Container | None = None
-        if notify and kafka:
-            raise ConfigurationError("choose one trigger transport: kafka=True or notify=True")
-        if in_memory and (database_url is not None or (dao is not None and not self.in_memory)):
+        self._parts: dict[type, object] = {}
+        given: dict[type, object] = {
+            TaskDAO: dao,
+            Triggerer: triggerer,
+            Clock: clock,
+            Observer: observer,
+        }
+        for port, adapter in (adapters or {}).items():
+            if given.get(port) is not None:
+                raise ConfigurationError(f"two adapters for {port.__name__}: pick one")
+            given[port] = adapter
+        for port, adapter in given.items():
+            if adapter is not None:
+                self.register(port, adapter)
+        self._check(in_memory=in_memory)
+
+    def _check(self, *, in_memory: bool) -> None:
+        dao = self._bindings.get(TaskDAO)
+        if in_memory and (self._database_url is not None or (dao and not self.in_memory)):
             raise ConfigurationError(
                 "in_memory=True asks for the in-memory store: do not also pass database_url= "
                 "or a database dao="
             )
-        if self.in_memory and not run_workers and not in_memory and dao is None:
+        if self.in_memory and not self._run_workers and not in_memory and dao is None:
             raise ConfigurationError(
                 f"this node runs no workers and has no database: the tasks it adds would stay "
                 f"in this process's memory, where no worker can run them, and vanish when it "
                 f"exits. Set {ENV_PREFIX}DATABASE_URL (or database_url=), or pass "
                 f"in_memory=True if that is what you want"
             )
-        if notify and database_url is None and not _is_postgres(dao):
+        on_postgres = self._database_url is not None or (dao and is_postgres(dao.instance))
+        if isinstance(self._triggers, NotifyTriggers) and not on_postgres:
             raise ConfigurationError(
-                "notify=True sends triggers through PostgreSQL: it needs database_url= "
-                "(or a PostgresTaskDAO as dao=)"
+                "NotifyTriggers (notify=True) sends triggers through PostgreSQL: it needs "
+                "database_url= (or a PostgresTaskDAO as dao=)"
             )
+        if self._database_url is not None and dao is None:
+            require_extra("postgres", "database_url= (the PostgreSQL store)")
+        if isinstance(self._triggers, KafkaTriggers):
+            require_extra("kafka", "KafkaTriggers (kafka=True)")
+
+    def register(
+        self,
+        port: type,
+        adapter: object | None = None,
+        *,
+        factory: Callable[[], object] | None = None,
+    ) -> None:
+        """Use ``adapter`` (or what ``factory()`` returns when the node starts) for ``port``.
+
+        Replaces the default adapter and any registered before. An ``adapter`` instance is
+        yours: the node neither opens nor closes it. A factory's product is the node's: if it
+        is an async context manager, the node enters it when it starts and leaves it when it
+        stops (the adapter is what ``__aenter__`` returns).
+
+        Raises:
+            ConfigurationError: ``port`` is not one of :data:`PORTS`, not exactly one of
+                ``adapter`` and ``factory`` is given, ``adapter`` lacks a method of the port,
+                the node is running, or the port is the Triggerer while ``triggers=`` chose one.
+        """
+        if port not in PORTS:
+            names = ", ".join(p.__name__ for p in PORTS)
+            raise ConfigurationError(f"{port!r} is not a port; adapters are for: {names}")
+        if (adapter is None) == (factory is None):
+            raise ConfigurationError(f"register({port.__name__}, ...) takes an adapter or factory=")
+        if self._stack is not None:
+            raise ConfigurationError("register adapters before the node starts")
+        if port is Triggerer and self._triggers is not None:
+            raise ConfigurationError(
+                "a registered Triggerer replaces triggers= (or kafka=/notify=): pass only one"
+            )
+        if adapter is not None:
+            missing = [name for name in _methods(port) if not hasattr(adapter, name)]
+            if missing:
+                raise ConfigurationError(
+                    f"{type(adapter).__name__} is no {port.__name__}: it lacks {', '.join(missing)}"
+                )
+        elif not callable(factory):
+            raise ConfigurationError(f"factory= must be callable, got {factory!r}")
+        self._bindings[port] = _Binding(adapter, factory)
 
     @property
     def in_memory(self) -> bool:
         """Whether this node keeps its tasks in process memory (lost when the process ends)."""
-        if self._dao is not None:
-            return isinstance(self._dao, InMemoryTaskDAO)
+        dao = self._bindings.get(TaskDAO)
+        if dao is not None:
+            return isinstance(dao.instance, InMemoryTaskDAO)
         return self._database_url is None
+
+    @property
+    def observer(self) -> Observer:
+        """Told of what happens to tasks on this node (metrics); set it before the node starts."""
+        opened = self._opened.get(Observer)
+        if opened is not None:
+            return opened  # type: ignore[return-value]
+        binding = self._bindings.get(Observer)
+        if binding is None:
+            return NULL_OBSERVER
+        if binding.instance is None:
+            raise ConfigurationError("the observer is made by its factory when the node starts")
+        return binding.instance  # type: ignore[return-value]
+
+    @observer.setter
+    def observer(self, observer: Observer) -> None:
+        self.register(Observer, observer)
 
     @classmethod
     def from_env(
@@ -135,76 +242,130 @@ class ResilientTask:
         Keyword ``overrides`` win over the environment.
         """
         env = os.environ if environ is None else environ
+        kafka = bool(env.get(ENV_PREFIX + "KAFKA_BOOTSTRAP_SERVERS"))
+        notify = _flag(env, "NOTIFY")
+        if kafka and notify:
+            raise ConfigurationError(
+                f"choose one trigger transport: {ENV_PREFIX}KAFKA_BOOTSTRAP_SERVERS or "
+                f"{ENV_PREFIX}NOTIFY=1 (kafka=True or notify=True), not both"
+            )
+        triggers: Triggers | None = (
+            KafkaTriggers() if kafka else NotifyTriggers() if notify else None
+        )
         settings: dict[str, Any] = {
             "handlers": handlers,
             "properties": TaskProperties.from_env(env),
             "database_url": env.get(ENV_PREFIX + "DATABASE_URL") or None,
-            "kafka": bool(env.get(ENV_PREFIX + "KAFKA_BOOTSTRAP_SERVERS")),
-            "notify": _flag(env, "NOTIFY"),
+            "triggers": triggers,
         }
+        if {"kafka", "notify", "triggerer"} & overrides.keys() or Triggerer in overrides.get(
+            "adapters", {}
+        ):
+            settings.pop("triggers")  # the caller chose the transport
         settings.update(overrides)
         return cls(**settings)
 
-    # --- wiring -------------------------------------------------------------------------
-    async def _open_dao(self, stack: AsyncExitStack) -> TaskDAO:
-        if self._dao is not None:
-            return self._dao
-        if self._database_url is None:
-            return InMemoryTaskDAO()
-        from resilient_task.adapters.postgres import open_postgres_dao
+    # --- the running node's parts -------------------------------------------------------
+    @property
+    def service(self) -> TaskService:
+        """Adds tasks; also the operator actions (resume, cancel...) on one task."""
+        return self._resolved(TaskService)
 
-        return await stack.enter_async_context(
-            open_postgres_dao(self._database_url, **self._postgres_options)
-        )
-
-    async def _open_triggerer(self, stack: AsyncExitStack, dao: TaskDAO) -> Triggerer:
-        if self._triggerer is not None:
-            return self._triggerer
-        if self._notify:
-            return await self._open_notify_triggerer(stack, dao)
-        if not self._kafka:
-            # A production-sized history: tests that inspect `sent` pass their own triggerer.
-            return InMemoryTriggerer(
-                max_in_flight=self.properties.max_triggers_in_memory, sent_history=1000
-            )
-        from resilient_task.adapters.kafka import KafkaTriggerer
-
-        triggerer = KafkaTriggerer(
-            properties=self.properties.kafka,
-            max_in_flight=self.properties.max_triggers_in_memory,
-        )
-        return await stack.enter_async_context(triggerer)
-
-    async def _open_notify_triggerer(self, stack: AsyncExitStack, dao: TaskDAO) -> Triggerer:
-        from resilient_task.adapters.postgres import PostgresNotifyTriggerer, PostgresTaskDAO
-
-        if not isinstance(dao, PostgresTaskDAO):
+    @property
+    def operator(self) -> TaskOperator:
+        """Lists, counts and acts on tasks in bulk, for operators (the CLI's ``tasks``)."""
+        if self._parts and TaskOperator not in self._parts:
             raise ConfigurationError(
-                f"notify=True needs the PostgreSQL store, not {type(dao).__name__}"
+                f"no operator: no TaskQueries adapter for the store "
+                f"{type(self.dao).__name__}; register one with register(TaskQueries, ...)"
             )
-        options = self._postgres_options
-        triggerer = PostgresNotifyTriggerer(
-            url=dao.engine.url,
-            settings=dao.settings,
-            max_in_flight=self.properties.max_triggers_in_memory,
-            connect_timeout=options.get("connect_timeout", 10),
-            application_name=options.get("application_name", "resilient-task"),
-        )
-        return await stack.enter_async_context(triggerer)
+        return self._resolved(TaskOperator)
 
-    def _wire(self, dao: TaskDAO, triggerer: Triggerer) -> punq.Container:
+    @property
+    def executor(self) -> TaskExecutor:
+        """Runs triggered tasks on this node."""
+        return self._resolved(TaskExecutor)
+
+    @property
+    def resumer(self) -> TaskResumer:
+        """Polls for due and stuck tasks."""
+        return self._resolved(TaskResumer)
+
+    @property
+    def cleaner(self) -> TaskCleaner:
+        """Deletes finished tasks past their retention."""
+        return self._resolved(TaskCleaner)
+
+    @property
+    def dao(self) -> TaskDAO:
+        """The task store in use."""
+        return self._adapter(TaskDAO)  # type: ignore[no-any-return]
+
+    @property
+    def triggerer(self) -> Triggerer:
+        """The triggerer in use."""
+        return self._adapter(Triggerer)  # type: ignore[no-any-return]
+
+    @property
+    def clock(self) -> Clock:
+        """The clock in use."""
+        return self._adapter(Clock)  # type: ignore[no-any-return]
+
+    def _adapter(self, port: type) -> Any:
+        if not self._parts:
+            raise _not_started(port.__name__)
+        return self._opened[port]
+
+    def _resolved(self, cls: type[_T]) -> _T:
+        if not self._parts:
+            raise _not_started(cls.__name__)
+        part = self._parts[cls]
+        assert isinstance(part, cls)
+        return part
+
+    # --- wiring -------------------------------------------------------------------------
+    async def _open_adapters(self, stack: AsyncExitStack) -> None:
+        defaults = DefaultAdapters(
+            properties=self.properties,
+            database_url=self._database_url,
+            triggers=self._triggers,
+            postgres=self._postgres,
+        )
+        self._opened = {}
+        for port in PORTS:
+            binding = self._bindings.get(port)
+            if binding is None:
+                adapter = await defaults.open(port, stack, self._opened)
+            elif binding.factory is not None:
+                adapter = await _enter(stack, binding.factory())
+            else:
+                adapter = binding.instance
+            if adapter is not None:
+                self._opened[port] = adapter
+
+    def _wire(self) -> dict[type, object]:
+        """Register every adapter by its port, then resolve the services from the container."""
         container = punq.Container()
+        for port, adapter in self._opened.items():
+            container.register(port, instance=adapter)
         container.register(TaskProperties, instance=self.properties)
         container.register(HandlerRegistry, instance=self.registry)
-        container.register(Clock, instance=self._clock or SystemClock())
-        container.register(TaskDAO, instance=dao)
-        container.register(Triggerer, instance=triggerer)
-        container.register(Observer, instance=self.observer)
-        container.register(TaskService, scope=punq.Scope.singleton)
-        container.register(TaskExecutor, scope=punq.Scope.singleton)
-        container.register(TaskResumer)
-        container.register(TaskCleaner)
-        return container
+        for service in (TaskService, TaskExecutor, TaskResumer, TaskCleaner, TaskOperator):
+            container.register(service, scope=punq.Scope.singleton)
+        # Without workers here and without a broker (Kafka or NOTIFY), no trigger can reach
+        # a worker: leave due tasks to the workers' database polling.
+        poll_only = not self._run_workers and isinstance(self._opened[Triggerer], InMemoryTriggerer)
+        parts: dict[type, object] = {
+            TaskService: container.resolve(TaskService, poll_only=poll_only)
+        }
+        parts[TaskExecutor] = executor = container.resolve(TaskExecutor)
+        parts[TaskResumer] = container.resolve(
+            TaskResumer, executor=executor if self._run_workers else None
+        )
+        parts[TaskCleaner] = container.resolve(TaskCleaner)
+        if TaskQueries in self._opened:
+            parts[TaskOperator] = container.resolve(TaskOperator)
+        return parts
 
     # --- lifecycle ----------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -213,21 +374,8 @@ class ResilientTask:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
-            dao = await self._open_dao(stack)
-            triggerer = await self._open_triggerer(stack, dao)
-            self._container = self._wire(dao, triggerer)
-            self.dao: TaskDAO = dao
-            self.triggerer: Triggerer = triggerer
-            self.clock: Clock = self._container.resolve(Clock)
-            # Without workers here and without a broker (Kafka or NOTIFY), no trigger can reach
-            # a worker: leave due tasks to the workers' database polling.
-            poll_only = not self._run_workers and isinstance(triggerer, InMemoryTriggerer)
-            self.service: TaskService = self._container.resolve(TaskService, poll_only=poll_only)
-            self.executor: TaskExecutor = self._container.resolve(TaskExecutor)
-            self.resumer: TaskResumer = self._container.resolve(
-                TaskResumer, executor=self.executor if self._run_workers else None
-            )
-            self.cleaner: TaskCleaner = self._container.resolve(TaskCleaner)
+            await self._open_adapters(stack)
+            self._parts = self._wire()
             if self._run_workers:
                 tg = anyio.create_task_group()
                 await tg.__aenter__()
@@ -241,8 +389,8 @@ class ResilientTask:
                     "node %s started: %d handler(s), store %s, triggers %s",
                     self.properties.node_id,
                     len(self.registry.handlers),
-                    type(dao).__name__,
-                    type(triggerer).__name__,
+                    type(self.dao).__name__,
+                    type(self.triggerer).__name__,
                 )
         except BaseException:
             # A task group entered here must be left here, in this task (trio insists), before
@@ -278,12 +426,47 @@ class ResilientTask:
                 await stack.__aexit__(exc_type, exc, tb)
 
 
-def _is_postgres(dao: TaskDAO | None) -> bool:
-    if dao is None:
-        return False
-    from resilient_task.adapters.postgres import PostgresTaskDAO
+def _triggers(triggers: Triggers | None, *, kafka: bool, notify: bool) -> Triggers | None:
+    """``triggers=``, or what the former ``kafka=``/``notify=`` switches meant."""
+    if kafka and notify:
+        raise ConfigurationError("choose one trigger transport: kafka=True or notify=True")
+    if (kafka or notify) and triggers is not None:
+        raise ConfigurationError("pass triggers= or the former kafka=/notify=, not both")
+    if triggers is not None and not isinstance(triggers, KafkaTriggers | NotifyTriggers):
+        raise ConfigurationError(
+            f"triggers= takes KafkaTriggers(...) or NotifyTriggers(...), got {triggers!r}"
+        )
+    return KafkaTriggers() if kafka else NotifyTriggers() if notify else triggers
 
-    return isinstance(dao, PostgresTaskDAO)
+
+def _postgres(postgres: PostgresOptions | None, legacy: dict[str, Any] | None) -> PostgresOptions:
+    """``postgres=``, or the former ``postgres_options`` dict."""
+    if legacy is not None and postgres is not None:
+        raise ConfigurationError("pass postgres= or the former postgres_options=, not both")
+    if legacy is not None:
+        return PostgresOptions.from_dict(legacy)
+    if postgres is not None and not isinstance(postgres, PostgresOptions):
+        raise ConfigurationError(f"postgres= takes PostgresOptions(...), got {postgres!r}")
+    return postgres or PostgresOptions()
+
+
+async def _enter(stack: AsyncExitStack, made: object) -> object:
+    """A factory's product; an async context manager is entered, and left with the node."""
+    if hasattr(made, "__aenter__") and hasattr(made, "__aexit__"):
+        return await stack.enter_async_context(made)
+    return made
+
+
+def _methods(port: type) -> list[str]:
+    """The methods a Protocol port declares (what an adapter must have)."""
+    return [name for name, value in vars(port).items() if callable(value) and name[0] != "_"]
+
+
+def _not_started(part: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"the node's {part} exists once it started: use it inside `async with app:` (the "
+        f"store and the triggerer are opened when the block is entered)"
+    )
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:

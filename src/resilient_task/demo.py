@@ -27,6 +27,7 @@ from resilient_task.domain import (
     TaskStatus,
 )
 from resilient_task.properties import TaskProperties, TaskResumerProperties
+from resilient_task.settings import PostgresOptions
 
 __all__ = ["DEMO_SCHEMA", "run_demo"]
 
@@ -102,7 +103,7 @@ async def run_demo(database_url: str | None = None, *, wait_seconds: float = 15.
         handlers=handlers(),
         properties=props,
         database_url=database_url,
-        postgres_options={"migrate": True, "schema": DEMO_SCHEMA},
+        postgres=PostgresOptions(migrate=True, schema=DEMO_SCHEMA),
     ) as app:
         add = app.service.add_task
         order = datetime.now(UTC).strftime("%H%M%S%f")

@@ -18,10 +18,10 @@ from aiokafka import AIOKafkaProducer
 from resilient_task.adapters.kafka import KafkaTriggerer
 from resilient_task.adapters.kafka.messages import decode_trigger, encode_trigger
 from resilient_task.adapters.kafka.offsets import PartitionOffsets
+from resilient_task.adapters.kafka.properties import KafkaProperties
 from resilient_task.adapters.kafka.topics import ensure_topic
 from resilient_task.domain.task import BaseTask
 from resilient_task.errors import ConfigurationError, TriggerError
-from resilient_task.properties import KafkaProperties
 from tests.contract.triggerer_contract import (
     DurableTriggererContract,
     Recorder,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import anyio
@@ -18,7 +19,15 @@ from resilient_task import (
     TaskStatus,
 )
 from resilient_task.adapters.memory import FakeClock, InMemoryTaskDAO, InMemoryTriggerer
+from resilient_task.adapters.memory.queries import InMemoryTaskQueries
 from resilient_task.adapters.system import SystemClock
+from resilient_task.domain.task import BaseTask
+from resilient_task.ports import Clock, NullObserver, Observer, TaskDAO, Triggerer
+from resilient_task.ports.observer import ProcessOutcome
+from resilient_task.ports.task_queries import TaskQueries
+from resilient_task.ports.triggerer import TriggerCallback
+from resilient_task.service.operator import Action, Outcome
+from resilient_task.settings import KafkaTriggers, NotifyTriggers
 from tests.unit.helpers import (
     START,
     Calls,
@@ -33,6 +42,7 @@ from tests.unit.helpers import (
 pytestmark = pytest.mark.anyio
 
 SECOND = timedelta(seconds=1)
+URL = "postgresql+psycopg://x@y/z"
 
 
 async def test_node_without_adapters_runs_tasks_in_memory_on_the_system_clock() -> None:
@@ -278,3 +288,171 @@ async def test_a_node_whose_triggerer_fails_to_start_raises_that_error_and_can_s
     # The task group of the failed start was left cleanly: a node starts in the same task.
     async with ResilientTask(handlers=[handler(Calls())], dao=InMemoryTaskDAO()) as other:
         assert (await other.service.add_task(AddTaskRequest(type="work"))).created
+
+
+# --- your own adapters, registered by port -------------------------------------------------
+
+
+class _HandDeliveringTriggerer:
+    """A Triggerer written from scratch: hands every trigger straight to the node."""
+
+    def __init__(self) -> None:
+        self.received: list[object] = []
+        self.on_trigger: TriggerCallback | None = None
+
+    async def trigger(self, tasks: Sequence[BaseTask]) -> None:
+        for task in tasks:
+            self.received.append(task.id)
+            if self.on_trigger is not None:
+                await self.on_trigger(task)
+
+    async def start(self, on_trigger: TriggerCallback) -> None:
+        self.on_trigger = on_trigger
+
+    async def stop(self) -> None:
+        self.on_trigger = None
+
+
+class _CountingObserver(NullObserver):
+    def __init__(self) -> None:
+        self.added: list[str] = []
+        self.processed: list[ProcessOutcome] = []
+
+    def task_added(self, task_type: str, count: int = 1) -> None:
+        self.added.extend([task_type] * count)
+
+    def task_processed(self, task_type: str, outcome: ProcessOutcome, seconds: float) -> None:
+        self.processed.append(outcome)
+
+
+async def test_a_registered_triggerer_receives_the_trigger_and_the_task_runs() -> None:
+    calls, mine, dao = Calls(), _HandDeliveringTriggerer(), InMemoryTaskDAO()
+    app = ResilientTask(
+        handlers=[handler(calls)], properties=properties(), adapters={Triggerer: mine, TaskDAO: dao}
+    )
+    async with app:
+        assert app.triggerer is mine
+        added = await app.service.add_task(AddTaskRequest(type="work"))
+        await settle(lambda: dao.tasks[added.task_id].status is TaskStatus.DONE)
+        assert mine.received == [added.task_id]
+    assert calls.count == 1
+
+
+async def test_a_registered_observer_is_told_what_happens_to_tasks() -> None:
+    calls, observer = Calls(), _CountingObserver()
+    app = ResilientTask(handlers=[handler(calls)], properties=properties())
+    app.register(Observer, observer)
+    async with app:
+        assert app.observer is observer
+        await app.service.add_task(AddTaskRequest(type="work"))
+        await settle(lambda: observer.processed == [ProcessOutcome.DONE])
+    assert observer.added == ["work"]
+
+
+async def test_a_factory_made_adapter_is_opened_with_the_node_and_closed_with_it() -> None:
+    events: list[str] = []
+
+    class _OwnedTriggerer(InMemoryTriggerer):
+        async def __aenter__(self) -> _OwnedTriggerer:
+            events.append("opened")
+            return self
+
+        async def __aexit__(self, *exc_info: object) -> None:
+            events.append("closed")
+
+    calls = Calls()
+    app = ResilientTask(handlers=[handler(calls)], properties=properties())
+    app.register(Triggerer, factory=_OwnedTriggerer)
+    async with app:
+        assert isinstance(app.triggerer, _OwnedTriggerer)
+        assert events == ["opened"]
+        await app.service.add_task(AddTaskRequest(type="work"))
+        await settle(lambda: calls.count == 1)
+    assert events == ["opened", "closed"]
+
+
+def test_registering_something_that_is_not_an_adapter_of_the_port_is_refused() -> None:
+    app = ResilientTask(properties=properties())
+    with pytest.raises(ConfigurationError, match="not a port"):
+        app.register(InMemoryTriggerer, InMemoryTriggerer())
+    with pytest.raises(ConfigurationError, match="lacks now, sleep, timeout_scope"):
+        app.register(Clock, InMemoryTriggerer())
+    with pytest.raises(ConfigurationError, match="an adapter or factory="):
+        app.register(Clock)
+    with pytest.raises(ConfigurationError, match="two adapters for Clock"):
+        ResilientTask(clock=FakeClock(), adapters={Clock: FakeClock()})
+
+
+def test_a_registered_triggerer_and_a_trigger_transport_together_are_refused() -> None:
+    with pytest.raises(ConfigurationError, match="replaces triggers="):
+        ResilientTask(
+            database_url=URL,
+            triggers=NotifyTriggers(),
+            triggerer=InMemoryTriggerer(),
+        )
+
+
+async def test_adapters_cannot_change_while_the_node_runs() -> None:
+    async with ResilientTask(properties=properties()) as app:
+        with pytest.raises(ConfigurationError, match="before the node starts"):
+            app.register(Clock, FakeClock())
+
+
+def test_the_service_before_the_node_started_is_a_configuration_error_saying_why() -> None:
+    app = ResilientTask(properties=properties())
+    with pytest.raises(ConfigurationError, match="inside `async with app:`"):
+        _ = app.service
+    with pytest.raises(ConfigurationError, match="inside `async with app:`"):
+        _ = app.operator
+
+
+def _later(app: ResilientTask) -> AddTaskRequest:
+    return AddTaskRequest(type="work", run_after_time=app.clock.now() + timedelta(hours=1))
+
+
+async def test_the_operator_acts_on_the_nodes_store() -> None:
+    app = ResilientTask(
+        handlers=[handler(Calls())], properties=properties(), run_workers=False, in_memory=True
+    )
+    async with app:
+        added = await app.service.add_task(_later(app))
+        counts = await app.operator.count()
+        assert counts.by_status[TaskStatus.WAITING] == 1
+        results = await app.operator.act(Action.CANCEL, [added.task_id])
+        assert [r.outcome for r in results] == [Outcome.OK]
+        assert (await app.service.get_task(added.task_id)).status is TaskStatus.CANCELLED  # type: ignore[union-attr]
+
+
+class _WrappedStore:
+    """A store of another kind (here: delegating to an in-memory one)."""
+
+    def __init__(self) -> None:
+        self.inner = InMemoryTaskDAO()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_a_store_without_operator_reads_needs_a_registered_task_queries_adapter() -> None:
+    store = _WrappedStore()
+    app = ResilientTask(properties=properties(), adapters={TaskDAO: store})
+    async with app:
+        with pytest.raises(ConfigurationError, match=r"register\(TaskQueries"):
+            _ = app.operator
+    app.register(TaskQueries, InMemoryTaskQueries(dao=store.inner))
+    async with app:
+        await app.service.add_task(
+            AddTaskRequest(type="work", run_after_time=app.clock.now() + timedelta(hours=1))
+        )
+        assert (await app.operator.count()).by_status[TaskStatus.WAITING] == 1
+
+
+def test_the_former_switches_still_choose_the_transport() -> None:
+    with pytest.raises(ConfigurationError, match="needs database_url"):
+        ResilientTask(triggers=NotifyTriggers())
+    with pytest.raises(ConfigurationError, match="not both"):
+        ResilientTask(
+            database_url="postgresql+psycopg://x@y/z", triggers=KafkaTriggers(), kafka=True
+        )
+    with pytest.raises(ConfigurationError, match="takes KafkaTriggers"):
+        ResilientTask(triggers="kafka")  # type: ignore[arg-type]

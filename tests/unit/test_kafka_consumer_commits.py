@@ -18,9 +18,9 @@ from aiokafka.errors import KafkaConnectionError
 from resilient_task.adapters.kafka import consumer as consumer_module
 from resilient_task.adapters.kafka.consumer import TriggerConsumer
 from resilient_task.adapters.kafka.messages import encode_trigger
+from resilient_task.adapters.kafka.properties import KafkaProperties
 from resilient_task.adapters.kafka.topics import TopicKeeper
 from resilient_task.domain.task import BaseTask
-from resilient_task.properties import KafkaProperties
 from tests.contract.triggerer_contract import make_tasks
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]

@@ -9,7 +9,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from resilient_task.adapters.kafka.consumer import TriggerConsumer
-from resilient_task.properties import KafkaProperties
+from resilient_task.adapters.kafka.properties import KafkaProperties
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
 

@@ -10,9 +10,9 @@ import pytest
 from aiokafka.errors import IncompatibleBrokerVersion, KafkaConnectionError
 
 from resilient_task.adapters.kafka import topics as topics_module
+from resilient_task.adapters.kafka.properties import KafkaProperties
 from resilient_task.adapters.kafka.topics import TopicKeeper
 from resilient_task.errors import BackendError
-from resilient_task.properties import KafkaProperties
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
 

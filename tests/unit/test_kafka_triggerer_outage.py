@@ -16,9 +16,9 @@ from aiokafka import AIOKafkaProducer
 from resilient_task.adapters.kafka import clients as clients_module
 from resilient_task.adapters.kafka import topics as topics_module
 from resilient_task.adapters.kafka import triggerer as triggerer_module
+from resilient_task.adapters.kafka.properties import KafkaProperties
 from resilient_task.adapters.kafka.triggerer import KafkaTriggerer
 from resilient_task.errors import TriggerError
-from resilient_task.properties import KafkaProperties
 from tests.contract.triggerer_contract import make_tasks
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]

@@ -9,7 +9,7 @@ from typing import Any
 from aiokafka import AIOKafkaClient
 
 from resilient_task.adapters.kafka.clients import DRIVER_ERRORS
-from resilient_task.properties import KafkaProperties
+from resilient_task.adapters.kafka.properties import KafkaProperties
 
 __all__ = ["broker_problem"]
 

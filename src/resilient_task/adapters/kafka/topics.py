@@ -33,8 +33,8 @@ from aiokafka.errors import (
 )
 
 from resilient_task.adapters.kafka.clients import DRIVER_ERRORS, client_options, is_transient
+from resilient_task.adapters.kafka.properties import KafkaProperties
 from resilient_task.errors import BackendError, ConfigurationError
-from resilient_task.properties import KafkaProperties
 
 __all__ = ["TopicKeeper", "ensure_topic"]
 

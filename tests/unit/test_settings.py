@@ -1,0 +1,63 @@
+"""The typed node settings: their defaults are the adapters' own, and the former dict maps."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from resilient_task.adapters.kafka import KafkaProperties
+from resilient_task.adapters.postgres import PostgresNotifyTriggerer, open_postgres_dao
+from resilient_task.adapters.postgres.engine import create_engine
+from resilient_task.errors import ConfigurationError
+from resilient_task.settings import KafkaTriggers, NotifyTriggers, PostgresOptions
+
+
+def _defaults(function: Any) -> dict[str, object]:
+    unwrapped = inspect.unwrap(function)
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(unwrapped).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+
+
+def test_postgres_options_default_to_what_the_store_and_its_engine_default_to() -> None:
+    adapter = {**_defaults(create_engine), **_defaults(open_postgres_dao)}
+    options = PostgresOptions().dao_options()
+
+    assert options == {name: adapter[name] for name in options}
+    assert set(adapter) - set(options) == set()
+
+
+def test_notify_triggers_default_to_what_the_notify_triggerer_defaults_to() -> None:
+    adapter = _defaults(PostgresNotifyTriggerer.__init__)
+    fields = {
+        f.name: getattr(NotifyTriggers(), f.name)
+        for f in dataclasses.fields(NotifyTriggers)
+        if f.name not in ("connect_timeout", "application_name")  # PostgresOptions' then
+    }
+
+    assert fields == {name: adapter[name] for name in fields}
+    assert adapter["connect_timeout"] == PostgresOptions().connect_timeout
+    assert adapter["application_name"] == PostgresOptions().application_name
+
+
+def test_the_former_options_dict_maps_known_keys_and_keeps_the_rest_for_the_engine() -> None:
+    options = PostgresOptions.from_dict(
+        {"schema": "payments", "pool_size": 3, "lock_timeout": None, "pool_pre_ping": True}
+    )
+
+    assert (options.schema, options.pool_size, options.lock_timeout) == ("payments", 3, None)
+    assert options.engine_options == {"pool_pre_ping": True}
+    assert options.dao_options()["pool_pre_ping"] is True
+    assert PostgresOptions().lock_timeout == timedelta(seconds=10)
+
+
+def test_kafka_triggers_take_kafka_properties_only() -> None:
+    assert KafkaTriggers(properties=KafkaProperties(topics_namespace="x")).properties
+    with pytest.raises(ConfigurationError, match="KafkaProperties"):
+        KafkaTriggers(properties={"bootstrap_servers": "k:9092"})  # type: ignore[arg-type]
