@@ -290,7 +290,7 @@ async def test_a_pool_with_room_for_every_transactional_task_adds_no_limit() -> 
     async with FakeNode(
         handler(Calls(), transactional=True, concurrency_policy=policy), dao=SmallPoolDAO()
     ) as node:
-        assert node.executor._connection_slots is None
+        assert node.executor._admission.connection_slots is None
 
 
 @settings(

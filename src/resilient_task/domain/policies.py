@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from resilient_task.domain.backoff import capped_exponential
 from resilient_task.domain.requests import MAX_DURATION, require_duration
 from resilient_task.domain.task import Task
 from resilient_task.errors import ValidationError
@@ -81,14 +82,10 @@ class ExponentialRetryPolicy:
     def backoff(self, retry_number: int) -> timedelta:
         """The wait before retry ``retry_number`` (1-based), without jitter, capped."""
         cap = self.max_delay.total_seconds()
-        base = self.delay.total_seconds()
-        if base == 0:
-            return timedelta(0)
-        exponent = max(0, retry_number - 1)
-        # Compare in log space: multiplier ** exponent overflows floats for long retry series.
-        if math.log(base) + exponent * math.log(self.multiplier) >= math.log(cap or 1e-300):
-            return self.max_delay
-        return min(timedelta(seconds=base * self.multiplier**exponent), self.max_delay)
+        seconds = capped_exponential(
+            retry_number - 1, first=self.delay.total_seconds(), multiplier=self.multiplier, cap=cap
+        )
+        return self.max_delay if seconds >= cap else timedelta(seconds=seconds)
 
     def next_run(
         self, task: Task, *, now: datetime, rand: Callable[[], float] = random.random
