@@ -12,18 +12,24 @@ import logging
 import random
 from collections.abc import Set
 
+from resilient_task.domain.backoff import capped_exponential
+
 __all__ = ["Backoff", "drain_callbacks"]
 
 
 class Backoff:
-    """Exponential delays with full jitter, from ``first`` up to ``cap`` seconds."""
+    """Delays doubling from ``first`` up to ``cap`` seconds, each jittered down to half of it.
+
+    The schedule is :func:`~resilient_task.domain.backoff.capped_exponential`; this adds the
+    attempt count and the jitter.
+    """
 
     def __init__(self, *, first: float = 0.1, cap: float = 5.0) -> None:
         self._first, self._cap, self._attempt = first, cap, 0
 
     def next_delay(self) -> float:
         """The delay before the next attempt."""
-        ceiling = min(self._cap, self._first * 2**self._attempt)
+        ceiling = capped_exponential(self._attempt, first=self._first, cap=self._cap)
         self._attempt += 1
         return random.uniform(ceiling / 2, ceiling)
 

@@ -1,4 +1,8 @@
-"""Log a backend outage once when it starts and once when it ends, not once per task."""
+"""Log a backend outage once when it starts and once when it ends, not once per task.
+
+The one outage log of the package: services use it for the database and the trigger broker,
+adapters for their own background connections (the PostgreSQL listener, the Kafka consumer).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,11 @@ __all__ = ["OutageLog", "repeat_every"]
 
 
 class OutageLog:
-    """Tracks consecutive failures of one dependency (e.g. "database", "broker")."""
+    """Tracks consecutive failures of one dependency (e.g. "database", "broker").
+
+    Its user retries in the background: a failure is logged "will keep retrying" unless it is
+    a :class:`BackendError` marked not transient.
+    """
 
     def __init__(
         self, logger: logging.Logger, what: str, observer: Observer = NULL_OBSERVER
@@ -30,23 +38,29 @@ class OutageLog:
         """True while the last call failed."""
         return self.failures > 0
 
-    def failed(self, exc: BaseException, doing: str) -> None:
-        """Record a failure: the first of an outage is a warning, the rest are debug."""
+    def failed(self, exc: BaseException, doing: str | None = None) -> None:
+        """Record a failure: the first of an outage is a warning, the rest are debug.
+
+        Args:
+            exc: the failure.
+            doing: what failed, for the log line ("grabbing task ..."); None: nothing to add.
+        """
         self.failures += 1
-        transient = isinstance(exc, BackendError) and exc.transient
+        transient = not isinstance(exc, BackendError) or exc.transient
+        while_ = f" while {doing}" if doing else ""
         if self.failures == 1:
             self.outages += 1
             self._observer.outage(self._what, down=True)
             self.log.warning(
-                "%s unavailable while %s (%s: %s); %s",
+                "%s unavailable%s (%s: %s); %s",
                 self._what,
-                doing,
+                while_,
                 type(exc).__name__,
                 exc,
                 "will keep retrying" if transient else "not transient",
             )
         else:
-            self.log.debug("%s still unavailable while %s: %s", self._what, doing, exc)
+            self.log.debug("%s still unavailable%s: %s", self._what, while_, exc)
 
     def succeeded(self) -> None:
         """Record a success; ends an outage with one info line."""

@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from resilient_task.errors import BackendError, ConfigurationError
 from resilient_task.properties import KafkaProperties
+from resilient_task.service.outage import OutageLog
 
 logger = logging.getLogger(__name__)
 
@@ -107,22 +108,12 @@ async def _stop_logging_errors(client: Any, what: str) -> None:
         logger.warning("closing the %s failed: %r", what, exc)
 
 
-class Outage:
-    """Logs a broker outage once when it starts and once when it ends, not on every retry."""
+class Outage(OutageLog):
+    """The consumer's name for :class:`~resilient_task.service.outage.OutageLog`; nothing more.
 
-    def __init__(self, logger: logging.Logger, what: str) -> None:
-        self._logger, self._what, self._down = logger, what, False
-
-    def failed(self, error: BaseException) -> None:
-        """Record a failed attempt; only the first of an outage is logged as a warning."""
-        if self._down:
-            self._logger.debug("%s still unavailable: %r", self._what, error)
-            return
-        self._down = True
-        self._logger.warning("%s unavailable, retrying in the background: %r", self._what, error)
+    (Kept until the consumer uses ``OutageLog`` and ``succeeded()`` directly.)
+    """
 
     def recovered(self) -> None:
-        """Record a success; logs once if an outage was in progress."""
-        if self._down:
-            self._down = False
-            self._logger.info("%s available again", self._what)
+        """Same as :meth:`OutageLog.succeeded`."""
+        self.succeeded()
