@@ -55,8 +55,22 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-demo: venv
-	$(BIN)/resilient-task demo
+# Its own virtualenv with the core only (anyio, punq: no drivers), so it is quick to set up and
+# shows that the in-memory path needs no extra; re-installed when pyproject.toml changes.
+demo:
+	@if [[ ! -x .venv-demo/bin/python ]]; then \
+	    $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 || { \
+	        echo "error: resilient-task needs Python >= 3.11, but '$(PYTHON)' is" \
+	             "$$($(PYTHON) --version 2>/dev/null || echo 'not found')." \
+	             "Install a newer Python and run e.g. 'make PYTHON=python3.12 demo'." >&2; \
+	        exit 1; }; \
+	    $(PYTHON) -m venv .venv-demo; \
+	fi
+	@if [[ pyproject.toml -nt .venv-demo/.installed ]]; then \
+	    .venv-demo/bin/python -m pip install --quiet --disable-pip-version-check -e . && \
+	    touch .venv-demo/.installed; \
+	fi
+	.venv-demo/bin/resilient-task demo
 
 lint: venv
 	$(BIN)/ruff check .

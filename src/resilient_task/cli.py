@@ -19,6 +19,7 @@ from resilient_task.cli_ops import (
 from resilient_task.cli_tasks import add_tasks_commands, add_version_option, run_tasks
 from resilient_task.dashboard.cli import add_dashboard_command, run_dashboard
 from resilient_task.errors import ConfigurationError, ResilientTaskError
+from resilient_task.extras import require_extra
 
 __all__ = ["main"]
 
@@ -106,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from resilient_task.demo import run_demo
 
             return anyio.run(run_demo, args.database_url)
+        if args.command in ("db", "tasks"):
+            require_extra("postgres", f"resilient-task {args.command}")
         if args.command == "db":
             return _db(args)
         if args.command == "worker":
