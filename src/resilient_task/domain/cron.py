@@ -200,9 +200,9 @@ class CronRetryPolicy:
         """The first tick after the one the run of ``task`` covered; None to stop (ERROR)."""
         if self.max_failures is not None and task.processing_tries_count >= self.max_failures:
             return None
-        started = task.updated_at  # the grab's time: when this run started
-        tick = self.schedule.covering_tick(started) or started
-        return self.schedule.next_after(tick)
+        # The grab stamped updated_at: the run started then. The first tick after it is the
+        # first tick after the tick the run covered (no tick lies between those two).
+        return self.schedule.next_after(task.updated_at)
 
 
 @dataclass(frozen=True, kw_only=True)
