@@ -10,12 +10,17 @@ Quick start::
 
     async with ResilientTask(handlers=[TaskHandler(types={"charge"}, processor=charge)]) as app:
         await app.service.add_task(AddTaskRequest(type="charge", data=b"{...}"))
+
+Only what an application needs is here; the engine's parts (executor, resumer, handler
+registry, lifecycle table) stay importable from their modules. Ports, for your own adapters:
+:mod:`resilient_task.ports`; in-memory adapters and fakes: :mod:`resilient_task.adapters.memory`.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
+from resilient_task.adapters.kafka.properties import KafkaProperties
 from resilient_task.bootstrap import ResilientTask
 from resilient_task.domain import (
-    FINAL_STATUSES,
-    TRANSITIONS,
     AddTaskRequest,
     AddTaskResult,
     AddTaskResultCode,
@@ -35,7 +40,6 @@ from resilient_task.domain import (
     TaskHandlerBuilder,
     TaskPredicate,
     TaskStatus,
-    Transition,
     for_types,
 )
 from resilient_task.errors import (
@@ -52,27 +56,22 @@ from resilient_task.errors import (
     VersionConflictError,
 )
 from resilient_task.ids import uuid7
-from resilient_task.properties import (
-    CleanerProperties,
-    KafkaProperties,
-    TaskProperties,
-    TaskResumerProperties,
-)
-from resilient_task.service.cleaner import TaskCleaner
+from resilient_task.properties import CleanerProperties, TaskProperties, TaskResumerProperties
 from resilient_task.service.context import (
     ProcessingContext,
     current_context,
     current_transaction,
 )
-from resilient_task.service.executor import TaskExecutor
-from resilient_task.service.registry import HandlerRegistry
-from resilient_task.service.resumer import TaskResumer
 from resilient_task.service.sync import blocking_processor
 from resilient_task.service.task_service import TaskService
+from resilient_task.settings import KafkaTriggers, NotifyTriggers, PostgresOptions
+
+try:
+    __version__ = version("resilient-task")
+except PackageNotFoundError:  # a source tree on sys.path, not installed
+    __version__ = "0.1.0"  # [project] version in pyproject.toml (a test keeps them equal)
 
 __all__ = [
-    "FINAL_STATUSES",
-    "TRANSITIONS",
     "AddTaskRequest",
     "AddTaskResult",
     "AddTaskResultCode",
@@ -83,10 +82,12 @@ __all__ = [
     "ConcurrencyPolicy",
     "ConfigurationError",
     "ExponentialRetryPolicy",
-    "HandlerRegistry",
     "InvalidTransitionError",
     "KafkaProperties",
+    "KafkaTriggers",
     "NoRetryPolicy",
+    "NotifyTriggers",
+    "PostgresOptions",
     "ProcessResult",
     "ProcessingContext",
     "ProcessingPolicy",
@@ -100,18 +101,14 @@ __all__ = [
     "SimpleProcessingPolicy",
     "StuckTaskResolutionStrategy",
     "Task",
-    "TaskCleaner",
-    "TaskExecutor",
     "TaskHandler",
     "TaskHandlerBuilder",
     "TaskNotFoundError",
     "TaskPredicate",
     "TaskProperties",
-    "TaskResumer",
     "TaskResumerProperties",
     "TaskService",
     "TaskStatus",
-    "Transition",
     "TriggerError",
     "ValidationError",
     "VersionConflictError",

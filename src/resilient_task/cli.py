@@ -10,13 +10,14 @@ from collections.abc import Sequence
 
 import anyio
 
+from resilient_task import __version__
 from resilient_task.cli_ops import (
     add_db_commands,
     add_healthcheck_command,
     run_db_command,
     run_healthcheck,
 )
-from resilient_task.cli_tasks import add_tasks_commands, add_version_option, run_tasks
+from resilient_task.cli_tasks import add_tasks_commands, run_tasks
 from resilient_task.dashboard.cli import add_dashboard_command, run_dashboard
 from resilient_task.errors import ConfigurationError, ResilientTaskError
 from resilient_task.extras import require_extra
@@ -28,7 +29,7 @@ _DATABASE_URL = "RESILIENT_TASK_DATABASE_URL"
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resilient-task", description=__doc__)
-    add_version_option(parser)
+    parser.add_argument("--version", action="version", version=f"resilient-task {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the payment-flow demo on one node")

@@ -24,15 +24,15 @@ from resilient_task import (
     ProcessResult,
     ResilientTask,
     Task,
-    TaskExecutor,
     TaskHandler,
     TaskProperties,
-    TaskResumer,
     TaskService,
     TaskStatus,
 )
 from resilient_task.adapters.memory import FakeClock, InMemoryTaskDAO, InMemoryTriggerer
+from resilient_task.service.executor import TaskExecutor
 from resilient_task.service.registry import HandlerRegistry
+from resilient_task.service.resumer import TaskResumer
 
 __all__ = [
     "START",

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import inspect
+import tomllib
 from datetime import timedelta
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -14,6 +18,7 @@ import resilient_task.domain
 import resilient_task.environment
 import resilient_task.errors
 import resilient_task.ports
+import resilient_task.settings
 from resilient_task import (
     NoRetryPolicy,
     ResilientTaskError,
@@ -26,6 +31,7 @@ from resilient_task import (
     ValidationError,
     for_types,
 )
+from resilient_task.cli import main
 from tests.unit.helpers import Calls, FakeNode
 
 PUBLIC_MODULES = [
@@ -35,6 +41,18 @@ PUBLIC_MODULES = [
     resilient_task.errors,
     resilient_task.ports,
     resilient_task.adapters.memory,
+    resilient_task.settings,
+]
+
+ENGINE_PARTS = [
+    ("resilient_task.service.executor", "TaskExecutor"),
+    ("resilient_task.service.resumer", "TaskResumer"),
+    ("resilient_task.service.cleaner", "TaskCleaner"),
+    ("resilient_task.service.registry", "HandlerRegistry"),
+    ("resilient_task.service.operator", "TaskOperator"),
+    ("resilient_task.domain", "TRANSITIONS"),
+    ("resilient_task.domain", "Transition"),
+    ("resilient_task.domain", "FINAL_STATUSES"),
 ]
 
 
@@ -62,6 +80,30 @@ def test_star_import_gives_exactly_the_public_names() -> None:
     exec("from resilient_task import *", namespace)
     namespace.pop("__builtins__")
     assert sorted(namespace) == sorted(resilient_task.__all__)
+
+
+@pytest.mark.parametrize(("module", "name"), ENGINE_PARTS, ids=lambda v: v.rpartition(".")[2])
+def test_engine_parts_are_importable_from_their_modules_but_not_exported(
+    module: str, name: str
+) -> None:
+    assert hasattr(importlib.import_module(module), name)
+    assert name not in resilient_task.__all__
+
+
+def test_the_version_is_the_installed_one_and_the_fallback_is_pyproject_s() -> None:
+    pyproject = Path(__file__).parents[2] / "pyproject.toml"
+    declared = tomllib.loads(pyproject.read_text())["project"]["version"]
+    source = Path(resilient_task.__file__).read_text()
+
+    assert resilient_task.__version__ == importlib.metadata.version("resilient-task")
+    assert f'__version__ = "{declared}"' in source
+
+
+def test_the_command_line_prints_the_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"resilient-task {resilient_task.__version__}\n"
 
 
 def test_every_public_class_and_function_has_a_docstring() -> None:
