@@ -27,8 +27,8 @@ import psycopg
 import sqlalchemy as sa
 from psycopg.pq import Format
 from psycopg.rows import RowFactory, tuple_row
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from resilient_task.adapters.postgres.driver import DriverStatement
@@ -64,10 +64,17 @@ class JoinedConnection:
     """
 
     def __init__(self, handle: object) -> None:
-        if isinstance(handle, AsyncConnection | AsyncSession | psycopg.AsyncConnection):
+        if isinstance(
+            handle, AsyncEngine | AsyncConnection | AsyncSession | psycopg.AsyncConnection
+        ):
             raise ValidationError(
                 f"resilient_task.sync needs a synchronous connection, got {type(handle).__name__}; "
                 "in async code use await TaskService.add_task(request, transaction=...)"
+            )
+        if isinstance(handle, Engine):
+            raise ValidationError(
+                "pass a Connection (with engine.begin() as conn: ...) or a Session, not the "
+                "Engine: the task joins the transaction its caller commits"
             )
         if not isinstance(handle, psycopg.Connection | Connection | Session):
             raise ValidationError(
