@@ -77,6 +77,9 @@ class RecordingObserver:
     def outage(self, dependency: str, *, down: bool) -> None:
         self.events["outage", (dependency, down)] += 1
 
+    def consumer_lag(self, topic: str, partition: int, lag: int | None) -> None:
+        self.events["lag", (topic, partition, lag)] += 1
+
 
 async def test_the_cleaner_reports_the_tasks_it_deleted() -> None:
     clock, observer = FakeClock(), RecordingObserver()

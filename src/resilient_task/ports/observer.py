@@ -28,6 +28,9 @@ Events::
     tasks_cleaned      finished tasks deleted by this node
     triggers_sent      triggers the broker accepted / triggers_failed: it refused
     outage             a dependency (database, trigger broker) became unreachable / came back
+    consumer_lag       triggers of a Kafka partition this node consumes not yet handled and
+                       committed (measured periodically; None once the partition is no longer
+                       this node's)
 
 :class:`NullObserver` is the default: every method does nothing.
 """
@@ -106,6 +109,15 @@ class Observer(Protocol):
         """``dependency`` became unreachable (``down=True``) or reachable again."""
         ...
 
+    def consumer_lag(self, topic: str, partition: int, lag: int | None) -> None:
+        """``lag`` triggers of ``topic``'s ``partition`` wait (this node consumes it).
+
+        The lag is the partition's log end minus the group's committed offset, as last
+        measured. ``None``: this node no longer consumes the partition (revoked, or the consumer
+        stopped); another node reports it now.
+        """
+        ...
+
 
 class NullObserver:
     """The default observer: ignores every event (a method call, nothing else)."""
@@ -141,6 +153,9 @@ class NullObserver:
         """Ignored."""
 
     def outage(self, dependency: str, *, down: bool) -> None:
+        """Ignored."""
+
+    def consumer_lag(self, topic: str, partition: int, lag: int | None) -> None:
         """Ignored."""
 
 

@@ -9,9 +9,10 @@ still polls, so it stays in the group. Malformed messages are logged and skipped
 are logged once per outage and retried with backoff in the background; they never escape into
 the node. A configuration the broker refuses (a session timeout outside its limits, a bad group
 id, a denied group or topic) is logged once at ERROR saying what to change, and retried with
-backoff. Signs of a lost topic (failed commits, partitions missing from the metadata) make the
-:class:`~.topics.TopicKeeper` check it; when it was re-created, the consumer rejoins to see its
-partitions.
+backoff. Every ``lag_interval`` the consumer lag of each assigned partition (log end minus
+committed offset) goes to the Observer (:mod:`.lag`). Signs of a lost topic (failed commits,
+partitions missing from the metadata) make the :class:`~.topics.TopicKeeper` check it; when it
+was re-created, the consumer rejoins to see its partitions.
 
 Stopping takes at most ``stop_timeout`` (running callbacks) plus ``_LEAVE_TIMEOUT`` (the last
 commit and leaving the group), whatever the broker does.
@@ -42,11 +43,13 @@ from resilient_task.adapters.kafka.clients import (
     Outage,
     close_client,
 )
+from resilient_task.adapters.kafka.lag import LagMeter
 from resilient_task.adapters.kafka.messages import decode_trigger, malformed_reason
 from resilient_task.adapters.kafka.offsets import OffsetTracker, PartitionOffsets
 from resilient_task.adapters.kafka.topics import TopicKeeper
 from resilient_task.domain.task import BaseTask
 from resilient_task.errors import ConfigurationError
+from resilient_task.ports.observer import NULL_OBSERVER, Observer
 from resilient_task.ports.triggerer import TriggerCallback
 from resilient_task.properties import KafkaProperties
 
@@ -62,6 +65,10 @@ _LAST_COMMIT_TIMEOUT = 1.0
 delivered again: duplicates)."""
 _COMMIT_TIMEOUT = 5.0
 """Seconds one background commit may take before it counts as failed."""
+_LAG_INTERVAL = 5.0
+"""Default seconds between two measurements of the consumer lag."""
+_LAG_TIMEOUT = 5.0
+"""Seconds one measurement of the consumer lag may take before it is abandoned."""
 _REWIND_QUIET = 60.0
 """Seconds without a rewind after which a partition's rewind episode is over (the next one is
 logged as a warning again, and its backoff starts again from one second)."""
@@ -104,8 +111,16 @@ class TriggerConsumer:
         commit_interval: float,
         connect_timeout: float,
         topic: TopicKeeper | None = None,
+        observer: Observer = NULL_OBSERVER,
+        lag_interval: float = _LAG_INTERVAL,
     ) -> None:
         self._properties, self._options, self._on_trigger = properties, options, on_trigger
+        self._lag = LagMeter(
+            observer=observer,
+            interval=lag_interval,
+            timeout=_LAG_TIMEOUT,
+            from_start=options.get("auto_offset_reset", "latest") == "earliest",
+        )
         self._topic = topic if topic is not None else TopicKeeper(properties)
         self._max_in_flight, self._stop_timeout = max_in_flight, stop_timeout
         self._commit_interval, self._connect_timeout = commit_interval, connect_timeout
@@ -252,6 +267,7 @@ class TriggerConsumer:
                     logger.info("rejoining to read the re-created topic's partitions")
                     return
                 self._commit_soon(consumer)
+                self._lag.tick(consumer)
                 self._check_topic(consumer)
                 # A partition without a position yet makes the check wait for the broker.
                 with contextlib.suppress(TimeoutError):
@@ -357,6 +373,7 @@ class TriggerConsumer:
             self._topic.suspect(f"an offset commit failed: {exc!r}")
             return False
         self._tracker.committed(offsets)
+        self._lag.committed(offsets)
         self._outage.recovered()
         return True
 
@@ -383,6 +400,7 @@ class TriggerConsumer:
         offsets = self._tracker.to_commit(revoked)
         await self._commit(consumer, offsets, time_limit=self._stop_timeout)
         self._tracker.forget(revoked)
+        self._lag.forget(revoked)
         for partition in revoked:
             self._rewinds.pop(partition, None)
 
@@ -471,6 +489,7 @@ class TriggerConsumer:
         finally:
             self._tracker.forget()
             self._rewinds.clear()
+            await self._lag.stop()
             left = max(0.5, _LEAVE_TIMEOUT - (loop.time() - began))
             await close_client(consumer, what="Kafka trigger consumer", wait=left)
 

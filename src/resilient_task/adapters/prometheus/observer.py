@@ -15,6 +15,7 @@ triggers sent) use prometheus_client's metrics directly.
 
 from __future__ import annotations
 
+import contextlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 
@@ -183,6 +184,13 @@ class PrometheusObserver:
             ["dependency"],
             registry=reg,
         )
+        self._lag = Gauge(
+            f"{p}kafka_consumer_lag",
+            "Triggers of a partition this node consumes not yet handled and committed "
+            "(log end offset minus the group's committed offset).",
+            ["topic", "partition"],
+            registry=reg,
+        )
         self.triggers_in_memory = Gauge(
             f"{p}triggers_in_memory",
             "Triggers this node holds: running, or grabbed and waiting for a slot.",
@@ -256,3 +264,12 @@ class PrometheusObserver:
         self._up.labels(label).set(0 if down else 1)
         if down:
             self._outages.labels(label).inc()
+
+    def consumer_lag(self, topic: str, partition: int, lag: int | None) -> None:
+        """Set the partition's lag; drop its series when this node no longer consumes it."""
+        labels = (topic, str(partition))
+        if lag is not None:
+            self._lag.labels(*labels).set(lag)
+            return
+        with contextlib.suppress(KeyError):  # never reported
+            self._lag.remove(*labels)
