@@ -1,0 +1,73 @@
+"""The worker app of the multi-process cron test: one job every second, each run recorded.
+
+``resilient-task worker --app tests.integration.cron_app:app`` (a zero-argument factory).
+Configured like the fault tests' workers (``tests/integration/faults/harness.py`` sets the
+environment): ``RESILIENT_TASK_*`` for the node, ``RT_FAULTS_SCHEMA`` for its schema and
+``RT_FAULTS_EXEC_LOG`` for the file each run appends ``<tick> <node id> <started>`` to, with
+one ``os.write`` on an ``O_APPEND`` descriptor (whole lines, whichever process writes).
+
+The node runs ``CronJobs.ensure`` once it started, as the composition root will.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Self
+
+from resilient_task import ResilientTask, TaskProperties
+from resilient_task.domain.cron import CronJob, CronRun
+from resilient_task.service.cron import CronJobs
+
+__all__ = ["EVERY_SECOND", "app", "parse_run"]
+
+EVERY_SECOND = "* * * * * *"
+
+
+class CronNode(ResilientTask):
+    """A node that ensures its cron jobs' tasks once it runs."""
+
+    def __init__(self, *, cron: CronJobs, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.cron = cron
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        await self.cron.ensure(self.service, clock=self.clock)
+        return self
+
+
+class _Recorder:
+    def __init__(self, path: str, node_id: str) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._node_id = node_id
+
+    async def __call__(self, run: CronRun) -> None:
+        line = f"{run.tick.isoformat()} {self._node_id} {time.time():.6f}\n"
+        os.write(self._fd, line.encode())
+
+
+def parse_run(line: str) -> tuple[str, str, float]:
+    """``(tick, node id, started)`` of one record line."""
+    tick, node_id, started = line.split()
+    return tick, node_id, float(started)
+
+
+def app() -> ResilientTask:
+    """A PostgreSQL node (Kafka when configured) running the job ``every-second``."""
+    env = os.environ
+    properties = TaskProperties.from_env(env)
+    job = CronJob(
+        name="every-second",
+        schedule=EVERY_SECOND,
+        processor=_Recorder(env["RT_FAULTS_EXEC_LOG"], properties.node_id),
+        timezone="Europe/London",
+    )
+    cron = CronJobs([job])
+    return CronNode.from_env(
+        cron=cron,
+        handlers=cron.handlers,
+        environ=env,
+        properties=properties,
+        postgres_options={"schema": env["RT_FAULTS_SCHEMA"]},
+    )
