@@ -6,6 +6,7 @@ back on 2026-10-25 at 01:00 UTC (02:00 -> 01:00 local).
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid5
@@ -22,7 +23,7 @@ from resilient_task.domain.cron import (
     CronSchedule,
     MissedRuns,
 )
-from resilient_task.errors import ValidationError
+from resilient_task.errors import ConfigurationError, ValidationError
 
 LONDON = "Europe/London"
 SPRING_FORWARD = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
@@ -227,3 +228,12 @@ def test_a_job_has_one_task_whose_id_and_type_derive_from_its_name() -> None:
 def test_a_job_is_validated_when_declared(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         job(**overrides)
+
+
+def test_without_the_cron_extra_declaring_a_job_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "cronsim", None)  # import cronsim raises ImportError
+
+    with pytest.raises(ConfigurationError, match=r"pip install 'resilient-task\[cron\]'"):
+        job()

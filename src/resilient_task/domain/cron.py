@@ -73,7 +73,8 @@ def _cronsim() -> ModuleType:
         import cronsim
     except ImportError as exc:
         raise ConfigurationError(
-            "cron jobs need the cronsim package: pip install 'resilient-task[cron]'"
+            f"cron jobs need the 'cron' extra, which is not installed ({exc}): "
+            f"pip install 'resilient-task[cron]'"
         ) from exc
     return cronsim
 
