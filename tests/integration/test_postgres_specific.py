@@ -363,9 +363,9 @@ async def test_database_error_inside_a_transaction_is_translated_and_rolls_back(
 
 async def test_a_transaction_handle_must_be_a_sqlalchemy_one(dao: PostgresTaskDAO) -> None:
     with pytest.raises(ValidationError, match="AsyncConnection or AsyncSession"):
-        await dao.insert_tasks([make_task()], transaction=object())
+        await dao.insert_tasks([make_task()], transaction=object())  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="AsyncConnection or AsyncSession"):
-        dao.after_commit("tx", _noop)
+        dao.after_commit("tx", _noop)  # type: ignore[arg-type]
     async with dao.engine.connect() as conn:
         with pytest.raises(ValidationError, match="no transaction in progress"):
             dao.after_commit(conn, _noop)

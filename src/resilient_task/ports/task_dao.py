@@ -33,9 +33,17 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
+from typing_extensions import TypeVar
+
 from resilient_task.domain.task import Task, TaskStatus
 
-__all__ = ["GrabRequest", "InsertOutcome", "TaskChange", "TaskDAO"]
+__all__ = ["GrabRequest", "InsertOutcome", "TaskChange", "TaskDAO", "TxT"]
+
+TxT = TypeVar("TxT", default=Any)
+"""A store's transaction handle: what ``transaction()`` yields and ``transaction=`` accepts.
+
+The default only serves code that names the port without its handle (``TaskDAO``, any store);
+``TaskDAO[InMemoryTransaction]`` or ``TaskDAO[AsyncConnection]`` is checked by mypy."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +76,11 @@ class GrabRequest:
     deadline: datetime
 
 
-class TaskDAO(Protocol):
-    """Persistence of tasks. See the module docstring for the contract."""
+class TaskDAO(Protocol[TxT]):
+    """Persistence of tasks, with transaction handles of type ``TxT``. See the module docstring."""
 
     async def insert_tasks(
-        self, tasks: Sequence[Task], *, transaction: Any = None
+        self, tasks: Sequence[Task], *, transaction: TxT | None = None
     ) -> list[InsertOutcome]:
         """Insert new tasks (status WAITING or SUBMITTED, version 0), deduplicating.
 
@@ -94,7 +102,9 @@ class TaskDAO(Protocol):
         """
         ...
 
-    async def apply(self, changes: Sequence[TaskChange], *, transaction: Any = None) -> list[bool]:
+    async def apply(
+        self, changes: Sequence[TaskChange], *, transaction: TxT | None = None
+    ) -> list[bool]:
         """Compare-and-set each change; ``True`` where it was written, in order.
 
         The payload is immutable after insert: ``change.task.data`` is ignored (tasks returned
@@ -134,7 +144,7 @@ class TaskDAO(Protocol):
         """Delete up to ``limit`` DONE/FAILED/CANCELLED tasks finished before ``before``."""
         ...
 
-    def transaction(self) -> AbstractAsyncContextManager[Any]:
+    def transaction(self) -> AbstractAsyncContextManager[TxT]:
         """A unit of work: commits on normal exit, rolls back on an exception.
 
         The handle it yields is accepted by ``transaction=`` and handed to transactional
@@ -142,6 +152,6 @@ class TaskDAO(Protocol):
         """
         ...
 
-    def after_commit(self, transaction: Any, callback: Callable[[], Awaitable[None]]) -> None:
+    def after_commit(self, transaction: TxT, callback: Callable[[], Awaitable[None]]) -> None:
         """Run ``callback`` once ``transaction`` has committed; never if it rolls back."""
         ...

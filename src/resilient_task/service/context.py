@@ -27,7 +27,7 @@ class ProcessingContext:
     task: Task
     node_id: str
     timeout_at: datetime
-    transaction: Any = None
+    transaction: object = None
     blocking_scopes: set[anyio.CancelScope] | None = field(default=None, repr=False)
 
 

@@ -74,7 +74,9 @@ class TaskService:
         self._observer = observer
         self._broker = OutageLog(log, "trigger broker", observer)
 
-    async def add_task(self, request: AddTaskRequest, *, transaction: Any = None) -> AddTaskResult:
+    async def add_task(
+        self, request: AddTaskRequest, *, transaction: object = None
+    ) -> AddTaskResult:
         """Store a task; due now -> SUBMITTED and triggered after commit, later -> WAITING.
 
         Args:
@@ -90,7 +92,7 @@ class TaskService:
         return (await self.add_tasks([request], transaction=transaction))[0]
 
     async def add_tasks(
-        self, requests: Iterable[AddTaskRequest], *, transaction: Any = None
+        self, requests: Iterable[AddTaskRequest], *, transaction: object = None
     ) -> list[AddTaskResult]:
         """Store many tasks in one round trip; results come back in the same order.
 

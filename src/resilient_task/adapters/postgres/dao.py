@@ -28,6 +28,7 @@ from resilient_task.adapters.postgres.transactions import (
     AfterCommit,
     Callback,
     Lending,
+    Transaction,
     connection_of,
     misuse_error,
 )
@@ -126,7 +127,9 @@ class PostgresTaskDAO:
         await self.close()
 
     @asynccontextmanager
-    async def _connect(self, transaction: Any, action: str) -> AsyncIterator[AsyncConnection]:
+    async def _connect(
+        self, transaction: Transaction | None, action: str
+    ) -> AsyncIterator[AsyncConnection]:
         """One operation's connection: the caller's (not committed) or a pooled one.
 
         A pooled connection runs in autocommit: every operation is one statement, or a
@@ -165,7 +168,7 @@ class PostgresTaskDAO:
         return tasks
 
     async def insert_tasks(
-        self, tasks: Sequence[Task], *, transaction: Any = None
+        self, tasks: Sequence[Task], *, transaction: Transaction | None = None
     ) -> list[InsertOutcome]:
         """Insert new tasks in one statement, deduplicating by id and ``(type, unique_key)``."""
         for task in tasks:
@@ -201,7 +204,9 @@ class PostgresTaskDAO:
         grabbed = {t.id: t for t in await self._from_mappings(rows, with_data=True)}
         return [grabbed.pop(r.task_id) for r in requests if r.task_id in grabbed]
 
-    async def apply(self, changes: Sequence[TaskChange], *, transaction: Any = None) -> list[bool]:
+    async def apply(
+        self, changes: Sequence[TaskChange], *, transaction: Transaction | None = None
+    ) -> list[bool]:
         """Compare-and-set every change in one UPDATE and one DELETE (see ``changes``)."""
         for change in changes:
             check_change(change)
@@ -307,7 +312,7 @@ class PostgresTaskDAO:
         for callback in callbacks:
             await callback()
 
-    def after_commit(self, transaction: Any, callback: Callback) -> None:
+    def after_commit(self, transaction: Transaction, callback: Callback) -> None:
         """Run ``callback`` once ``transaction`` committed; never after a rollback.
 
         ``transaction`` is a handle from :meth:`transaction`, or the caller's own

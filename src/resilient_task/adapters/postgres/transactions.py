@@ -32,7 +32,6 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 from weakref import WeakKeyDictionary, WeakSet
 
 import psycopg
@@ -45,7 +44,17 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from resilient_task.errors import ConfigurationError, ValidationError
 
-__all__ = ["AfterCommit", "Callback", "Lending", "async_session_for", "connection_of"]
+Transaction = AsyncConnection | AsyncSession
+"""What ``transaction=`` accepts: a connection, or an ORM session (its connection is used)."""
+
+__all__ = [
+    "AfterCommit",
+    "Callback",
+    "Lending",
+    "Transaction",
+    "async_session_for",
+    "connection_of",
+]
 
 Callback = Callable[[], Awaitable[None]]
 
@@ -69,7 +78,7 @@ def async_session_for(connection: AsyncConnection) -> AsyncSession:
     return AsyncSession(bind=connection, expire_on_commit=False)
 
 
-async def connection_of(transaction: Any) -> AsyncConnection:
+async def connection_of(transaction: object) -> AsyncConnection:
     """The ``AsyncConnection`` of a handle given as ``transaction=``."""
     if isinstance(transaction, AsyncConnection):
         return transaction
@@ -120,7 +129,7 @@ class AfterCommit:
         finally:
             del self._own[sync]
 
-    def register(self, transaction: Any, callback: Callback) -> None:
+    def register(self, transaction: object, callback: Callback) -> None:
         """Run ``callback`` after ``transaction`` commits; see the module docstring."""
         if isinstance(transaction, AsyncSession):
             bind = transaction.sync_session.bind
