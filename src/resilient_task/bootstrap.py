@@ -1,10 +1,10 @@
 """The composition root: one adapter per port, from configuration or from you, wired with punq.
 
-The only module that imports punq. Every adapter is bound to its port here
-(:data:`PORTS`: the store, the triggerer, the clock, the observer, the operators' reads);
-one you register replaces the default chosen from the settings. Adapters that must be opened
-and closed (the database engine, Kafka clients) are opened in an async exit stack and then
-registered in the container as instances; the services are resolved from it.
+The only module that imports punq. Every port (:data:`~resilient_task.bindings.PORTS`: the
+store, the triggerer, the clock, the observer, the operators' reads) gets one adapter: yours
+if you registered one, else the default chosen from the settings. Adapters that must be
+opened and closed (the database engine, Kafka clients) are opened in an async exit stack, then
+all are registered in the container under their port; the services are resolved from it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -24,7 +23,9 @@ import punq
 from resilient_task.adapter_defaults import DefaultAdapters, is_postgres
 from resilient_task.adapters.memory.task_dao import InMemoryTaskDAO
 from resilient_task.adapters.memory.triggerer import InMemoryTriggerer
+from resilient_task.bindings import AdapterBindings
 from resilient_task.domain.handler import TaskHandler
+from resilient_task.environment import node_settings_from_env
 from resilient_task.errors import ConfigurationError
 from resilient_task.extras import require_extra
 from resilient_task.ports.clock import Clock
@@ -39,31 +40,28 @@ from resilient_task.service.operator import TaskOperator
 from resilient_task.service.registry import HandlerRegistry
 from resilient_task.service.resumer import TaskResumer
 from resilient_task.service.task_service import TaskService
-from resilient_task.settings import KafkaTriggers, NotifyTriggers, PostgresOptions, Triggers
+from resilient_task.settings import (
+    KafkaTriggers,
+    NotifyTriggers,
+    PostgresOptions,
+    Triggers,
+    chosen_postgres,
+    chosen_triggers,
+)
 
-__all__ = ["PORTS", "ResilientTask"]
+__all__ = ["ResilientTask"]
 
 log = logging.getLogger("resilient_task")
 
 _T = TypeVar("_T")
-
-PORTS: tuple[type, ...] = (Clock, Observer, TaskDAO, Triggerer, TaskQueries)
-"""The ports an adapter can be registered for, in the order a starting node opens them."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Binding:
-    """A registered adapter: an instance you own, or a factory whose product the node owns."""
-
-    instance: object | None = None
-    factory: Callable[[], object] | None = None
 
 
 class ResilientTask:
     """One node: the task service, and (when ``run_workers``) executor and resumer.
 
     Use as ``async with ResilientTask(...) as app:``; ``app.service`` adds tasks and
-    ``app.operator`` resumes, cancels or lists them. Adapters, one per port of :data:`PORTS`:
+    ``app.operator`` resumes, cancels or lists them. Adapters, one per port of
+    :data:`~resilient_task.bindings.PORTS`:
 
     - store: PostgreSQL when ``database_url`` is given (tuned by ``postgres=``), else
       in-memory. A ``run_workers=False`` node (a producer) on the in-memory store is refused
@@ -112,10 +110,10 @@ class ResilientTask:
         self.properties = properties or TaskProperties()
         self.registry = HandlerRegistry(handlers)
         self._database_url = database_url
-        self._triggers = _triggers(triggers, kafka=kafka, notify=notify)
-        self._postgres = _postgres(postgres, postgres_options)
+        self._triggers = chosen_triggers(triggers, kafka=kafka, notify=notify)
+        self._postgres = chosen_postgres(postgres, postgres_options)
         self._run_workers = run_workers
-        self._bindings: dict[type, _Binding] = {}
+        self._bindings = AdapterBindings()
         self._opened: dict[type, object] = {}
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -175,30 +173,18 @@ class ResilientTask:
         stops (the adapter is what ``__aenter__`` returns).
 
         Raises:
-            ConfigurationError: ``port`` is not one of :data:`PORTS`, not exactly one of
+            ConfigurationError: ``port`` is not one of the ports, not exactly one of
                 ``adapter`` and ``factory`` is given, ``adapter`` lacks a method of the port,
                 the node is running, or the port is the Triggerer while ``triggers=`` chose one.
         """
-        if port not in PORTS:
-            names = ", ".join(p.__name__ for p in PORTS)
-            raise ConfigurationError(f"{port!r} is not a port; adapters are for: {names}")
-        if (adapter is None) == (factory is None):
-            raise ConfigurationError(f"register({port.__name__}, ...) takes an adapter or factory=")
         if self._stack is not None:
             raise ConfigurationError("register adapters before the node starts")
         if port is Triggerer and self._triggers is not None:
             raise ConfigurationError(
                 "a registered Triggerer replaces triggers= (or kafka=/notify=): pass only one"
             )
-        if adapter is not None:
-            missing = [name for name in _methods(port) if not hasattr(adapter, name)]
-            if missing:
-                raise ConfigurationError(
-                    f"{type(adapter).__name__} is no {port.__name__}: it lacks {', '.join(missing)}"
-                )
-        elif not callable(factory):
-            raise ConfigurationError(f"factory= must be callable, got {factory!r}")
-        self._bindings[port] = _Binding(adapter, factory)
+        self._bindings.bind(port, adapter, factory)
+        self._opened.pop(port, None)  # the one of an earlier run is no longer this port's
 
     @property
     def in_memory(self) -> bool:
@@ -241,29 +227,13 @@ class ResilientTask:
         read by :meth:`TaskProperties.from_env`.
         Keyword ``overrides`` win over the environment.
         """
-        env = os.environ if environ is None else environ
-        kafka = bool(env.get(ENV_PREFIX + "KAFKA_BOOTSTRAP_SERVERS"))
-        notify = _flag(env, "NOTIFY")
-        if kafka and notify:
-            raise ConfigurationError(
-                f"choose one trigger transport: {ENV_PREFIX}KAFKA_BOOTSTRAP_SERVERS or "
-                f"{ENV_PREFIX}NOTIFY=1 (kafka=True or notify=True), not both"
-            )
-        triggers: Triggers | None = (
-            KafkaTriggers() if kafka else NotifyTriggers() if notify else None
-        )
-        settings: dict[str, Any] = {
-            "handlers": handlers,
-            "properties": TaskProperties.from_env(env),
-            "database_url": env.get(ENV_PREFIX + "DATABASE_URL") or None,
-            "triggers": triggers,
-        }
+        settings = node_settings_from_env(os.environ if environ is None else environ)
         if {"kafka", "notify", "triggerer"} & overrides.keys() or Triggerer in overrides.get(
             "adapters", {}
         ):
             settings.pop("triggers")  # the caller chose the transport
         settings.update(overrides)
-        return cls(**settings)
+        return cls(handlers=handlers, **settings)
 
     # --- the running node's parts -------------------------------------------------------
     @property
@@ -312,7 +282,7 @@ class ResilientTask:
         return self._adapter(Clock)  # type: ignore[no-any-return]
 
     def _adapter(self, port: type) -> Any:
-        if not self._parts:
+        if not self._parts or port not in self._opened:
             raise _not_started(port.__name__)
         return self._opened[port]
 
@@ -332,16 +302,7 @@ class ResilientTask:
             postgres=self._postgres,
         )
         self._opened = {}
-        for port in PORTS:
-            binding = self._bindings.get(port)
-            if binding is None:
-                adapter = await defaults.open(port, stack, self._opened)
-            elif binding.factory is not None:
-                adapter = await _enter(stack, binding.factory())
-            else:
-                adapter = binding.instance
-            if adapter is not None:
-                self._opened[port] = adapter
+        self._opened = await self._bindings.open(stack, defaults)
 
     def _wire(self) -> dict[type, object]:
         """Register every adapter by its port, then resolve the services from the container."""
@@ -426,54 +387,8 @@ class ResilientTask:
                 await stack.__aexit__(exc_type, exc, tb)
 
 
-def _triggers(triggers: Triggers | None, *, kafka: bool, notify: bool) -> Triggers | None:
-    """``triggers=``, or what the former ``kafka=``/``notify=`` switches meant."""
-    if kafka and notify:
-        raise ConfigurationError("choose one trigger transport: kafka=True or notify=True")
-    if (kafka or notify) and triggers is not None:
-        raise ConfigurationError("pass triggers= or the former kafka=/notify=, not both")
-    if triggers is not None and not isinstance(triggers, KafkaTriggers | NotifyTriggers):
-        raise ConfigurationError(
-            f"triggers= takes KafkaTriggers(...) or NotifyTriggers(...), got {triggers!r}"
-        )
-    return KafkaTriggers() if kafka else NotifyTriggers() if notify else triggers
-
-
-def _postgres(postgres: PostgresOptions | None, legacy: dict[str, Any] | None) -> PostgresOptions:
-    """``postgres=``, or the former ``postgres_options`` dict."""
-    if legacy is not None and postgres is not None:
-        raise ConfigurationError("pass postgres= or the former postgres_options=, not both")
-    if legacy is not None:
-        return PostgresOptions.from_dict(legacy)
-    if postgres is not None and not isinstance(postgres, PostgresOptions):
-        raise ConfigurationError(f"postgres= takes PostgresOptions(...), got {postgres!r}")
-    return postgres or PostgresOptions()
-
-
-async def _enter(stack: AsyncExitStack, made: object) -> object:
-    """A factory's product; an async context manager is entered, and left with the node."""
-    if hasattr(made, "__aenter__") and hasattr(made, "__aexit__"):
-        return await stack.enter_async_context(made)
-    return made
-
-
-def _methods(port: type) -> list[str]:
-    """The methods a Protocol port declares (what an adapter must have)."""
-    return [name for name, value in vars(port).items() if callable(value) and name[0] != "_"]
-
-
 def _not_started(part: str) -> ConfigurationError:
     return ConfigurationError(
         f"the node's {part} exists once it started: use it inside `async with app:` (the "
         f"store and the triggerer are opened when the block is entered)"
     )
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    """A ``RESILIENT_TASK_<name>`` switch: 1/true/yes/on or 0/false/no/off (unset: off)."""
-    raw = env.get(ENV_PREFIX + name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise ConfigurationError(f"{ENV_PREFIX}{name} must be 0 or 1 (or true/false), got {raw!r}")

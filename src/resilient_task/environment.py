@@ -25,11 +25,13 @@ from resilient_task.properties import (
     TaskResumerProperties,
     default_node_id,
 )
+from resilient_task.settings import KafkaTriggers, NotifyTriggers, Triggers
 
 __all__ = [
     "VARIABLES",
     "kafka_extra_from_env",
     "log_level_from_env",
+    "node_settings_from_env",
     "task_properties_from_env",
 ]
 
@@ -114,6 +116,32 @@ def task_properties_from_env(environ: Mapping[str, str]) -> TaskProperties:
             extra=kafka_extra_from_env(environ),
         ),
     )
+
+
+def node_settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """What :meth:`ResilientTask.from_env <resilient_task.ResilientTask.from_env>` reads.
+
+    ``properties`` (:func:`task_properties_from_env`), ``database_url`` (``DATABASE_URL``)
+    and ``triggers``: :class:`KafkaTriggers` when ``KAFKA_BOOTSTRAP_SERVERS`` is set,
+    :class:`NotifyTriggers` when ``NOTIFY`` is on, else None.
+
+    Raises:
+        ConfigurationError: a bad value, or both transports chosen.
+    """
+    env = _Env(environ)
+    kafka = bool(env.text("KAFKA_BOOTSTRAP_SERVERS", ""))
+    notify = env.flag("NOTIFY", False)
+    if kafka and notify:
+        raise ConfigurationError(
+            f"choose one trigger transport: {ENV_PREFIX}KAFKA_BOOTSTRAP_SERVERS or "
+            f"{ENV_PREFIX}NOTIFY=1 (kafka=True or notify=True), not both"
+        )
+    triggers: Triggers | None = KafkaTriggers() if kafka else NotifyTriggers() if notify else None
+    return {
+        "properties": task_properties_from_env(environ),
+        "database_url": env.text("DATABASE_URL", "") or None,
+        "triggers": triggers,
+    }
 
 
 def kafka_extra_from_env(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -137,3 +137,29 @@ class PostgresOptions:
             if f.name != "engine_options"
         }
         return {**self.engine_options, **options}
+
+
+def chosen_triggers(triggers: Triggers | None, *, kafka: bool, notify: bool) -> Triggers | None:
+    """``ResilientTask(triggers=)``, or what the former ``kafka=``/``notify=`` switches meant."""
+    if kafka and notify:
+        raise ConfigurationError("choose one trigger transport: kafka=True or notify=True")
+    if (kafka or notify) and triggers is not None:
+        raise ConfigurationError("pass triggers= or the former kafka=/notify=, not both")
+    if triggers is not None and not isinstance(triggers, KafkaTriggers | NotifyTriggers):
+        raise ConfigurationError(
+            f"triggers= takes KafkaTriggers(...) or NotifyTriggers(...), got {triggers!r}"
+        )
+    return KafkaTriggers() if kafka else NotifyTriggers() if notify else triggers
+
+
+def chosen_postgres(
+    postgres: PostgresOptions | None, legacy: dict[str, Any] | None
+) -> PostgresOptions:
+    """``ResilientTask(postgres=)``, or the former ``postgres_options`` dict."""
+    if legacy is not None and postgres is not None:
+        raise ConfigurationError("pass postgres= or the former postgres_options=, not both")
+    if legacy is not None:
+        return PostgresOptions.from_dict(legacy)
+    if postgres is not None and not isinstance(postgres, PostgresOptions):
+        raise ConfigurationError(f"postgres= takes PostgresOptions(...), got {postgres!r}")
+    return postgres or PostgresOptions()

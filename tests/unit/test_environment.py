@@ -19,7 +19,9 @@ from resilient_task.environment import (
     VARIABLES,
     kafka_extra_from_env,
     log_level_from_env,
+    node_settings_from_env,
 )
+from resilient_task.settings import KafkaTriggers, NotifyTriggers
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 DATA = Path(__file__).resolve().parent / "data"
@@ -201,3 +203,17 @@ def test_a_duration_setting_beyond_ten_years_is_refused_at_construction(name: st
     # Accepted, now + timedelta.max would raise OverflowError deep in the executor or resumer.
     with pytest.raises(ConfigurationError, match=name):
         TaskProperties(**{name: timedelta.max})  # type: ignore[arg-type]
+
+
+def test_the_environment_chooses_the_store_and_the_trigger_transport() -> None:
+    url = "postgresql+psycopg://app@db/tasks"
+    kafka = node_settings_from_env({"RESILIENT_TASK_KAFKA_BOOTSTRAP_SERVERS": "k:9092"})
+    notify = node_settings_from_env(
+        {"RESILIENT_TASK_NOTIFY": "on", "RESILIENT_TASK_DATABASE_URL": url}
+    )
+    neither = node_settings_from_env({"RESILIENT_TASK_NOTIFY": "0"})
+
+    assert (kafka["triggers"], kafka["database_url"]) == (KafkaTriggers(), None)
+    assert kafka["properties"].kafka.bootstrap_servers == "k:9092"
+    assert (notify["triggers"], notify["database_url"]) == (NotifyTriggers(), url)
+    assert neither["triggers"] is None
