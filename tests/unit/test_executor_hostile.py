@@ -25,7 +25,7 @@ from resilient_task import (
     ValidationError,
 )
 from resilient_task.adapters.memory import InMemoryTaskDAO, InMemoryTransaction
-from resilient_task.ports.task_dao import GrabRequest
+from resilient_task.ports.task_dao import Grabbed, GrabRequest
 from tests.unit.helpers import (
     START,
     Calls,
@@ -234,12 +234,12 @@ class PoisonedGrabDAO(InMemoryTaskDAO):
         self.error = error
         self.batch_sizes: list[int] = []
 
-    async def grab(self, requests: Sequence[GrabRequest], *, now: datetime) -> list[Task]:
+    async def grab_queued(self, requests: Sequence[GrabRequest], *, now: datetime) -> list[Grabbed]:
         """Raise for a batch with a version of 2**63 or more, else grab."""
         self.batch_sizes.append(len(requests))
         if any(r.version >= 2**63 for r in requests):
             raise self.error
-        return await super().grab(requests, now=now)
+        return await super().grab_queued(requests, now=now)
 
 
 @pytest.mark.parametrize(

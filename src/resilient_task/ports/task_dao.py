@@ -37,7 +37,7 @@ from typing_extensions import TypeVar
 
 from resilient_task.domain.task import Task, TaskStatus
 
-__all__ = ["GrabRequest", "InsertOutcome", "TaskChange", "TaskDAO", "TxT"]
+__all__ = ["GrabRequest", "Grabbed", "InsertOutcome", "TaskChange", "TaskDAO", "TxT"]
 
 TxT = TypeVar("TxT", default=Any)
 """A store's transaction handle: what ``transaction()`` yields and ``transaction=`` accepts.
@@ -76,6 +76,18 @@ class GrabRequest:
     deadline: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Grabbed:
+    """A grabbed task and when it became SUBMITTED (its ``updated_at`` before the grab).
+
+    ``queued_at`` starts the task's wait in the queue: when it was added due, submitted by the
+    resumer at its run time, re-submitted or recovered. The grab's ``now`` ends it.
+    """
+
+    task: Task
+    queued_at: datetime
+
+
 class TaskDAO(Protocol[TxT]):
     """Persistence of tasks, with transaction handles of type ``TxT``. See the module docstring."""
 
@@ -99,6 +111,14 @@ class TaskDAO(Protocol[TxT]):
         """Apply :meth:`Task.grab` to each request whose task is SUBMITTED at that version.
 
         Returns the grabbed tasks (with payload); requests that lost a race are left out.
+        """
+        ...
+
+    async def grab_queued(self, requests: Sequence[GrabRequest], *, now: datetime) -> list[Grabbed]:
+        """:meth:`grab`, each task with when it became SUBMITTED (the executor's grab).
+
+        Same round trip, same results in the same order; ``queued_at`` is the task's
+        ``updated_at`` at the grabbed version.
         """
         ...
 

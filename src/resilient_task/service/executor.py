@@ -159,7 +159,6 @@ class TaskExecutor:
         if not admission.accepting or self._tg is None:
             log.debug("task %s: trigger ignored, executor not accepting work", base.id)
             return
-        received = self._clock.now()
         handler = self._registry.find(base)
         held = await admission.admit(handler)  # step 1
         if held is None:
@@ -168,7 +167,7 @@ class TaskExecutor:
         task: Task | None = None
         try:
             if admission.accepting:
-                task = await self._grabber.grab(base, handler, received)  # step 2
+                task = await self._grabber.grab(base, handler)  # step 2
             if task is not None and (task.type != base.type or task.sub_type != base.sub_type):
                 handler = await self._reroute(base, task, handler, held)
             if task is not None and handler is None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime
 
 from resilient_task.domain.handler import TaskHandler
 from resilient_task.domain.outcome import describe
@@ -19,7 +18,7 @@ from resilient_task.logsetup import task_extra
 from resilient_task.logtext import loggable
 from resilient_task.ports.clock import Clock
 from resilient_task.ports.observer import Observer
-from resilient_task.ports.task_dao import GrabRequest, TaskDAO
+from resilient_task.ports.task_dao import Grabbed, GrabRequest, TaskDAO
 from resilient_task.properties import TaskProperties
 from resilient_task.service.batcher import Batcher
 from resilient_task.service.outage import OutageLog
@@ -51,11 +50,9 @@ class Grabber:
         self._observer = observer
         self._db = outage
         self._stats = stats
-        self.batcher: Batcher[GrabRequest, Task | Exception | None] = Batcher(self._batch)
+        self.batcher: Batcher[GrabRequest, Grabbed | Exception | None] = Batcher(self._batch)
 
-    async def grab(
-        self, base: BaseTask, handler: TaskHandler | None, received: datetime
-    ) -> Task | None:
+    async def grab(self, base: BaseTask, handler: TaskHandler | None) -> Task | None:
         """The grabbed task, or None: stale or duplicate trigger, or a failed grab (logged)."""
         now = self._clock.now()
         timeout = (
@@ -66,9 +63,9 @@ class Grabber:
         deadline = now + timeout + self._props.processing_grace
         request = GrabRequest(base.id, base.version, self._props.node_id, deadline)
         try:
-            task = await self.batcher.submit(request)
-            if isinstance(task, Exception):
-                raise task  # this request failed on its own (see _batch)
+            grabbed = await self.batcher.submit(request)
+            if isinstance(grabbed, Exception):
+                raise grabbed  # this request failed on its own (see _batch)
         except BackendError as exc:
             self._db.failed(exc, f"grabbing task {base.id}")
             self._stats["grab_failed"] += 1
@@ -84,7 +81,7 @@ class Grabber:
             )
             return None
         self._db.succeeded()
-        if task is None:
+        if grabbed is None:
             self._stats["stale"] += 1
             self._observer.task_stale()
             if log.isEnabledFor(logging.DEBUG):
@@ -94,8 +91,12 @@ class Grabber:
                     base.version,
                 )
             return None
+        task = grabbed.task
         self._stats["grabbed"] += 1
-        self._observer.task_grabbed(task.type, (task.updated_at - received).total_seconds())
+        # Due -> start: from when the task became SUBMITTED to its grab (the store's clock
+        # and this node's may disagree a little: never negative).
+        delay = (task.updated_at - grabbed.queued_at).total_seconds()
+        self._observer.task_grabbed(task.type, delay if delay > 0 else 0.0)
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "task %s type=%s SUBMITTED -> PROCESSING attempt=%d node=%s",
@@ -107,7 +108,7 @@ class Grabber:
             )
         return task
 
-    async def _batch(self, requests: Sequence[GrabRequest]) -> list[Task | Exception | None]:
+    async def _batch(self, requests: Sequence[GrabRequest]) -> list[Grabbed | Exception | None]:
         """One round trip for every grab queued meanwhile (group commit).
 
         A batch the store refuses for another reason than a backend failure (a value out of
@@ -115,20 +116,20 @@ class Grabber:
         requests at fault: their result is the error, every other request is grabbed now.
         """
         try:
-            grabbed = await self._dao.grab(requests, now=self._clock.now())
+            grabbed = await self._dao.grab_queued(requests, now=self._clock.now())
         except BackendError:
             raise  # an outage or a transient failure: every request of the batch shares it
         except Exception:
             if len(requests) == 1:
                 raise
             half = len(requests) // 2
-            results: list[Task | Exception | None] = []
+            results: list[Grabbed | Exception | None] = []
             for part in (requests[:half], requests[half:]):
                 try:
                     results += await self._batch(part)
                 except Exception as exc:
                     results += [exc] * len(part)
             return results
-        by_key = {(t.id, t.version - 1): t for t in grabbed}
+        by_key = {(g.task.id, g.task.version - 1): g for g in grabbed}
         # A duplicate trigger in the same batch must not run the task twice: first one wins.
         return [by_key.pop((r.task_id, r.version), None) for r in requests]

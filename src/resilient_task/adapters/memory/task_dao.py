@@ -40,7 +40,7 @@ from resilient_task.adapters.validation import (
 )
 from resilient_task.domain.task import FINAL_STATUSES, Task, TaskStatus, status_of
 from resilient_task.errors import BackendUnavailableError, ValidationError, VersionConflictError
-from resilient_task.ports.task_dao import GrabRequest, InsertOutcome, TaskChange
+from resilient_task.ports.task_dao import Grabbed, GrabRequest, InsertOutcome, TaskChange
 
 __all__ = ["InMemoryTaskDAO", "InMemoryTransaction"]
 
@@ -275,6 +275,10 @@ class InMemoryTaskDAO:
 
     async def grab(self, requests: Sequence[GrabRequest], *, now: datetime) -> list[Task]:
         """Grab each request's task if it is SUBMITTED at the requested version."""
+        return [grabbed.task for grabbed in await self.grab_queued(requests, now=now)]
+
+    async def grab_queued(self, requests: Sequence[GrabRequest], *, now: datetime) -> list[Grabbed]:
+        """:meth:`grab`, with when each task became SUBMITTED."""
         await anyio.lowlevel.checkpoint()
         self._enter("grab")
         check_time("now", now)
@@ -283,9 +287,10 @@ class InMemoryTaskDAO:
             check_time("deadline", request.deadline)
             task = self._store.get(request.task_id)
             if task and task.status is TaskStatus.SUBMITTED and task.version == request.version:
+                queued_at = task.updated_at
                 task = task.grab(node_id=request.node_id, now=now, deadline=request.deadline)
                 self._store.put(task)
-                grabbed.append(task)
+                grabbed.append(Grabbed(task, queued_at))
         return grabbed
 
     async def apply(

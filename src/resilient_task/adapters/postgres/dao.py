@@ -40,7 +40,7 @@ from resilient_task.adapters.validation import (
     check_time,
 )
 from resilient_task.domain.task import Task, TaskStatus, status_of
-from resilient_task.ports.task_dao import GrabRequest, InsertOutcome, TaskChange
+from resilient_task.ports.task_dao import Grabbed, GrabRequest, InsertOutcome, TaskChange
 
 __all__ = ["PostgresTaskDAO"]
 
@@ -187,6 +187,10 @@ class PostgresTaskDAO:
 
     async def grab(self, requests: Sequence[GrabRequest], *, now: datetime) -> list[Task]:
         """Grab every request's task (SUBMITTED at that version) in one UPDATE."""
+        return [grabbed.task for grabbed in await self.grab_queued(requests, now=now)]
+
+    async def grab_queued(self, requests: Sequence[GrabRequest], *, now: datetime) -> list[Grabbed]:
+        """:meth:`grab`, with when each task became SUBMITTED (read in the same UPDATE)."""
         check_time("now", now)
         for r in requests:
             check_time("deadline", r.deadline)
@@ -201,7 +205,8 @@ class PostgresTaskDAO:
         }
         async with self._connect(None, "grab tasks") as conn:
             rows = await fetch_dicts(conn, self._sql.grab, params)
-        grabbed = {t.id: t for t in await self._from_mappings(rows, with_data=True)}
+        tasks = await self._from_mappings(rows, with_data=True)
+        grabbed = {t.id: Grabbed(t, row["queued_at"]) for t, row in zip(tasks, rows, strict=True)}
         return [grabbed.pop(r.task_id) for r in requests if r.task_id in grabbed]
 
     async def apply(

@@ -169,10 +169,14 @@ class Statements:
             {"id": sa.Uuid(), "version": sa.BigInteger(), "node": sa.Text(),
              "deadline": sa.DateTime(timezone=True)},
         )  # fmt: skip
+        # The row as it was before this UPDATE (the snapshot's): its updated_at is when the
+        # task became SUBMITTED. Where the version check passes, no write came in between.
+        before = t.alias("before")
         grabbed = (
             sa.update(t)
             .where(
                 t.c.id == v.c.id,
+                before.c.id == v.c.id,
                 t.c.version == v.c.version,
                 # ``|| ''`` keeps the planner off the poll index (status, next_event_time): on a
                 # busy queue most of its SUBMITTED entries are dead, and a plan that scans them
@@ -187,7 +191,7 @@ class Statements:
                 processing_tries_count=t.c.processing_tries_count + 1,
                 updated_at=sa.bindparam("now", type_=sa.DateTime(timezone=True)),
             )
-            .returning(*t.c)
+            .returning(*t.c, before.c.updated_at.label("queued_at"))
             .cte("grabbed")
         )
         return sa.select(grabbed, d.c.data_format, d.c.data).outerjoin(

@@ -113,7 +113,7 @@ class _TaskCollector(Collector):
         )
         queue_delay = HistogramMetricFamily(
             f"{p}task_queue_delay_seconds",
-            "Time from the trigger reaching this node to the task's grab.",
+            "Time from the task becoming due (SUBMITTED) to its grab.",
             labels=["type"],
         )
         for label, stats in self._stats.items():
