@@ -2,7 +2,8 @@
 
 The core (in-memory store, in-process triggers) needs anyio and punq only. PostgreSQL needs
 ``pip install 'resilient-task[postgres]'`` (SQLAlchemy, psycopg), Kafka ``[kafka]`` (aiokafka),
-the metrics endpoint ``[metrics]`` (prometheus-client) and the dashboard ``[dashboard]``.
+the metrics endpoint ``[metrics]`` (prometheus-client), the dashboard ``[dashboard]``, cron
+jobs ``[cron]`` (cronsim) and the OpenTelemetry observer ``[opentelemetry]``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ EXTRAS: Mapping[str, tuple[str, ...]] = {
     "kafka": ("aiokafka",),
     "metrics": ("prometheus_client",),
     "dashboard": ("starlette", "jinja2", "uvicorn"),
+    "cron": ("cronsim",),
+    "opentelemetry": ("opentelemetry",),
 }
 """Each extra and the top-level packages it installs."""
 
