@@ -325,7 +325,7 @@ def test_async_and_foreign_handles_are_refused_with_validation_error(
 ) -> None:
     request = AddTaskRequest(type="ship")
     with pytest.raises(ValidationError, match="synchronous connection"):
-        add_task(create_async_engine(database_url), request, triggers="notify")  # type: ignore[arg-type]
+        add_task(create_async_engine(database_url), request, triggers="notify")
     with pytest.raises(ValidationError, match="not the Engine"):
         add_task(sa.create_engine(database_url), request, triggers="notify")
     with pytest.raises(ValidationError, match="got str"):
