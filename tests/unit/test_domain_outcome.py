@@ -227,3 +227,42 @@ def test_backoff_doubles_from_first_up_to_cap(
 
 def test_backoff_without_a_first_wait_is_zero() -> None:
     assert capped_exponential(5, first=0.0, cap=10.0) == 0.0
+
+
+def _raised(exc: BaseException) -> BaseException:
+    try:
+        raise exc
+    except BaseException as caught:
+        return caught
+
+
+@pytest.mark.parametrize("policy", [NoRetryPolicy(), ExponentialRetryPolicy()])
+def test_a_raised_failure_keeps_its_traceback_next_to_its_error(policy: RetryPolicy) -> None:
+    decision = decide(processing(tries=1), _raised(ValueError("boom")), policy, now=NOW)
+    trace = decision.task.last_traceback
+    assert trace is not None
+    assert trace.startswith("Traceback (most recent call last):")
+    assert "in _raised" in trace
+    assert trace.rstrip().endswith("ValueError: boom")
+
+
+def test_a_failure_never_raised_has_no_traceback_and_a_hostile_one_still_decides() -> None:
+    policy = ExponentialRetryPolicy()
+    made_up = decide(processing(tries=1), TimeoutError("too slow"), policy, now=NOW)
+    assert made_up.task.last_traceback is None
+    hostile = decide(processing(tries=1), _raised(BrokenEverythingError()), policy, now=NOW)
+    assert hostile.kind is OutcomeKind.RETRIED
+    assert (
+        hostile.task.last_error
+        == "BrokenEverythingError (no message: str() of the exception raised)"
+    )
+
+
+def test_a_success_clears_the_traceback_of_the_failure_before() -> None:
+    failed = decide(
+        processing(tries=1), _raised(ValueError("boom")), ExponentialRetryPolicy(), now=NOW
+    )
+    assert failed.task.last_traceback is not None
+    regrabbed = failed.task.submit(now=NOW, deadline=NOW).grab(node_id="n", now=NOW, deadline=NOW)
+    done = decide(regrabbed, ProcessResult.DONE, ExponentialRetryPolicy(), now=NOW)
+    assert done.task.last_traceback is None

@@ -5,13 +5,15 @@ exception (its own, the timeout's, a wrong return value's). :func:`decide` turns
 task's next value and the kind of outcome (for counting, metrics and the log line): DONE
 completes, DONE_AND_DELETE completes and deletes, COMMIT_AND_RETRY asks the retry policy for
 the next run (or completes when it says stop), a failure asks it for a retry (or gives up:
-ERROR, naming the attempts). It never raises for any outcome, however broken its ``__str__``.
+ERROR, naming the attempts), keeping the failure's traceback next to its error text. It
+never raises for any outcome, however broken its ``__str__``.
 """
 
 from __future__ import annotations
 
 import enum
 import random
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -20,7 +22,14 @@ from resilient_task.domain.policies import RetryPolicy
 from resilient_task.domain.results import ProcessResult
 from resilient_task.domain.task import Task
 
-__all__ = ["Decision", "OutcomeKind", "decide", "describe", "unhandled"]
+__all__ = [
+    "Decision",
+    "OutcomeKind",
+    "decide",
+    "describe",
+    "formatted_traceback",
+    "unhandled",
+]
 
 _REPR_LENGTH = 200
 
@@ -83,12 +92,14 @@ def decide(
         return Decision(
             task.schedule(now=now, run_at=run_at, reset_tries=reset), OutcomeKind.REPEATED
         )
-    error = describe(outcome)
+    error, trace = describe(outcome), formatted_traceback(outcome)
     run_at = retry_policy.next_run(task, now=now, rand=rand)
     if run_at is None:
         reason = f"gave up after {task.processing_tries_count} attempt(s): {error}"
-        return Decision(task.mark_error(now=now, reason=reason), OutcomeKind.ERROR)
-    return Decision(task.schedule(now=now, run_at=run_at, error=error), OutcomeKind.RETRIED)
+        failed = task.mark_error(now=now, reason=reason, traceback=trace)
+        return Decision(failed, OutcomeKind.ERROR)
+    retry = task.schedule(now=now, run_at=run_at, error=error, traceback=trace)
+    return Decision(retry, OutcomeKind.RETRIED)
 
 
 def unhandled(task: Task, *, now: datetime) -> Decision:
@@ -107,6 +118,20 @@ def describe(outcome: object) -> str:
             return f"{name} (no message: str() of the exception raised)"
         return f"{name}: {text}" if text else name
     return f"unexpected outcome {_shown(outcome)}"
+
+
+def formatted_traceback(outcome: object) -> str | None:
+    """The failure's traceback as text (the task bounds what it stores); None without one.
+
+    A failure the executor made up (a timeout, a wrong return value) was never raised: it
+    has no traceback. Never raises.
+    """
+    if not isinstance(outcome, BaseException) or outcome.__traceback__ is None:
+        return None
+    try:
+        return "".join(traceback.format_exception(outcome))
+    except BaseException:  # a hostile exception (its __str__, its __cause__ chain...)
+        return None
 
 
 def _shown(value: object) -> str:
