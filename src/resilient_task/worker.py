@@ -15,6 +15,7 @@ import anyio
 from resilient_task.bootstrap import ResilientTask
 from resilient_task.environment import log_level_from_env
 from resilient_task.errors import ConfigurationError
+from resilient_task.extras import require_extra
 from resilient_task.logtext import loggable
 
 __all__ = ["load_app", "run_worker"]
@@ -80,13 +81,9 @@ def run_worker(
         app = load_app(target)
     monitoring = None
     if metrics_port is not None:
-        try:
-            from resilient_task.monitoring import NodeMonitoring
-        except ImportError as exc:
-            raise ConfigurationError(
-                f"--metrics-port needs prometheus-client: pip install 'resilient-task[metrics]' "
-                f"({exc})"
-            ) from exc
+        require_extra("metrics", "--metrics-port")
+        from resilient_task.monitoring import NodeMonitoring
+
         monitoring = NodeMonitoring(app, port=metrics_port, host=metrics_host)
     try:
         anyio.run(_serve, app, monitoring)

@@ -76,7 +76,7 @@ def test_the_demo_runs_without_any_extra() -> None:
     assert "demo succeeded" in done.stdout
 
 
-def test_asking_for_postgresql_or_kafka_without_its_extra_names_the_extra() -> None:
+def test_asking_for_postgresql_kafka_or_metrics_without_its_extra_names_the_extra() -> None:
     done = _run_without_extras(
         """
         from resilient_task import ConfigurationError, ResilientTask
@@ -95,13 +95,20 @@ def test_asking_for_postgresql_or_kafka_without_its_extra_names_the_extra() -> N
                 print("accepted", settings)
 
         from resilient_task.cli import main
+        from resilient_task.worker import run_worker
+
+        try:
+            run_worker("app:node", app=ResilientTask(), metrics_port=0)
+        except ConfigurationError as exc:
+            print(exc)
         sys.exit(main(["db", "sql"]))
         """
     )
     assert done.returncode == 1, done.stderr
     assert "pip install 'resilient-task[postgres]'" in done.stderr
     lines = done.stdout.splitlines()
-    assert len(lines) == 3
+    assert len(lines) == 4
     assert "pip install 'resilient-task[postgres]'" in lines[0]
     assert "pip install 'resilient-task[postgres]'" in lines[1]
     assert "pip install 'resilient-task[kafka]'" in lines[2]
+    assert "--metrics-port needs the 'metrics' extra" in lines[3]
