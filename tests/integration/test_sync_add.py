@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -260,6 +261,43 @@ def test_duplicate_ids_and_unique_keys_report_the_existing_task(
     ]
     assert again[2].result is AddTaskResultCode.OK
     assert len(rows(database_url, f"SELECT id FROM {tasks_table(schema)}")) == 3
+
+
+@pytest.mark.parametrize("autocommit", [False, True])
+def test_a_batch_of_hundreds_deduplicates_like_a_small_one_in_every_transaction_mode(
+    autocommit: bool, database_url: str, schema: Any
+) -> None:
+    adder = TaskAdder(triggers="notify", settings=schema)
+    batch = [
+        AddTaskRequest(type="ship", unique_key=f"k{i % 150}", data=b"%d" % i * (i % 3) * 400)
+        for i in range(300)
+    ]
+    with psycopg.connect(conninfo(database_url), autocommit=autocommit) as conn:
+        with conn.transaction(force_rollback=True):
+            adder.add_tasks(conn, batch)  # rolled back: the next adds start afresh
+        with conn.transaction():
+            first = adder.add_tasks(conn, batch)
+        with conn.transaction():
+            again = adder.add_tasks(conn, batch[100:250])
+        if autocommit:  # outside any transaction block: commits on its own
+            alone = adder.add_tasks(conn, [AddTaskRequest(type="ship")] * 2 + batch[:120])
+            assert [r.result for r in alone[:2]] == [AddTaskResultCode.OK] * 2
+    assert [r.result for r in first] == [AddTaskResultCode.OK] * 150 + [
+        AddTaskResultCode.ALREADY_EXISTS
+    ] * 150
+    assert [r.task_id for r in first[150:]] == [r.task_id for r in first[:150]]
+    assert again == [replace(r, result=AddTaskResultCode.ALREADY_EXISTS) for r in first[100:250]]
+    stored = dict(
+        (key, zlib.decompress(data) if data_format == 1 else data)
+        for key, data_format, data in rows(
+            database_url,
+            f"SELECT t.unique_key, d.data_format, d.data FROM {tasks_table(schema)} t "
+            f'LEFT JOIN "{schema.schema}".{schema.prefix}task_data d ON d.task_id = t.id '
+            "WHERE t.unique_key IS NOT NULL",
+        )
+    )
+    assert len(stored) == 150
+    assert all(stored[f"k{i}"] == (b"%d" % i * (i % 3) * 400 or None) for i in range(150))
 
 
 def test_a_concurrent_add_of_the_same_key_waits_for_the_first_and_reports_it(

@@ -4,10 +4,10 @@
 PostgreSQL store's own statements on it, inside the caller's transaction, never committing or
 rolling it back. It presents the few methods of SQLAlchemy's ``AsyncConnection`` that the
 store's batch code (``adapters/postgres/inserts.py``, ``changes.py``, ``driver.py``) calls --
-``get_raw_connection()`` with its ``driver_connection.cursor()``, and ``execute()`` of a Core
-statement -- as coroutines that do their blocking I/O and return without ever suspending (see
-:mod:`.drive`). So a synchronous add runs the same statements, the same deduplication and the
-same retries as an asynchronous one.
+``get_raw_connection()`` with its ``info`` and ``driver_connection`` (cursors, ``COPY``,
+``transaction()``), and ``execute()`` of a Core statement -- as coroutines that do their
+blocking I/O and return without ever suspending (see :mod:`.drive`). So a synchronous add
+runs the same statements, the same deduplication and the same retries as an asynchronous one.
 
 Every statement goes to psycopg directly, with a cursor of psycopg's own class and row factory:
 a framework's settings on the connection (Django's client-side-binding cursor factory, a
@@ -17,11 +17,12 @@ a framework's settings on the connection (Django's client-side-binding cursor fa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Self
+from weakref import WeakKeyDictionary
 
 import psycopg
 import sqlalchemy as sa
@@ -41,6 +42,7 @@ Callback = Callable[[], Any]
 
 _CURRENT: ContextVar[JoinedConnection] = ContextVar("resilient_task_sync_connection")
 _COMPILED: dict[int, tuple[sa.ClauseElement, DriverStatement]] = {}
+_INFO: WeakKeyDictionary[psycopg.Connection[Any], dict[str, Any]] = WeakKeyDictionary()
 
 
 def current_connection() -> JoinedConnection:
@@ -121,6 +123,14 @@ class JoinedConnection:
         return self
 
     @property
+    def info(self) -> dict[str, Any]:
+        """Facts about the psycopg connection's session, as a pool record's ``info`` holds them."""
+        info = _INFO.get(self.driver)
+        if info is None:
+            info = _INFO[self.driver] = {}
+        return info
+
+    @property
     def driver_connection(self) -> _AsyncDriver:
         """The psycopg connection, with coroutine methods (see the module docstring)."""
         return _AsyncDriver(self.driver)
@@ -180,15 +190,34 @@ class _Rows:
 
 
 class _AsyncDriver:
-    """A sync psycopg connection with the async one's ``cursor()``."""
+    """A sync psycopg connection with the async one's methods the store calls."""
 
     def __init__(self, driver: psycopg.Connection[Any]) -> None:
         self._driver = driver
+
+    @property
+    def autocommit(self) -> bool:
+        """Whether a statement would commit on its own: autocommit and no transaction block.
+
+        An autocommit connection inside the caller's ``with conn.transaction():`` is in the
+        caller's transaction, which the store must neither commit nor outlive.
+        """
+        idle = self._driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        return self._driver.autocommit and idle
 
     def cursor(
         self, *, row_factory: RowFactory[Any] = tuple_row, binary: bool = False
     ) -> _AsyncCursor:
         return _AsyncCursor(_cursor(self._driver, row_factory, binary=binary))
+
+    async def execute(self, sql: str, params: Any = None, *, prepare: bool | None = None) -> None:
+        with _cursor(self._driver, tuple_row, binary=False) as cursor:
+            cursor.execute(sql, params, prepare=prepare)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        with self._driver.transaction():
+            yield
 
 
 class _AsyncCursor:
@@ -205,9 +234,27 @@ class _AsyncCursor:
     ) -> None:
         self._cursor.close()
 
-    async def execute(self, sql: str, params: Any, *, prepare: bool | None = None) -> Self:
+    async def execute(self, sql: str, params: Any = None, *, prepare: bool | None = None) -> Self:
         self._cursor.execute(sql, params, prepare=prepare)
         return self
 
     async def fetchall(self) -> list[Any]:
         return self._cursor.fetchall()
+
+    @asynccontextmanager
+    async def copy(self, sql: str) -> AsyncIterator[_AsyncCopy]:
+        with self._cursor.copy(sql) as copy:
+            yield _AsyncCopy(copy)
+
+
+class _AsyncCopy:
+    """A sync psycopg ``Copy`` with the async one's methods."""
+
+    def __init__(self, copy: psycopg.Copy) -> None:
+        self._copy = copy
+
+    def set_types(self, types: Sequence[Any]) -> None:
+        self._copy.set_types(types)
+
+    async def write_row(self, row: Sequence[Any]) -> None:
+        self._copy.write_row(row)
