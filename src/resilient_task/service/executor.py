@@ -1,9 +1,10 @@
 """The executor: turns triggers into grabbed tasks, runs processors, records the outcome.
 
-A trigger goes through four steps (``docs/architecture.md``): admission
+A trigger goes through four steps, one module each: admission
 (:mod:`~resilient_task.service.admission`), the grab (:mod:`~resilient_task.service.grab`),
-the run (here, on reused worker tasks) and the completion
+the run (:mod:`~resilient_task.service.run`, on reused worker tasks) and the completion
 (:mod:`~resilient_task.service.completion`, deciding with :func:`~.domain.outcome.decide`).
+This module drives them and holds the node's lifecycle: start, stop accepting, shutdown grace.
 
 At-least-once with fencing: the grab is a version-checked SUBMITTED -> PROCESSING update, so a
 duplicate or stale trigger finds nothing to grab; the completion is version-checked too, so a
