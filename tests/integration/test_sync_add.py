@@ -390,10 +390,3 @@ def test_a_large_payload_is_compressed_in_the_callers_thread(
     )
     assert data_format == 1
     assert size < len(data) // 10
-
-
-def test_an_unknown_trigger_mode_is_a_configuration_error() -> None:
-    from resilient_task import ConfigurationError
-
-    with pytest.raises(ConfigurationError, match="'notify' or 'poll'"):
-        TaskAdder(triggers="kafka")  # type: ignore[arg-type]
