@@ -20,6 +20,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+from psycopg.rows import dict_row
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 
@@ -27,6 +28,7 @@ from resilient_task import (
     AddTaskRequest,
     AddTaskResultCode,
     BackendError,
+    KafkaProperties,
     ProcessResult,
     ResilientTask,
     Task,
@@ -38,10 +40,11 @@ from resilient_task import (
 from resilient_task.adapters.postgres import PostgresSettings
 from resilient_task.sync import TaskAdder, add_task, add_tasks
 from tests.integration.postgres_env import isolated_schema
+from tests.integration.test_kafka_triggerer import make_properties
 
 pytestmark = pytest.mark.integration
 
-KINDS = ["psycopg", "sqlalchemy-connection", "sqlalchemy-session"]
+KINDS = ["psycopg", "psycopg-as-django-sets-it-up", "sqlalchemy-connection", "sqlalchemy-session"]
 SLOW_POLL = TaskProperties(
     # Only a trigger can start a task within a test: the resumer polls every 30 s and the
     # pick-up deadline of a new task is a minute away.
@@ -97,8 +100,15 @@ class Txn:
 @contextmanager
 def transaction(kind: str, url: str, engine: sa.Engine) -> Iterator[Txn]:
     """A transaction on a new connection of ``kind``; closed (rolled back unless committed)."""
-    if kind == "psycopg":
-        with psycopg.connect(conninfo(url)) as conn:
+    if kind.startswith("psycopg"):
+        # Django's psycopg 3 connections bind parameters client-side; a dict row factory is a
+        # common choice. Neither may change what the store sends or reads.
+        options: dict[str, Any] = (
+            {"cursor_factory": psycopg.ClientCursor, "row_factory": dict_row}
+            if kind == "psycopg-as-django-sets-it-up"
+            else {}
+        )
+        with psycopg.connect(conninfo(url), **options) as conn:
 
             def run(sql: str, params: dict[str, Any]) -> None:
                 conn.execute(sql.replace(":id", "%(id)s"), params)
@@ -159,14 +169,17 @@ def worker(
     *,
     notify: bool,
     properties: TaskProperties = SLOW_POLL,
+    kafka: KafkaProperties | None = None,
 ) -> Iterator[Ran]:
-    """A running node with a handler for type ``ship``."""
+    """A running node with a handler for type ``ship``; triggered by Kafka if ``kafka``."""
     ran = Ran()
+    properties = replace(properties, node_id=f"sync-{uuid.uuid4().hex[:6]}")
     app = ResilientTask(
         handlers=[TaskHandler(types={"ship"}, processor=ran.process)],
-        properties=replace(properties, node_id=f"sync-{uuid.uuid4().hex[:6]}"),
+        properties=properties if kafka is None else replace(properties, kafka=kafka),
         database_url=url,
         notify=notify,
+        kafka=kafka is not None,
         postgres_options={"schema": settings.schema, "prefix": settings.prefix},
     )
     with portal.wrap_async_context_manager(app):
@@ -219,6 +232,24 @@ def test_poll_mode_stores_due_tasks_overdue_for_the_workers_poll(
     assert before <= deadline <= datetime.now(UTC)  # overdue at once, not in a minute
     # A worker without any trigger transport (Kafka's stand-in) finds it on its poll.
     with worker(portal, database_url, schema, notify=False, properties=FAST_POLL) as ran:
+        assert ran.wait_for(result.task_id)
+
+
+def test_poll_mode_reaches_a_kafka_triggered_worker(
+    portal: BlockingPortal,
+    database_url: str,
+    kafka_bootstrap: str,
+    engine: sa.Engine,
+    schema: Any,
+) -> None:
+    kafka = make_properties(kafka_bootstrap, partitions=1)
+    with worker(
+        portal, database_url, schema, notify=False, properties=FAST_POLL, kafka=kafka
+    ) as ran:
+        with Session(engine) as session, session.begin():
+            result = add_task(
+                session, AddTaskRequest(type="ship"), triggers="poll", settings=schema
+            )
         assert ran.wait_for(result.task_id)
 
 
