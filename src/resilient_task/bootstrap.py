@@ -301,7 +301,7 @@ class ResilientTask:
             triggers=self._triggers,
             postgres=self._postgres,
         )
-        self._opened = {}
+        self._opened = {}  # nothing of an earlier run, should opening fail
         self._opened = await self._bindings.open(stack, defaults)
 
     def _wire(self) -> dict[type, object]:
