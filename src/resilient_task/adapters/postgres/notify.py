@@ -4,8 +4,9 @@ Millisecond triggers for deployments without Kafka; the resumer's database poll 
 safety net. What it promises, and what it does not:
 
 - ``trigger`` is **one round trip** per call, whatever the number of tasks:
-  ``SELECT pg_notify(channel, p) FROM unnest(payloads) p`` on a dedicated autocommit
-  connection, many task references per payload (:mod:`.notify_payloads`). The channel is
+  ``SELECT pg_notify(channel, payload)`` (prepared; ``... FROM unnest(payloads)`` for more
+  than one payload) on a dedicated autocommit connection, many task references per payload
+  (:mod:`.notify_payloads`). The channel is
   derived from the schema and table prefix, so deployments sharing a database stay apart.
 - A started triggerer holds one more connection, which listens with ``LISTEN`` and hands each
   reference to the callback, at most ``max_in_flight`` at once. When every slot is busy it
@@ -42,6 +43,7 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
+from psycopg.types.array import ListBinaryDumper
 from sqlalchemy.dialects.postgresql.psycopg import PGDialectAsync_psycopg
 
 from resilient_task.adapters.postgres.driver import DriverStatement
@@ -56,7 +58,10 @@ from resilient_task.ports.triggerer import TriggerCallback
 
 __all__ = ["PostgresNotifyTriggerer"]
 
-_NOTIFY = "SELECT count(pg_notify(%s, p)) FROM unnest(%s::text[]) AS p"
+_NOTIFY_ONE = "SELECT pg_notify(%b, %b)"
+_NOTIFY_MANY = "SELECT count(pg_notify(%b, p)) FROM unnest(%b::text[]) AS p"
+"""Prepared, with binary parameters: most calls carry one payload (one ``add_task``), and the
+array statement's text quoting cost more client CPU than the round trip's own work."""
 _DRIVER_ERRORS = (psycopg.Error, OSError)
 
 
@@ -115,6 +120,7 @@ class PostgresNotifyTriggerer:
         self._send_timeout, self._connect_timeout = send_timeout, connect_timeout
         self._health_check_interval = health_check_interval
         self._sender: psycopg.AsyncConnection[Any] | None = None
+        self._cursor: psycopg.AsyncCursor[Any] | None = None  # the sender's, reused
         self._send_lock = asyncio.Lock()
         self._listener: NotifyListener | None = None
         t = Tables.build(settings).tasks
@@ -197,7 +203,7 @@ class PostgresNotifyTriggerer:
             # Not under a running trigger(): closing a socket another task waits on would
             # leave that task waiting for its timeout. A trigger holds the lock briefly.
             async with self._send_lock:
-                sender, self._sender = self._sender, None
+                sender, self._sender, self._cursor = self._sender, None, None
                 if sender is not None:
                     await sender.close()
 
@@ -214,16 +220,22 @@ class PostgresNotifyTriggerer:
 
     async def _send(self, payloads: list[str]) -> None:
         while True:
-            reused = self._sender is not None and not self._sender.closed
+            reused = self._cursor is not None and not self._cursor.connection.closed
             if not reused:
                 self._sender = await self._connect("notify")
-            conn = self._sender
+                self._sender.adapters.register_dumper(list, ListBinaryDumper)
+                self._cursor = self._sender.cursor()
+            conn, cursor = self._sender, self._cursor
             assert conn is not None
+            assert cursor is not None
             try:
-                await conn.execute(_NOTIFY, (self.channel, payloads))
+                if len(payloads) == 1:
+                    await cursor.execute(_NOTIFY_ONE, (self.channel, payloads[0]), prepare=True)
+                else:
+                    await cursor.execute(_NOTIFY_MANY, (self.channel, payloads), prepare=True)
                 return
             except BaseException as exc:
-                self._sender = None
+                self._sender = self._cursor = None
                 await conn.close()
                 # An idle connection the server dropped meanwhile (restart, terminated
                 # backend): once more on a new one. Duplicates would be harmless anyway.
