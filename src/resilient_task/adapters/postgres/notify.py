@@ -58,6 +58,9 @@ from resilient_task.ports.triggerer import TriggerCallback
 
 __all__ = ["PostgresNotifyTriggerer"]
 
+_NOTIFY = "SELECT count(pg_notify(%s, p)) FROM unnest(%s::text[]) AS p"
+"""Text parameters, any number of payloads: ``resilient_task.sync`` runs it in the caller's
+transaction, on a connection whose adapters are the caller's."""
 _NOTIFY_ONE = "SELECT pg_notify(%b, %b)"
 _NOTIFY_MANY = "SELECT count(pg_notify(%b, p)) FROM unnest(%b::text[]) AS p"
 """Prepared, with binary parameters: most calls carry one payload (one ``add_task``), and the
