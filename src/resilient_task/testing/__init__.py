@@ -26,7 +26,7 @@ from resilient_task.adapters.memory import FakeClock, InMemoryTaskDAO, InMemoryT
 
 if TYPE_CHECKING:
     from resilient_task.testing.clock_contract import ClockContract
-    from resilient_task.testing.settle import SettleError, run_until_idle, settle
+    from resilient_task.testing.idle import SettleError, run_until_idle, settle
     from resilient_task.testing.task_dao_contract import TaskDAOContract
     from resilient_task.testing.task_queries_contract import TaskQueriesContract
     from resilient_task.testing.triggerer_contract import (
@@ -45,12 +45,12 @@ pytest.register_assert_rewrite(
 _LAZY = {
     "ClockContract": "clock_contract",
     "DurableTriggererContract": "triggerer_contract",
-    "SettleError": "settle",
+    "SettleError": "idle",
     "TaskDAOContract": "task_dao_contract",
     "TaskQueriesContract": "task_queries_contract",
     "TriggererContract": "triggerer_contract",
-    "run_until_idle": "settle",
-    "settle": "settle",
+    "run_until_idle": "idle",
+    "settle": "idle",
 }
 """Imported on first use, so loading the pytest plugin imports only the in-memory adapters."""
 

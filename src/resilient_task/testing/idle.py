@@ -22,6 +22,7 @@ import anyio.lowlevel
 from resilient_task.adapters.memory.clock import FakeClock
 from resilient_task.bootstrap import ResilientTask
 from resilient_task.domain.task import TaskStatus
+from resilient_task.errors import ConfigurationError
 
 __all__ = ["SettleError", "run_until_idle", "settle"]
 
@@ -46,17 +47,12 @@ async def settle(app: ResilientTask, *, max_rounds: int = 200, real_timeout: flo
             handler waiting for the fake time to move (use :func:`run_until_idle`) or a trigger
             that was lost (its task runs once the clock passes its pick-up deadline).
         TypeError: the node does not run on a :class:`FakeClock`.
+        ConfigurationError: the node is not started.
     """
     clock = _fake_clock(app)
     with anyio.move_on_after(real_timeout):
-        for _ in range(max_rounds):
-            await clock.settle()
-            acted = await app.resumer.run_once()
-            await clock.settle()
-            if acted == 0 and await _idle_now(app, clock.now()):
-                return
-            # Work on a thread or real I/O (not the fake time) needs a moment of real time.
-            await anyio.sleep(0.001)
+        if await _rounds(app, clock, max_rounds=max_rounds, until_stalled=False):
+            return
     raise SettleError(f"node still busy at {clock.now().isoformat()}: {await _describe(app)}")
 
 
@@ -69,20 +65,23 @@ async def run_until_idle(
 ) -> datetime:
     """Run ``app`` until no task has anything ahead of it, moving the fake time as needed.
 
-    Repeats: :func:`settle`, then advance the clock to the earliest ``next_event_time`` of a
-    WAITING, SUBMITTED or PROCESSING task (a run time or a deadline), or -- while a handler is
-    still running -- to the next time something sleeping on the clock wakes. Returns the fake
-    time reached: when only ERROR and final tasks remain, or the next event is after ``until``.
+    Repeats: run the node as :func:`settle` does (until idle, or until nothing changes any
+    more, e.g. a handler waits for the fake time), then advance the clock to the earliest
+    ``next_event_time`` of a WAITING, SUBMITTED or PROCESSING task (a run time or a deadline),
+    or -- while a handler is still running -- to the next time a sleeper on the clock wakes.
+    Returns the fake time reached: when only ERROR and final tasks remain, or the next event
+    is after ``until``.
 
     Raises:
         SettleError: more than ``max_steps`` advances (e.g. a task rescheduling itself forever:
-            pass ``until``), or a round of :func:`settle` failed.
+            pass ``until``) or ``real_timeout`` seconds.
         TypeError: the node does not run on a :class:`FakeClock`.
+        ConfigurationError: the node is not started.
     """
     clock = _fake_clock(app)
-    with anyio.fail_after(real_timeout):
+    with anyio.move_on_after(real_timeout):
         for _ in range(max_steps):
-            await settle(app, real_timeout=real_timeout)
+            await _rounds(app, clock, max_rounds=200, until_stalled=True)
             target = await _next_time(app, clock)
             if target is None or (until is not None and target > until):
                 return clock.now()
@@ -93,10 +92,41 @@ async def run_until_idle(
     )
 
 
+async def _rounds(
+    app: ResilientTask, clock: FakeClock, *, max_rounds: int, until_stalled: bool
+) -> bool:
+    """Run rounds until the node is idle now (True), or stalled (False).
+
+    Stalled, with ``until_stalled``: three rounds in a row changed nothing (e.g. a handler
+    waits for the fake time).
+
+    A round lets every task run until it blocks (:meth:`FakeClock.settle`), then polls once
+    like the node's resumer would at this time.
+    """
+    stalled, before = 0, None
+    for _ in range(max_rounds):
+        await clock.settle()
+        acted = await app.resumer.run_once()
+        await clock.settle()
+        if acted == 0 and await _idle_now(app, clock.now()):
+            return True
+        state = (acted, app.executor.running, await app.dao.count_by_status())
+        stalled = stalled + 1 if acted == 0 and state == before else 0
+        if until_stalled and stalled >= 3:
+            return False
+        before = state
+        # Work on a thread or real I/O (not the fake time) needs a moment of real time.
+        await anyio.sleep(0.001)
+    return False
+
+
 def _fake_clock(app: ResilientTask) -> FakeClock:
-    clock = getattr(app, "clock", None)
-    if clock is None:
-        raise TypeError("start the node first: use these inside `async with app:`")
+    try:
+        clock = app.clock
+    except (AttributeError, ConfigurationError):  # not started (has no clock yet)
+        raise ConfigurationError(
+            "start the node first: use these inside `async with app:`"
+        ) from None
     if not isinstance(clock, FakeClock):
         raise TypeError(f"the node must run on a FakeClock, not {type(clock).__name__}")
     return clock
