@@ -19,8 +19,9 @@ auto-commit. asyncio only (aiokafka).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -76,6 +77,13 @@ class KafkaTriggerer:
             caller waits ``send_timeout`` at most once per outage, never once per window.
         connect_timeout: seconds :meth:`start` waits to subscribe before returning anyway.
         commit_interval: seconds between offset commits.
+        on_unacknowledged: when given, :meth:`trigger` returns once the messages are handed
+            to the producer, without waiting for the broker's acknowledgement (the tasks are
+            durable once committed; a trigger is a hint). Triggers the broker then refuses or
+            does not acknowledge within ``send_timeout`` are passed to this coroutine function
+            (which should pull the tasks' pick-up deadlines, as the caller does after a
+            :class:`TriggerError`). ``None`` (the default): :meth:`trigger` waits for the
+            acknowledgement and raises TriggerError.
     """
 
     def __init__(
@@ -89,6 +97,7 @@ class KafkaTriggerer:
         connect_timeout: float = 10.0,
         commit_interval: float = 0.1,
         retry_after: float = 5.0,
+        on_unacknowledged: Callable[[Sequence[BaseTask]], Awaitable[None]] | None = None,
     ) -> None:
         validate_extra(properties)
         if max_in_flight < 1 or min(stop_timeout, send_timeout, connect_timeout) < 0:
@@ -109,6 +118,9 @@ class KafkaTriggerer:
         self._producer_lock = asyncio.Lock()
         self._topic = TopicKeeper(properties)
         self._consumer: TriggerConsumer | None = None
+        self._on_unacknowledged = on_unacknowledged
+        self._unacknowledged: set[asyncio.Future[Any]] = set()  # acks being waited for
+        self._hurrying: set[asyncio.Task[None]] = set()  # on_unacknowledged calls running
         self.probes = 0
         """How many background probes of a failed broker were sent."""
 
@@ -120,9 +132,13 @@ class KafkaTriggerer:
     async def trigger(self, tasks: Sequence[BaseTask]) -> None:
         """Send one message per task and wait for the broker's acknowledgement of all of them.
 
+        With ``on_unacknowledged``, return once the producer has the messages instead; a
+        later failure goes to that callback.
+
         Raises:
-            TriggerError: not acknowledged within ``send_timeout`` or refused by the broker;
-                ``__cause__`` holds the aiokafka error.
+            TriggerError: not acknowledged within ``send_timeout`` or refused by the broker
+                (with ``on_unacknowledged``: the producer could not take them, or the topic is
+                known to be down); ``__cause__`` holds the aiokafka error.
         """
         if not tasks:
             return
@@ -136,7 +152,10 @@ class KafkaTriggerer:
                 transient=True,
             )
         try:
-            await self._send(messages)
+            if self._on_unacknowledged is None:
+                await self._send(messages)
+            else:
+                self._watch(tasks, await self._send(messages, wait=False))
         except _SEND_ERRORS as exc:
             self._failed(exc)
             ids = ", ".join(str(task.id) for task in tasks[:5])
@@ -147,11 +166,18 @@ class KafkaTriggerer:
                 transient=is_transient(exc),
             ) from exc
 
-    async def _send(self, messages: list[tuple[bytes, bytes]]) -> None:
+    async def _send(
+        self, messages: list[tuple[bytes, bytes]], *, wait: bool = True
+    ) -> asyncio.Future[Any] | None:
+        """Send; with ``wait`` also await the acknowledgements, else return their future."""
         topic = self._properties.triggers_topic
+        acknowledged: asyncio.Future[Any] | None = None
         async with asyncio.timeout(self._send_timeout):
             producer = await self._open_producer()
-            await _send_all(producer, topic, messages)
+            if wait:
+                await _send_all(producer, topic, messages)
+            else:
+                acknowledged = await _hand_over(producer, topic, messages)
             now = asyncio.get_running_loop().time()
             if now >= self._next_partition_check:
                 # A topic re-created by the broker's auto-creation takes sends all the same,
@@ -162,6 +188,43 @@ class KafkaTriggerer:
                     self._topic.suspect(
                         f"the producer's metadata shows partitions {known}", len(known)
                     )
+        return acknowledged
+
+    def _watch(self, tasks: Sequence[BaseTask], acknowledged: asyncio.Future[Any] | None) -> None:
+        """Hand triggers not acknowledged within ``send_timeout`` to ``on_unacknowledged``."""
+        if acknowledged is None:
+            return
+        self._unacknowledged.add(acknowledged)
+        timer = asyncio.get_running_loop().call_later(self._send_timeout, acknowledged.cancel)
+
+        def done(future: asyncio.Future[Any]) -> None:
+            timer.cancel()
+            self._unacknowledged.discard(future)
+            if future.cancelled():
+                error: BaseException = TimeoutError(f"no acknowledgement in {self._send_timeout} s")
+            elif future.exception() is None:
+                return
+            else:
+                error = future.exception()  # type: ignore[assignment]
+            self._failed(error)
+            assert self._on_unacknowledged is not None
+            hurry = asyncio.ensure_future(self._hurry(tasks, error))
+            self._hurrying.add(hurry)
+            hurry.add_done_callback(self._hurrying.discard)
+
+        acknowledged.add_done_callback(done)
+
+    async def _hurry(self, tasks: Sequence[BaseTask], error: BaseException) -> None:
+        assert self._on_unacknowledged is not None
+        try:
+            await self._on_unacknowledged(tasks)
+        except Exception:
+            logger.exception(
+                "handling %d unacknowledged trigger(s) failed (sending: %r); they run after "
+                "their expected queue time",
+                len(tasks),
+                error,
+            )
 
     def _failed(self, error: BaseException) -> None:
         """A send failed: fail every call at once until a background probe succeeds."""
@@ -189,7 +252,7 @@ class KafkaTriggerer:
 
     async def _run_probe(self, messages: list[tuple[bytes, bytes]]) -> None:
         try:
-            await self._send(messages)
+            await self._send(messages)  # a probe waits for the acknowledgement
         except _SEND_ERRORS as exc:
             self._failed(exc)
         except Exception:
@@ -243,6 +306,7 @@ class KafkaTriggerer:
             if consumer is not None:
                 await consumer.stop()
         finally:
+            await self._settle()
             await self._topic.close()
             async with self._producer_lock:
                 producer, self._producer = self._producer, None
@@ -250,6 +314,17 @@ class KafkaTriggerer:
                 # Acknowledgements of a live broker come in milliseconds; a dead broker's never.
                 wait = min(self._send_timeout, _PRODUCER_CLOSE_WAIT)
                 await close_client(producer, what="Kafka trigger producer", wait=wait)
+
+    async def _settle(self) -> None:
+        """Wait (``send_timeout`` at most) for acknowledgements and ``on_unacknowledged``."""
+        if not self._unacknowledged and not self._hurrying:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._send_timeout):
+                while self._unacknowledged or self._hurrying:
+                    await asyncio.gather(
+                        *self._unacknowledged, *self._hurrying, return_exceptions=True
+                    )
 
     async def __aenter__(self) -> KafkaTriggerer:
         return self
@@ -315,6 +390,20 @@ async def _send_all(producer: Any, topic: str, messages: list[tuple[bytes, bytes
         for future in futures:
             # After a failure or timeout, nobody awaits the rest; retrieve their outcome.
             future.add_done_callback(_discard_outcome)
+
+
+async def _hand_over(
+    producer: Any, topic: str, messages: list[tuple[bytes, bytes]]
+) -> asyncio.Future[Any]:
+    """Give ``messages`` to the producer; a future of all their acknowledgements."""
+    futures: list[asyncio.Future[Any]] = []
+    try:
+        for key, value in messages:
+            futures.append(await producer.send(topic, value, key=key))
+    finally:
+        for future in futures:
+            future.add_done_callback(_discard_outcome)
+    return asyncio.gather(*futures)
 
 
 def _discard_outcome(future: asyncio.Future[Any]) -> None:
