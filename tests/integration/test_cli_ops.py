@@ -16,7 +16,7 @@ from resilient_task.adapters.postgres.schema_check import schema_differences
 from resilient_task.cli import main
 from tests.integration.postgres_env import isolated_schema
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from resilient_task.cli_tasks import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_OK, EXI
 from resilient_task.ports.task_dao import GrabRequest, TaskChange
 from tests.contract.task_dao_contract import make_task
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 SECOND = timedelta(seconds=1)
 

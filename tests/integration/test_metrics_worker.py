@@ -27,7 +27,7 @@ from resilient_task.adapters.postgres import PostgresSettings
 from tests.integration.metrics_app import ERROR, OK, RETRY
 from tests.integration.postgres_env import isolated_schema
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 ROOT = Path(__file__).resolve().parents[2]
 

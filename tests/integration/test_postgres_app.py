@@ -33,7 +33,7 @@ from resilient_task.adapters.postgres import PostgresSettings
 from resilient_task.errors import BackendUnavailableError
 from tests.integration.postgres_env import require_restart_allowed, terminate_backends
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 FAST = TaskProperties(
     resumer=TaskResumerProperties(polling_interval=timedelta(milliseconds=200)),

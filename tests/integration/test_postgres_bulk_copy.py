@@ -24,7 +24,7 @@ from resilient_task.errors import ValidationError
 from tests.contract.task_dao_contract import NOW, make_task
 from tests.integration.postgres_env import isolated_schema
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
 @asynccontextmanager

@@ -19,7 +19,7 @@ from resilient_task.ports.task_dao import GrabRequest, TaskChange
 from tests.integration.postgres_env import isolated_schema
 from tests.unit.helpers import stored_task
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
 @pytest.fixture

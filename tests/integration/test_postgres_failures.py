@@ -23,7 +23,7 @@ from resilient_task.ports.task_dao import GrabRequest
 from tests.contract.task_dao_contract import make_submitted, make_task
 from tests.integration.postgres_env import terminate_backends
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
 async def _terminate(database_url: str, application_name: str) -> int:

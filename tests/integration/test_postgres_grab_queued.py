@@ -12,7 +12,7 @@ from resilient_task.adapters.postgres import PostgresSettings, PostgresTaskDAO, 
 from resilient_task.domain.task import Task, TaskStatus
 from resilient_task.ports.task_dao import GrabRequest, TaskChange
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 SECOND = timedelta(seconds=1)

@@ -41,7 +41,7 @@ from tests.integration.test_postgres_app import (
     wait_until,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
 async def _status(app_dao: PostgresTaskDAO, task_id: uuid.UUID) -> TaskStatus | None:

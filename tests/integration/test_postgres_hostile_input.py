@@ -25,7 +25,7 @@ from resilient_task.ports.task_dao import InsertOutcome
 from tests.contract.task_dao_contract import make_task
 from tests.unit.hostile import FUZZ_EXAMPLES, valid_text
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 CALLERS = 6
 ROUNDS = 25

@@ -26,7 +26,7 @@ from resilient_task.cli import main as cli_main
 from resilient_task.errors import ConfigurationError, SchemaVersionError
 from tests.integration.postgres_env import isolated_schema
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
 @pytest.fixture

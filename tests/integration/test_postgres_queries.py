@@ -25,6 +25,8 @@ from tests.contract.task_queries_contract import TaskQueriesContract
 from tests.integration.postgres_env import isolated_schema
 from tests.unit.hostile import FUZZ_EXAMPLES
 
+pytestmark = pytest.mark.integration
+
 _db_examples = settings(
     max_examples=max(50, FUZZ_EXAMPLES // 2),
     deadline=None,

@@ -28,7 +28,7 @@ from resilient_task.ports.task_dao import InsertOutcome, TaskChange
 from tests.contract.task_dao_contract import NOW, make_task, processing
 from tests.integration.postgres_env import isolated_schema
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 NASTY = [
     "it's",

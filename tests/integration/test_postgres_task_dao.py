@@ -11,6 +11,8 @@ from resilient_task.ports.task_dao import TaskDAO
 from tests.contract.task_dao_contract import TaskDAOContract
 from tests.integration.postgres_env import isolated_schema
 
+pytestmark = pytest.mark.integration
+
 
 class TestPostgresTaskDAOContract(TaskDAOContract):
     @pytest.fixture

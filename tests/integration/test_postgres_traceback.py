@@ -29,7 +29,7 @@ from resilient_task.ports.task_queries import TaskQuery
 from tests.contract.task_dao_contract import make_task
 from tests.integration.postgres_env import isolated_schema
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 TRACE = (
