@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from resilient_task.adapters.postgres import (
     SCHEMA_VERSION,
@@ -20,8 +23,8 @@ from resilient_task.adapters.postgres import (
     upgrade,
 )
 from resilient_task.adapters.postgres.migrations import upgrade_steps
-from resilient_task.adapters.postgres.schema import Tables
-from resilient_task.adapters.postgres.schema_check import schema_differences
+from resilient_task.adapters.postgres.schema import DEFAULT_PREFIX, DEFAULT_SCHEMA, Tables
+from resilient_task.adapters.postgres.schema_check import _CHECKS, _INDEXES, schema_differences
 from resilient_task.cli import main as cli_main
 from resilient_task.errors import ConfigurationError, SchemaVersionError
 from tests.integration.postgres_env import isolated_schema
@@ -315,3 +318,70 @@ async def test_db_upgrade_and_check_exit_0_on_an_intact_schema(
     assert await anyio.to_thread.run_sync(cli_main, ["db", "upgrade", *options]) == 0
     assert await anyio.to_thread.run_sync(cli_main, ["db", "check", *options]) == 0
     assert "match what this code declares" in capsys.readouterr().out
+
+
+@asynccontextmanager
+async def empty_database(database_url: str) -> AsyncIterator[str]:
+    """A new, empty database on the test server (its URL), dropped on exit."""
+    name = f"rt_schema_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(database_url, poolclass=sa.NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield sa.make_url(database_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            async with admin.connect() as conn:
+                await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await admin.dispose()
+
+
+async def test_an_empty_database_migrated_from_scratch_has_exactly_the_declared_schema(
+    database_url: str,
+) -> None:
+    # The default schema ("public", which exists) and prefix, as a first `db upgrade` makes them.
+    async with empty_database(database_url) as url:
+        await upgrade(url)
+        assert await schema_differences(url) == []
+        engine = create_engine(url, pool_size=1)
+        try:
+            assert await current_version(engine) == SCHEMA_VERSION
+            async with engine.connect() as conn:
+                live = await conn.run_sync(_catalogue, DEFAULT_SCHEMA)
+        finally:
+            await engine.dispose()
+    tables = Tables.build(PostgresSettings())
+    declared = (tables.tasks, tables.task_data, tables.schema_version)
+    # Nothing beyond what the Core tables and schema_check declare: a migration that adds a
+    # table, an index or a constraint must declare it there too, or this fails.
+    assert set(live["tables"]) == {t.name for t in declared}
+    expected_indexes = {f"{t.name}_pkey" for t in declared} | {
+        DEFAULT_PREFIX + index.name for index in _INDEXES
+    }
+    assert set(live["indexes"]) == expected_indexes
+    assert set(live["checks"]) == {DEFAULT_PREFIX + check for _, check in _CHECKS}
+    assert live["foreign_keys"] == [
+        (tables.task_data.name, ["task_id"], tables.tasks.name, ["id"], "CASCADE")
+    ]
+
+
+def _catalogue(conn: sa.Connection, schema: str) -> dict[str, list[Any]]:
+    """Every table, index, check constraint and foreign key the schema holds."""
+    inspector = sa.inspect(conn)
+    names = inspector.get_table_names(schema=schema)
+    indexes = [i["name"] for t in names for i in inspector.get_indexes(t, schema=schema)]
+    indexes += [inspector.get_pk_constraint(t, schema=schema)["name"] for t in names]
+    checks = [c["name"] for t in names for c in inspector.get_check_constraints(t, schema=schema)]
+    foreign_keys = [
+        (
+            t,
+            fk["constrained_columns"],
+            fk["referred_table"],
+            fk["referred_columns"],
+            (fk.get("options") or {}).get("ondelete", "").upper(),
+        )
+        for t in names
+        for fk in inspector.get_foreign_keys(t, schema=schema)
+    ]
+    return {"tables": names, "indexes": indexes, "checks": checks, "foreign_keys": foreign_keys}
