@@ -16,13 +16,15 @@ def module_marks(path: Path) -> set[str]:
     """The ``pytest.mark.<name>`` names a module's top-level ``pytestmark`` assigns."""
     marks: set[str] = set()
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        targets = node.targets if isinstance(node, ast.Assign) else []
-        if isinstance(node, ast.AnnAssign):
-            targets = [node.target]
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
         if not any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in targets):
             continue
-        assert node.value is not None
-        for sub in ast.walk(node.value):
+        for sub in ast.walk(value):
             if (
                 isinstance(sub, ast.Attribute)
                 and isinstance(sub.value, ast.Attribute)
