@@ -6,7 +6,7 @@ Run the demo (in memory, a job every second for a few seconds)::
 
 In production the job is declared the same way on every worker node, with the PostgreSQL
 store: however many nodes run, each tick runs once. The node takes the jobs' handlers and
-creates their tasks once it runs (``CronJobs.ensure``).
+creates their tasks when it starts (``ResilientTask(cron_jobs=...)``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import anyio
 
 from resilient_task import ResilientTask, TaskProperties, TaskResumerProperties
 from resilient_task.domain.cron import CronJob, CronRun, MissedRuns
-from resilient_task.service.cron import CronJobs
 
 log = logging.getLogger("payouts")
 
@@ -51,13 +50,12 @@ def settle_payouts(payouts: Payouts, schedule: str = "*/5 * * * *") -> CronJob:
 async def demo(seconds: float) -> list[CronRun]:
     """Run the job every second, in memory, for ``seconds``; return its runs."""
     payouts = Payouts()
-    cron = CronJobs([settle_payouts(payouts, schedule="* * * * * *")])
     # Due ticks are picked up by the resumer's poll: poll well within the shortest interval.
     properties = TaskProperties(
         resumer=TaskResumerProperties(polling_interval=timedelta(milliseconds=100))
     )
-    async with ResilientTask(handlers=cron.handlers, properties=properties) as app:
-        await cron.ensure(app.service, clock=app.clock)
+    job = settle_payouts(payouts, schedule="* * * * * *")
+    async with ResilientTask(cron_jobs=[job], properties=properties):
         await anyio.sleep(seconds)
     return payouts.settled
 

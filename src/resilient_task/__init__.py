@@ -42,6 +42,7 @@ from resilient_task.domain import (
     TaskStatus,
     for_types,
 )
+from resilient_task.domain.cron import CronJob, CronRun, MissedRuns
 from resilient_task.errors import (
     BackendError,
     BackendUnavailableError,
@@ -81,10 +82,13 @@ __all__ = [
     "CleanerProperties",
     "ConcurrencyPolicy",
     "ConfigurationError",
+    "CronJob",
+    "CronRun",
     "ExponentialRetryPolicy",
     "InvalidTransitionError",
     "KafkaProperties",
     "KafkaTriggers",
+    "MissedRuns",
     "NoRetryPolicy",
     "NotifyTriggers",
     "PostgresOptions",

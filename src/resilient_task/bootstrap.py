@@ -24,6 +24,7 @@ from resilient_task.adapter_defaults import DefaultAdapters, is_postgres
 from resilient_task.adapters.memory.task_dao import InMemoryTaskDAO
 from resilient_task.adapters.memory.triggerer import InMemoryTriggerer
 from resilient_task.bindings import AdapterBindings
+from resilient_task.domain.cron import CronJob
 from resilient_task.domain.handler import TaskHandler
 from resilient_task.environment import node_settings_from_env
 from resilient_task.errors import ConfigurationError
@@ -35,6 +36,7 @@ from resilient_task.ports.task_queries import TaskQueries
 from resilient_task.ports.triggerer import Triggerer
 from resilient_task.properties import ENV_PREFIX, TaskProperties
 from resilient_task.service.cleaner import TaskCleaner
+from resilient_task.service.cron import CronJobs
 from resilient_task.service.executor import TaskExecutor
 from resilient_task.service.operator import TaskOperator
 from resilient_task.service.registry import HandlerRegistry
@@ -74,6 +76,9 @@ class ResilientTask:
       triggers cannot reach any worker: it leaves its tasks to the workers' polling;
     - time: the system clock; observer: none.
 
+    ``cron_jobs=[CronJob(...)]``: recurring jobs; each is one task, added when the node starts
+    (a no-op when it exists), run once per tick across all nodes (see ``docs/cron.md``).
+
     Your own adapter replaces the default for its port: ``adapters={Triggerer: mine}`` or
     ``app.register(Triggerer, mine)`` before the node starts (``dao=``, ``triggerer=``,
     ``clock=``, ``observer=`` are the same for those ports). An instance stays yours to open
@@ -92,6 +97,7 @@ class ResilientTask:
         self,
         *,
         handlers: Iterable[TaskHandler] = (),
+        cron_jobs: Iterable[CronJob] = (),
         properties: TaskProperties | None = None,
         database_url: str | None = None,
         triggers: Triggers | None = None,
@@ -108,7 +114,9 @@ class ResilientTask:
         postgres_options: dict[str, Any] | None = None,
     ) -> None:
         self.properties = properties or TaskProperties()
-        self.registry = HandlerRegistry(handlers)
+        self.cron = CronJobs(cron_jobs)
+        """The node's recurring jobs: each is one task, added at start if absent."""
+        self.registry = HandlerRegistry([*handlers, *self.cron.handlers])
         self._database_url = database_url
         self._triggers = chosen_triggers(triggers, kafka=kafka, notify=notify)
         self._postgres = chosen_postgres(postgres, postgres_options)
@@ -353,6 +361,8 @@ class ResilientTask:
                     type(self.dao).__name__,
                     type(self.triggerer).__name__,
                 )
+            if self.cron.jobs:
+                await self.cron.ensure(self.service, clock=self.clock)
         except BaseException:
             # A task group entered here must be left here, in this task (trio insists), before
             # the adapters it uses close.

@@ -6,35 +6,20 @@ environment): ``RESILIENT_TASK_*`` for the node, ``RT_FAULTS_SCHEMA`` for its sc
 ``RT_FAULTS_EXEC_LOG`` for the file each run appends ``<tick> <node id> <started>`` to, with
 one ``os.write`` on an ``O_APPEND`` descriptor (whole lines, whichever process writes).
 
-The node runs ``CronJobs.ensure`` once it started, as the composition root will.
+The node adds the job's task when it starts (``ResilientTask(cron_jobs=...)``).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Any, Self
 
 from resilient_task import ResilientTask, TaskProperties
 from resilient_task.domain.cron import CronJob, CronRun
-from resilient_task.service.cron import CronJobs
 
 __all__ = ["EVERY_SECOND", "app", "parse_run"]
 
 EVERY_SECOND = "* * * * * *"
-
-
-class CronNode(ResilientTask):
-    """A node that ensures its cron jobs' tasks once it runs."""
-
-    def __init__(self, *, cron: CronJobs, **settings: Any) -> None:
-        super().__init__(**settings)
-        self.cron = cron
-
-    async def __aenter__(self) -> Self:
-        await super().__aenter__()
-        await self.cron.ensure(self.service, clock=self.clock)
-        return self
 
 
 class _Recorder:
@@ -63,10 +48,8 @@ def app() -> ResilientTask:
         processor=_Recorder(env["RT_FAULTS_EXEC_LOG"], properties.node_id),
         timezone="Europe/London",
     )
-    cron = CronJobs([job])
-    return CronNode.from_env(
-        cron=cron,
-        handlers=cron.handlers,
+    return ResilientTask.from_env(
+        cron_jobs=[job],
         environ=env,
         properties=properties,
         postgres_options={"schema": env["RT_FAULTS_SCHEMA"]},
