@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from resilient_task.adapters.memory.task_dao import InMemoryTaskDAO, InMemoryTransaction
 from resilient_task.adapters.postgres.dao import PostgresTaskDAO
 from resilient_task.ports.task_dao import TaskDAO
+from resilient_task.service.context import current_transaction
 
 
 def memory_store(dao: InMemoryTaskDAO) -> TaskDAO[InMemoryTransaction]:
@@ -40,6 +41,11 @@ async def each_store_takes_its_own_handle(
         await postgres.apply([], transaction=conn)
         await memory.insert_tasks([], transaction=conn)  # type: ignore[arg-type]
         memory.after_commit(conn, _noop)  # type: ignore[arg-type]
+
+
+def a_processor_may_ask_for_its_handle_typed() -> None:
+    assert_type(current_transaction(AsyncConnection), AsyncConnection)
+    assert_type(current_transaction(InMemoryTransaction), InMemoryTransaction)
 
 
 def the_postgres_store_is_not_an_in_memory_one(

@@ -609,6 +609,26 @@ async def test_transactional_handler_commits_its_writes_with_the_completion() ->
     assert isinstance(seen[0], InMemoryTransaction)
 
 
+async def test_current_transaction_given_its_type_returns_it_typed_or_fails_the_run() -> None:
+    handles: list[InMemoryTransaction] = []
+
+    async def process(task: Task) -> ProcessResult:
+        handles.append(current_transaction(InMemoryTransaction))
+        current_transaction(UUID)  # not this store's handle: the run fails
+        return ProcessResult.DONE
+
+    node = FakeNode(handler(process, transactional=True, retry_policy=NoRetryPolicy()))
+    async with node:
+        task_id = await node.add()
+        await node.wait_for(task_id, TaskStatus.ERROR)
+
+    assert len(handles) == 1
+    assert node.task(task_id).last_error == (
+        "gave up after 1 attempt(s): ConfigurationError: "
+        "the transaction handle is InMemoryTransaction, not UUID"
+    )
+
+
 async def test_transactional_handler_writes_roll_back_when_its_completion_is_fenced() -> None:
     runs: list[int] = []
 

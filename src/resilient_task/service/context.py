@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import anyio
 
@@ -13,6 +13,8 @@ from resilient_task.domain.task import Task
 from resilient_task.errors import ConfigurationError
 
 __all__ = ["ProcessingContext", "current_context", "current_transaction"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +44,11 @@ def current_context() -> ProcessingContext:
     return context
 
 
-def current_transaction() -> Any:
+@overload
+def current_transaction() -> Any: ...
+@overload
+def current_transaction(kind: type[T]) -> T: ...
+def current_transaction(kind: type[object] | None = None) -> object:
     """The store transaction of a ``transactional=True`` handler.
 
     For PostgreSQL this is the SQLAlchemy ``AsyncConnection`` whose transaction also completes
@@ -51,11 +57,20 @@ def current_transaction() -> Any:
     The transaction is the node's to end: do not commit, roll back or close it (on
     PostgreSQL that raises :class:`~resilient_task.errors.ConfigurationError` and fails the
     run); raise to roll your writes back, or use a savepoint (``begin_nested()``).
+
+    Args:
+        kind: the handle's type, e.g. ``AsyncConnection`` (or ``InMemoryTransaction``): the
+            result is typed as it, and a handle of another type raises ConfigurationError.
+            Without it the handle is untyped (``Any``): the store is chosen at run time.
     """
     context = current_context()
     if context.transaction is None:
         raise ConfigurationError(
             "this handler is not transactional; build it with transactional=True"
+        )
+    if kind is not None and not isinstance(context.transaction, kind):
+        raise ConfigurationError(
+            f"the transaction handle is {type(context.transaction).__name__}, not {kind.__name__}"
         )
     return context.transaction
 
