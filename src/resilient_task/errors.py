@@ -10,9 +10,11 @@
     ├── ConfigurationError              an impossible setting or a missing adapter
     ├── SchemaVersionError              the database schema is missing or newer than this code
     ├── ProcessingTimeoutError          a processor overran its timeout (also a TimeoutError)
-    └── BackendError                    storage or broker failure; ``transient``: a retry may help
-        ├── BackendUnavailableError     cannot reach PostgreSQL / Kafka right now (transient)
-        └── TriggerError                a trigger was not delivered; the task stays stored
+    ├── BackendError                    storage or broker failure; ``transient``: a retry may help
+    │   ├── BackendUnavailableError     cannot reach PostgreSQL / Kafka right now (transient)
+    │   └── TriggerError                a trigger was not delivered; the task stays stored
+    ├── RetryAfter                      raised by a processor: retry after ``delay`` (policy-bound)
+    └── GiveUp                          raised by a processor: ERROR now, with ``reason``
 
 Adapters translate every driver exception into one of these at a single choke point
 (``raise BackendUnavailableError(...) from exc``) so ``__cause__`` keeps the original.
@@ -26,6 +28,8 @@ a bare ``TypeError``, ``OverflowError``, ``UnicodeEncodeError`` or driver error.
 
 from __future__ import annotations
 
+import math
+from datetime import timedelta
 from uuid import UUID
 
 __all__ = [
@@ -118,3 +122,46 @@ class BackendUnavailableError(BackendError):
 
 class TriggerError(BackendError):
     """A trigger could not be delivered; the task is safe and the resumer will pick it up."""
+
+
+class RetryAfter(ResilientTaskError):  # noqa: N818 -- a request to the executor, not an error
+    """Raised by a processor: run the task again after ``delay``, instead of the policy's wait.
+
+    The attempt counts as a try, and the retry policy still decides *whether* there is a retry
+    (an :class:`~resilient_task.ExponentialRetryPolicy` past ``max_count`` or a
+    :class:`~resilient_task.NoRetryPolicy` puts the task in ERROR); its ``retry_on`` and
+    ``give_up_on`` filters do not apply. The processor only decides *when*.
+
+    Args:
+        delay: a ``timedelta`` or seconds, from 0 up to ten years (the longest retry wait).
+        reason: recorded as the task's last error (default ``"retry after <delay>"``).
+    """
+
+    def __init__(self, delay: timedelta | float, reason: str | None = None) -> None:
+        if isinstance(delay, bool) or not isinstance(delay, timedelta | int | float):
+            raise ValidationError(f"RetryAfter delay must be a timedelta or seconds, got {delay!r}")
+        if not isinstance(delay, timedelta):
+            if not math.isfinite(delay) or not 0 <= delay <= _MAX_DELAY.total_seconds():
+                raise ValidationError(f"RetryAfter delay out of range: {delay!r}")
+            delay = timedelta(seconds=delay)
+        if not timedelta(0) <= delay <= _MAX_DELAY:
+            raise ValidationError(f"RetryAfter delay out of range: {delay}")
+        self.delay = delay
+        self.reason = reason if reason is not None else f"retry after {delay}"
+        super().__init__(self.reason)
+
+
+class GiveUp(ResilientTaskError):  # noqa: N818 -- a request to the executor, not an error
+    """Raised by a processor: no retry, the task goes to ERROR at once with ``reason``.
+
+    Whatever the retry policy says. ``raise GiveUp("card expired") from exc`` keeps the cause
+    in the recorded traceback. An operator can still resume the task.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_MAX_DELAY = timedelta(days=3650)
+"""The longest wait a retry may ask for (kept equal to ``domain.requests.MAX_DURATION``)."""

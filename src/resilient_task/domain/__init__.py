@@ -10,6 +10,7 @@ from resilient_task.domain.handler import (
 from resilient_task.domain.policies import (
     ConcurrencyPolicy,
     ExponentialRetryPolicy,
+    LegacyRetryPolicy,
     NoRetryPolicy,
     ProcessingPolicy,
     RetryPolicy,
@@ -37,6 +38,7 @@ __all__ = [
     "BaseTask",
     "ConcurrencyPolicy",
     "ExponentialRetryPolicy",
+    "LegacyRetryPolicy",
     "NoRetryPolicy",
     "ProcessResult",
     "ProcessingPolicy",

@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 
 from resilient_task.domain.policies import (
     DEFAULT_TRANSACTIONAL_MAX_CONCURRENCY,
+    AnyRetryPolicy,
     ConcurrencyPolicy,
     ExponentialRetryPolicy,
     ProcessingPolicy,
-    RetryPolicy,
     SimpleConcurrencyPolicy,
     SimpleProcessingPolicy,
+    check_retry_policy,
 )
 from resilient_task.domain.results import ProcessResult
 from resilient_task.domain.task import BaseTask, Task
@@ -64,13 +65,14 @@ class TaskHandler:
     processor: Processor
     predicate: TaskPredicate | None = None
     types: Iterable[str] | None = None
-    retry_policy: RetryPolicy = field(default_factory=ExponentialRetryPolicy)
+    retry_policy: AnyRetryPolicy = field(default_factory=ExponentialRetryPolicy)
     concurrency_policy: ConcurrencyPolicy = _DEFAULT_CONCURRENCY
     processing_policy: ProcessingPolicy = field(default_factory=SimpleProcessingPolicy)
     transactional: bool = False
     name: str | None = None
 
     def __post_init__(self) -> None:
+        check_retry_policy(self.retry_policy)
         if self.concurrency_policy is _DEFAULT_CONCURRENCY:
             policy = (
                 SimpleConcurrencyPolicy(DEFAULT_TRANSACTIONAL_MAX_CONCURRENCY)
@@ -133,13 +135,13 @@ class TaskHandlerBuilder:
     def __init__(self, predicate: TaskPredicate, processor: Processor) -> None:
         self._predicate = predicate
         self._processor = processor
-        self._retry: RetryPolicy = ExponentialRetryPolicy()
+        self._retry: AnyRetryPolicy = ExponentialRetryPolicy()
         self._concurrency: ConcurrencyPolicy = _DEFAULT_CONCURRENCY
         self._processing: ProcessingPolicy = SimpleProcessingPolicy()
         self._transactional = False
         self._name: str | None = None
 
-    def with_retry_policy(self, policy: RetryPolicy) -> TaskHandlerBuilder:
+    def with_retry_policy(self, policy: AnyRetryPolicy) -> TaskHandlerBuilder:
         """Set the retry policy (default: exponential, 5 s x2, 3 retries)."""
         self._retry = policy
         return self

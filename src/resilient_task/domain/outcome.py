@@ -7,6 +7,11 @@ completes, DONE_AND_DELETE completes and deletes, COMMIT_AND_RETRY asks the retr
 the next run (or completes when it says stop), a failure asks it for a retry (or gives up:
 ERROR, naming the attempts), keeping the failure's traceback next to its error text. It
 never raises for any outcome, however broken its ``__str__``.
+
+The policy sees the failure (``error=``; None for a repeat). Two failures are the
+processor's own decision: :class:`~resilient_task.errors.GiveUp` is ERROR at once, whatever
+the policy; :class:`~resilient_task.errors.RetryAfter` is retried at ``now + delay`` when the
+policy grants a retry at all (it counts as a try, so ``max_count`` still bounds it).
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import cast
 
-from resilient_task.domain.policies import RetryPolicy
+from resilient_task.domain.policies import AnyRetryPolicy, RetryPolicy, sees_errors
 from resilient_task.domain.results import ProcessResult
 from resilient_task.domain.task import Task
+from resilient_task.errors import GiveUp, RetryAfter
 
 __all__ = [
     "Decision",
@@ -63,7 +70,7 @@ class Decision:
 def decide(
     task: Task,
     outcome: ProcessResult | BaseException,
-    retry_policy: RetryPolicy,
+    retry_policy: AnyRetryPolicy,
     *,
     now: datetime,
     rand: Callable[[], float] = random.random,
@@ -73,8 +80,8 @@ def decide(
     Args:
         task: the task as grabbed (``processing_tries_count`` counts this run).
         outcome: what the processor returned, or the exception its run failed with.
-        retry_policy: the handler's policy, asked for the next run after a failure or a
-            COMMIT_AND_RETRY.
+        retry_policy: the handler's policy, asked for the next run after a failure (with
+            ``error=`` the failure) or a COMMIT_AND_RETRY (``error=None``).
         now: the time the outcome is recorded.
         rand: the jitter source handed to the retry policy.
     """
@@ -86,20 +93,39 @@ def decide(
         reset = retry_policy.reset_tries_on_repeat
         # With reset, the next run is planned as after a first attempt, whatever this one was.
         basis = replace(task, processing_tries_count=1) if reset else task
-        run_at = retry_policy.next_run(basis, now=now, rand=rand)
+        run_at = _next_run(retry_policy, basis, now=now, rand=rand, error=None)
         if run_at is None:
             return Decision(task.complete(now=now), OutcomeKind.DONE)
         return Decision(
             task.schedule(now=now, run_at=run_at, reset_tries=reset), OutcomeKind.REPEATED
         )
     error, trace = describe(outcome), formatted_traceback(outcome)
-    run_at = retry_policy.next_run(task, now=now, rand=rand)
+    if isinstance(outcome, GiveUp):
+        run_at = None
+    else:
+        run_at = _next_run(retry_policy, task, now=now, rand=rand, error=outcome)
+        if run_at is not None and isinstance(outcome, RetryAfter):
+            run_at = now + outcome.delay
     if run_at is None:
         reason = f"gave up after {task.processing_tries_count} attempt(s): {error}"
         failed = task.mark_error(now=now, reason=reason, traceback=trace)
         return Decision(failed, OutcomeKind.ERROR)
     retry = task.schedule(now=now, run_at=run_at, error=error, traceback=trace)
     return Decision(retry, OutcomeKind.RETRIED)
+
+
+def _next_run(
+    policy: AnyRetryPolicy,
+    task: Task,
+    *,
+    now: datetime,
+    rand: Callable[[], float],
+    error: BaseException | None,
+) -> datetime | None:
+    """Ask ``policy``, with ``error`` if its ``next_run`` takes it (else the older way)."""
+    if sees_errors(policy):
+        return cast(RetryPolicy, policy).next_run(task, now=now, rand=rand, error=error)
+    return policy.next_run(task, now=now, rand=rand)
 
 
 def unhandled(task: Task, *, now: datetime) -> Decision:

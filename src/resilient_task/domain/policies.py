@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import functools
+import inspect
 import math
 import random
 from collections.abc import Callable
@@ -13,20 +15,24 @@ from typing import Protocol
 from resilient_task.domain.backoff import capped_exponential
 from resilient_task.domain.requests import MAX_DURATION, require_duration
 from resilient_task.domain.task import Task
-from resilient_task.errors import ValidationError
+from resilient_task.errors import ConfigurationError, RetryAfter, ValidationError
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_TRANSACTIONAL_MAX_CONCURRENCY",
     "MAX_DELAY",
+    "AnyRetryPolicy",
     "ConcurrencyPolicy",
     "ExponentialRetryPolicy",
+    "LegacyRetryPolicy",
     "NoRetryPolicy",
     "ProcessingPolicy",
     "RetryPolicy",
     "SimpleConcurrencyPolicy",
     "SimpleProcessingPolicy",
     "StuckTaskResolutionStrategy",
+    "check_retry_policy",
+    "sees_errors",
 ]
 
 
@@ -35,7 +41,34 @@ MAX_DELAY = MAX_DURATION
 
 
 class RetryPolicy(Protocol):
-    """Decides when a failed (or repeating) task runs next."""
+    """Decides when a failed (or repeating) task runs next, seeing the failure.
+
+    ``error`` is the exception the attempt failed with (its own, the processor's timeout
+    :class:`~resilient_task.errors.ProcessingTimeoutError`, a ``TypeError`` for a wrong return
+    value, a :class:`~resilient_task.errors.RetryAfter`), or None for a ``COMMIT_AND_RETRY``
+    repeat: a policy can tell a repeat from a failure. A policy written against the older
+    signature without ``error`` (:class:`LegacyRetryPolicy`) still works: it is asked without it.
+    """
+
+    def next_run(
+        self,
+        task: Task,
+        *,
+        now: datetime,
+        rand: Callable[[], float] = random.random,
+        error: BaseException | None = None,
+    ) -> datetime | None:
+        """The next run time after the attempt ``task.processing_tries_count``, or None to stop."""
+        ...
+
+    @property
+    def reset_tries_on_repeat(self) -> bool:
+        """Whether COMMIT_AND_RETRY starts the tries count again from zero."""
+        ...
+
+
+class LegacyRetryPolicy(Protocol):
+    """The retry policy signature before ``error``: still accepted, asked without the failure."""
 
     def next_run(
         self, task: Task, *, now: datetime, rand: Callable[[], float] = random.random
@@ -49,6 +82,55 @@ class RetryPolicy(Protocol):
         ...
 
 
+AnyRetryPolicy = RetryPolicy | LegacyRetryPolicy
+"""What a handler accepts as its retry policy."""
+
+
+def sees_errors(policy: AnyRetryPolicy) -> bool:
+    """Whether ``policy.next_run`` takes the ``error`` keyword (or ``**kwargs``)."""
+    method = getattr(type(policy), "next_run", None)
+    if inspect.isfunction(method):
+        return _takes_error(method)
+    return _takes_error(policy.next_run)  # an instance attribute, a builtin...: not cached
+
+
+def check_retry_policy(policy: object) -> None:
+    """Refuse, with :class:`ConfigurationError`, an object that cannot serve as a retry policy."""
+    next_run = getattr(policy, "next_run", None)
+    if not callable(next_run) or not hasattr(policy, "reset_tries_on_repeat"):
+        raise ConfigurationError(
+            f"retry_policy {policy!r} is no retry policy: it needs next_run(task, *, now, rand, "
+            f"error=None) -> datetime | None and a reset_tries_on_repeat attribute"
+        )
+    try:
+        signature = inspect.signature(next_run)
+    except (TypeError, ValueError):
+        return  # not introspectable (a builtin): trusted, asked without error
+    try:
+        signature.bind(None, now=None, rand=None)
+    except TypeError as exc:
+        raise ConfigurationError(
+            f"retry_policy {type(policy).__name__}.next_run{signature} cannot be called as "
+            f"next_run(task, *, now, rand, error=None): {exc}"
+        ) from None
+
+
+@functools.cache
+def _takes_error(method: Callable[..., object]) -> bool:
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.kind is p.VAR_KEYWORD
+        or (p.name == "error" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+        for p in parameters
+    )
+
+
+ExceptionTypes = tuple[type[BaseException], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class ExponentialRetryPolicy:
     """Retry ``max_count`` times, the n-th retry waiting ``delay * multiplier**(n-1)``.
@@ -57,6 +139,14 @@ class ExponentialRetryPolicy:
     drawn uniformly from ``[wait * (1 - jitter), wait * (1 + jitter)]`` and still capped at
     ``max_delay``. The reference example ``(5 s, x4, max_count=3)`` runs a task at most 4 times,
     waiting 5 s, 20 s and 80 s.
+
+    Which failures are retried: ``give_up_on`` (exception classes, subclasses included) puts
+    the task in ERROR at the first such failure; otherwise, with ``retry_on`` given, only
+    failures of those classes are retried, any other goes to ERROR; without ``retry_on``
+    every failure is retried. A failure's class is matched, not its ``__cause__`` nor the
+    members of an ``ExceptionGroup``. Neither applies to a COMMIT_AND_RETRY repeat nor to a
+    processor's :class:`~resilient_task.errors.RetryAfter` (retried up to ``max_count``, at the
+    time it asks for).
     """
 
     delay: timedelta = timedelta(seconds=5)
@@ -65,8 +155,13 @@ class ExponentialRetryPolicy:
     max_delay: timedelta = timedelta(hours=24)
     jitter: float = 0.0
     reset_tries_on_repeat: bool = False
+    retry_on: ExceptionTypes | None = None
+    give_up_on: ExceptionTypes = ()
 
     def __post_init__(self) -> None:
+        if self.retry_on is not None:
+            object.__setattr__(self, "retry_on", _exception_types("retry_on", self.retry_on))
+        object.__setattr__(self, "give_up_on", _exception_types("give_up_on", self.give_up_on))
         _non_negative("delay", self.delay)
         _non_negative("max_delay", self.max_delay)
         if self.max_delay > MAX_DELAY:
@@ -87,10 +182,25 @@ class ExponentialRetryPolicy:
         )
         return self.max_delay if seconds >= cap else timedelta(seconds=seconds)
 
+    def retries(self, error: BaseException) -> bool:
+        """Whether a failure with ``error`` is retried (within ``max_count``)."""
+        if isinstance(error, RetryAfter):
+            return True
+        if isinstance(error, self.give_up_on):
+            return False
+        return self.retry_on is None or isinstance(error, self.retry_on)
+
     def next_run(
-        self, task: Task, *, now: datetime, rand: Callable[[], float] = random.random
+        self,
+        task: Task,
+        *,
+        now: datetime,
+        rand: Callable[[], float] = random.random,
+        error: BaseException | None = None,
     ) -> datetime | None:
         """See :meth:`RetryPolicy.next_run`."""
+        if error is not None and not self.retries(error):
+            return None
         retry_number = task.processing_tries_count
         if retry_number > self.max_count or retry_number < 1:
             return None
@@ -108,7 +218,12 @@ class NoRetryPolicy:
     reset_tries_on_repeat: bool = False
 
     def next_run(
-        self, task: Task, *, now: datetime, rand: Callable[[], float] = random.random
+        self,
+        task: Task,
+        *,
+        now: datetime,
+        rand: Callable[[], float] = random.random,
+        error: BaseException | None = None,
     ) -> datetime | None:
         """Always None."""
         return None
@@ -213,6 +328,18 @@ class SimpleProcessingPolicy:
                 raise ValidationError(
                     f"stuck_strategy must be one of {choices}, got {self.stuck_strategy!r}"
                 ) from None
+
+
+def _exception_types(name: str, value: object) -> ExceptionTypes:
+    """``value`` as a tuple of exception classes (one class alone is accepted)."""
+    items = (value,) if isinstance(value, type) else value
+    if not isinstance(items, tuple | list | set | frozenset):
+        raise ValidationError(f"{name} must be a tuple of exception classes, got {value!r}")
+    classes = tuple(items)
+    for item in classes:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise ValidationError(f"{name} must hold exception classes, got {item!r}")
+    return classes
 
 
 def _non_negative(name: str, value: timedelta) -> None:
