@@ -37,12 +37,7 @@ from aiokafka.errors import (
 )
 
 from resilient_task.adapters.delivery import Backoff, drain_callbacks
-from resilient_task.adapters.kafka.clients import (
-    DRIVER_ERRORS,
-    RECOVERABLE_ERRORS,
-    Outage,
-    close_client,
-)
+from resilient_task.adapters.kafka.clients import DRIVER_ERRORS, RECOVERABLE_ERRORS, close_client
 from resilient_task.adapters.kafka.lag import LagMeter
 from resilient_task.adapters.kafka.messages import decode_trigger, malformed_reason
 from resilient_task.adapters.kafka.offsets import OffsetTracker, PartitionOffsets
@@ -52,6 +47,7 @@ from resilient_task.errors import ConfigurationError
 from resilient_task.ports.observer import NULL_OBSERVER, Observer
 from resilient_task.ports.triggerer import TriggerCallback
 from resilient_task.properties import KafkaProperties
+from resilient_task.service.outage import OutageLog
 
 __all__ = ["TriggerConsumer"]
 
@@ -134,7 +130,7 @@ class TriggerConsumer:
         self._fetching = False
         self._fatal: ConfigurationError | None = None
         self._task: asyncio.Task[None] | None = None
-        self._outage = Outage(logger, f"Kafka consumer of {properties.triggers_topic}")
+        self._outage = OutageLog(logger, f"Kafka consumer of {properties.triggers_topic}")
         self._backoff = Backoff()
         self._refused: type[BaseException] | None = None
         self._committing: asyncio.Task[None] | None = None
@@ -235,7 +231,7 @@ class TriggerConsumer:
         self._joined = True
         self._backoff.reset()
         self._refused = None
-        self._outage.recovered()
+        self._outage.succeeded()
 
     async def _consume(self) -> None:
         await self._topic.ensure(time_limit=self._connect_timeout)
@@ -374,7 +370,7 @@ class TriggerConsumer:
             return False
         self._tracker.committed(offsets)
         self._lag.committed(offsets)
-        self._outage.recovered()
+        self._outage.succeeded()
         return True
 
     def _check_topic(self, consumer: Any) -> None:
