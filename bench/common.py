@@ -145,18 +145,18 @@ def node(
     Modes: memory | postgres (database polling only) | postgres_kafka | postgres_notify
     (triggers through PostgreSQL LISTEN/NOTIFY).
     """
-    from resilient_task import ResilientTask
+    from resilient_task import KafkaTriggers, NotifyTriggers, PostgresOptions, ResilientTask
 
     if mode == "memory":
         return ResilientTask(handlers=handlers, run_workers=run_workers, in_memory=True)
+    triggers = {"postgres_kafka": KafkaTriggers(), "postgres_notify": NotifyTriggers()}
     return ResilientTask(
         handlers=handlers,
         properties=properties(cfg, namespace, group),
         database_url=cfg.database_url,
-        kafka=mode == "postgres_kafka",
-        notify=mode == "postgres_notify",
+        triggers=triggers.get(mode),
         run_workers=run_workers,
-        postgres_options={"schema": schema},
+        postgres=PostgresOptions() if schema is None else PostgresOptions(schema=schema),
     )
 
 

@@ -1,6 +1,6 @@
 """A worker process: ``python -m bench.worker '<json args>'``.
 
-One default node (``ResilientTask(database_url=..., kafka=...)``) with the no-op handler, logging
+One default node (``ResilientTask(database_url=..., triggers=...)``) with the no-op handler, logging
 at WARNING. Prints READY once the node runs; on SIGTERM writes its results file and stops.
 """
 

@@ -32,6 +32,8 @@ from sqlalchemy.orm import Session
 from resilient_task import (
     AddTaskRequest,
     AddTaskResultCode,
+    NotifyTriggers,
+    PostgresOptions,
     Processor,
     ProcessResult,
     ResilientTask,
@@ -120,8 +122,8 @@ def create_worker(
     return ResilientTask(
         handlers=[TaskHandler(types={"ship-order"}, processor=processor)],
         database_url=database_url or os.environ["RESILIENT_TASK_DATABASE_URL"],
-        notify=True,
-        postgres_options={"schema": settings.schema, "prefix": settings.prefix},
+        triggers=NotifyTriggers(),
+        postgres=PostgresOptions(schema=settings.schema, prefix=settings.prefix),
         **options,
     )
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 
-from resilient_task import ResilientTask, TaskProperties
+from resilient_task import PostgresOptions, ResilientTask, TaskProperties
 from resilient_task.domain.cron import CronJob, CronRun
 
 __all__ = ["EVERY_SECOND", "app", "parse_run"]
@@ -52,5 +52,5 @@ def app() -> ResilientTask:
         cron_jobs=[job],
         environ=env,
         properties=properties,
-        postgres_options={"schema": env["RT_FAULTS_SCHEMA"]},
+        postgres=PostgresOptions(schema=env["RT_FAULTS_SCHEMA"]),
     )

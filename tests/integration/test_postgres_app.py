@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from resilient_task import (
     AddTaskRequest,
+    PostgresOptions,
     ProcessResult,
     ResilientTask,
     SimpleConcurrencyPolicy,
@@ -57,7 +58,7 @@ def node(
         properties=replace(properties, node_id=f"{name}-{uuid.uuid4().hex[:6]}"),
         database_url=database_url,
         run_workers=run_workers,
-        postgres_options={"schema": settings.schema, "prefix": settings.prefix, **pool},
+        postgres=PostgresOptions(schema=settings.schema, prefix=settings.prefix, **pool),
     )
 
 

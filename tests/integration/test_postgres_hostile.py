@@ -354,8 +354,8 @@ async def test_transactional_tasks_beyond_the_pool_wait_for_a_connection_before_
 async def test_open_postgres_dao_passes_the_session_timeouts_through(
     database_url: str, settings: PostgresSettings
 ) -> None:
-    # The path ResilientTask(postgres_options=...) takes: the timeouts are settings, not pool
-    # options (create_engine would refuse them with a TypeError).
+    # The path ResilientTask(postgres=PostgresOptions(...)) takes: the timeouts are settings,
+    # not pool options (create_engine would refuse them with a TypeError).
     async with (
         open_postgres_dao(
             database_url,

@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from resilient_task import (
     AddTaskRequest,
+    NotifyTriggers,
+    PostgresOptions,
     ProcessResult,
     ResilientTask,
     Task,
@@ -287,9 +289,9 @@ def node(
         handlers=handlers,
         properties=replace(SLOW_POLL, node_id=f"notify-{uuid.uuid4().hex[:6]}"),
         database_url=database_url,
-        notify=notify,
+        triggers=NotifyTriggers() if notify else None,
         run_workers=run_workers,
-        postgres_options={"schema": settings.schema, "prefix": settings.prefix},
+        postgres=PostgresOptions(schema=settings.schema, prefix=settings.prefix),
     )
 
 

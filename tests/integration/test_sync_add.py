@@ -29,6 +29,9 @@ from resilient_task import (
     AddTaskResultCode,
     BackendError,
     KafkaProperties,
+    KafkaTriggers,
+    NotifyTriggers,
+    PostgresOptions,
     ProcessResult,
     ResilientTask,
     Task,
@@ -178,9 +181,8 @@ def worker(
         handlers=[TaskHandler(types={"ship"}, processor=ran.process)],
         properties=properties if kafka is None else replace(properties, kafka=kafka),
         database_url=url,
-        notify=notify,
-        kafka=kafka is not None,
-        postgres_options={"schema": settings.schema, "prefix": settings.prefix},
+        triggers=KafkaTriggers() if kafka is not None else NotifyTriggers() if notify else None,
+        postgres=PostgresOptions(schema=settings.schema, prefix=settings.prefix),
     )
     with portal.wrap_async_context_manager(app):
         yield ran

@@ -28,8 +28,8 @@ __all__ = ["TaskAdder", "Triggers", "add_task", "add_tasks"]
 Triggers = Literal["notify", "poll"]
 """How workers learn of a task added synchronously.
 
-- ``"notify"``: workers run with ``notify=True`` (PostgreSQL LISTEN/NOTIFY). A ``pg_notify``
-  inside the caller's transaction, delivered by PostgreSQL at commit: milliseconds.
+- ``"notify"``: workers run with ``triggers=NotifyTriggers()`` (PostgreSQL LISTEN/NOTIFY). A
+  ``pg_notify`` inside the caller's transaction, delivered by PostgreSQL at commit: milliseconds.
 - ``"poll"``: workers triggered by Kafka (or anything else). Due tasks are stored already past
   their pick-up deadline; the next poll of any worker's resumer triggers them (within
   ``resumer.polling_interval``, 2 s by default).

@@ -42,6 +42,7 @@ from resilient_task import (
     AddTaskRequest,
     BaseTask,
     KafkaProperties,
+    PostgresOptions,
     ResilientTask,
     TaskProperties,
     TaskResumerProperties,
@@ -560,7 +561,7 @@ async def client(world: Scenario) -> AsyncIterator[ResilientTask]:
         kafka=world.kafka_properties(),
         node_id="test-client",
     )
-    # The triggerer is passed in (and closed here) rather than built from kafka=True: this is
+    # The triggerer is passed in (and closed here) rather than built from KafkaTriggers(): this is
     # the test's tool, and its shutdown must not depend on the code under test.
     async with KafkaTriggerer(properties=properties.kafka) as triggerer:
         app = ResilientTask(
@@ -568,7 +569,7 @@ async def client(world: Scenario) -> AsyncIterator[ResilientTask]:
             database_url=world.database_url,
             triggerer=triggerer,
             run_workers=False,
-            postgres_options={"schema": world.schema},
+            postgres=PostgresOptions(schema=world.schema),
         )
         async with app:
             yield app
@@ -754,7 +755,7 @@ async def silent_client(world: Scenario) -> AsyncIterator[ResilientTask]:
         database_url=world.database_url,
         triggerer=SilentTriggerer(),
         run_workers=False,
-        postgres_options={"schema": world.schema},
+        postgres=PostgresOptions(schema=world.schema),
     )
     async with app:
         yield app

@@ -32,6 +32,7 @@ import anyio
 
 from resilient_task import (
     ExponentialRetryPolicy,
+    PostgresOptions,
     ProcessResult,
     ResilientTask,
     SimpleConcurrencyPolicy,
@@ -105,5 +106,5 @@ def app() -> ResilientTask:
         handlers=[handler],
         environ=env,
         properties=properties,
-        postgres_options={"schema": env["RT_FAULTS_SCHEMA"]},
+        postgres=PostgresOptions(schema=env["RT_FAULTS_SCHEMA"]),
     )
