@@ -16,6 +16,7 @@ from datetime import timedelta
 from resilient_task import (
     ExponentialRetryPolicy,
     NoRetryPolicy,
+    PostgresOptions,
     ProcessResult,
     ResilientTask,
     Task,
@@ -50,5 +51,5 @@ def app() -> ResilientTask:
             TaskHandler(types={RETRY}, processor=_fail_once, retry_policy=quick),
             TaskHandler(types={ERROR}, processor=_fail, retry_policy=NoRetryPolicy()),
         ],
-        postgres_options={"schema": os.environ["RT_METRICS_SCHEMA"]},
+        postgres=PostgresOptions(schema=os.environ["RT_METRICS_SCHEMA"]),
     )

@@ -19,6 +19,7 @@ import anyio.to_thread
 import pytest
 
 from resilient_task import (
+    PostgresOptions,
     ProcessResult,
     ResilientTask,
     Task,
@@ -220,7 +221,7 @@ async def test_a_task_resumed_from_the_command_line_runs_on_a_worker_at_its_next
         handlers=[TaskHandler(types={"charge"}, processor=processor)],
         properties=properties,
         database_url=cli.url,
-        postgres_options={"schema": cli.settings.schema, "prefix": cli.settings.prefix},
+        postgres=PostgresOptions(schema=cli.settings.schema, prefix=cli.settings.prefix),
     )
     [task] = await cli.errors(1, type="charge")
     async with worker:

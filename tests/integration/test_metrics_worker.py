@@ -22,7 +22,13 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from resilient_task import AddTaskRequest, ResilientTask, TaskStatus
+from resilient_task import (
+    AddTaskRequest,
+    NotifyTriggers,
+    PostgresOptions,
+    ResilientTask,
+    TaskStatus,
+)
 from resilient_task.adapters.postgres import PostgresSettings
 from tests.integration.metrics_app import ERROR, OK, RETRY
 from tests.integration.postgres_env import isolated_schema
@@ -172,9 +178,9 @@ async def test_metrics_of_a_worker_process_count_the_tasks_it_ran(
         await wait_until("the worker is ready", 60, lambda: _status(port, "/readyz", 200), process)
         producer = ResilientTask(
             database_url=database_url,
-            notify=True,
+            triggers=NotifyTriggers(),
             run_workers=False,
-            postgres_options={"schema": schema.schema},
+            postgres=PostgresOptions(schema=schema.schema),
         )
         async with producer:
             requests = (
