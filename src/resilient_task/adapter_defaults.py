@@ -82,7 +82,7 @@ class DefaultAdapters:
         if isinstance(self.triggers, NotifyTriggers):
             return await self._notify(stack, dao, self.triggers)
         if isinstance(self.triggers, KafkaTriggers):
-            require_extra("kafka", "KafkaTriggers (kafka=True)")
+            require_extra("kafka", "KafkaTriggers")
             from resilient_task.adapters.kafka.triggerer import KafkaTriggerer
 
             kafka = self.triggers.properties or self.properties.kafka
@@ -95,7 +95,7 @@ class DefaultAdapters:
 
         if not isinstance(dao, PostgresTaskDAO):
             raise ConfigurationError(
-                f"NotifyTriggers (notify=True) needs the PostgreSQL store, not {type(dao).__name__}"
+                f"NotifyTriggers needs the PostgreSQL store, not {type(dao).__name__}"
             )
         triggerer = PostgresNotifyTriggerer(
             url=dao.engine.url,

@@ -85,9 +85,6 @@ class ResilientTask:
     and close; with ``register(port, factory=f)`` the node calls ``f()`` when it starts and,
     when the product is an async context manager, enters it then and leaves it on stop.
 
-    ``kafka=True``, ``notify=True`` and ``postgres_options={...}`` are the former spellings of
-    ``triggers=`` and ``postgres=``, still accepted.
-
     Leaving the block stops taking work, lets running tasks finish for
     ``properties.shutdown_grace``, then closes adapters. Anything cut off stays in the store
     and is recovered later -- never lost.
@@ -109,17 +106,14 @@ class ResilientTask:
         observer: Observer | None = None,
         run_workers: bool = True,
         in_memory: bool = False,
-        kafka: bool = False,
-        notify: bool = False,
-        postgres_options: dict[str, Any] | None = None,
     ) -> None:
         self.properties = properties or TaskProperties()
         self.cron = CronJobs(cron_jobs)
         """The node's recurring jobs: each is one task, added at start if absent."""
         self.registry = HandlerRegistry([*handlers, *self.cron.handlers])
         self._database_url = database_url
-        self._triggers = chosen_triggers(triggers, kafka=kafka, notify=notify)
-        self._postgres = chosen_postgres(postgres, postgres_options)
+        self._triggers = chosen_triggers(triggers)
+        self._postgres = chosen_postgres(postgres)
         self._run_workers = run_workers
         self._bindings = AdapterBindings()
         self._opened: dict[type, object] = {}
@@ -158,13 +152,13 @@ class ResilientTask:
         on_postgres = self._database_url is not None or (dao and is_postgres(dao.instance))
         if isinstance(self._triggers, NotifyTriggers) and not on_postgres:
             raise ConfigurationError(
-                "NotifyTriggers (notify=True) sends triggers through PostgreSQL: it needs "
+                "NotifyTriggers sends triggers through PostgreSQL: it needs "
                 "database_url= (or a PostgresTaskDAO as dao=)"
             )
         if self._database_url is not None and dao is None:
             require_extra("postgres", "database_url= (the PostgreSQL store)")
         if isinstance(self._triggers, KafkaTriggers):
-            require_extra("kafka", "KafkaTriggers (kafka=True)")
+            require_extra("kafka", "KafkaTriggers")
 
     def register(
         self,
@@ -188,9 +182,7 @@ class ResilientTask:
         if self._stack is not None:
             raise ConfigurationError("register adapters before the node starts")
         if port is Triggerer and self._triggers is not None:
-            raise ConfigurationError(
-                "a registered Triggerer replaces triggers= (or kafka=/notify=): pass only one"
-            )
+            raise ConfigurationError("a registered Triggerer replaces triggers=: pass only one")
         self._bindings.bind(port, adapter, factory)
         self._opened.pop(port, None)  # the one of an earlier run is no longer this port's
 
@@ -236,9 +228,7 @@ class ResilientTask:
         Keyword ``overrides`` win over the environment.
         """
         settings = node_settings_from_env(os.environ if environ is None else environ)
-        if {"kafka", "notify", "triggerer"} & overrides.keys() or Triggerer in overrides.get(
-            "adapters", {}
-        ):
+        if "triggerer" in overrides or Triggerer in overrides.get("adapters", {}):
             settings.pop("triggers")  # the caller chose the transport
         settings.update(overrides)
         return cls(handlers=handlers, **settings)

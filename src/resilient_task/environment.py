@@ -134,7 +134,7 @@ def node_settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     if kafka and notify:
         raise ConfigurationError(
             f"choose one trigger transport: {ENV_PREFIX}KAFKA_BOOTSTRAP_SERVERS or "
-            f"{ENV_PREFIX}NOTIFY=1 (kafka=True or notify=True), not both"
+            f"{ENV_PREFIX}NOTIFY=1, not both"
         )
     triggers: Triggers | None = KafkaTriggers() if kafka else NotifyTriggers() if notify else None
     return {

@@ -121,14 +121,6 @@ class PostgresOptions:
     ping_after_idle: float | None = 10.0
     engine_options: dict[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def from_dict(cls, options: dict[str, Any]) -> PostgresOptions:
-        """Options from the former ``postgres_options`` dict; other keys are engine options."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"engine_options"}
-        known = {k: v for k, v in options.items() if k in names}
-        extra = {k: v for k, v in options.items() if k not in names}
-        return cls(**known, engine_options=extra)
-
     def dao_options(self) -> dict[str, Any]:
         """Keyword arguments for :func:`~resilient_task.adapters.postgres.open_postgres_dao`."""
         options = {
@@ -139,27 +131,17 @@ class PostgresOptions:
         return {**self.engine_options, **options}
 
 
-def chosen_triggers(triggers: Triggers | None, *, kafka: bool, notify: bool) -> Triggers | None:
-    """``ResilientTask(triggers=)``, or what the former ``kafka=``/``notify=`` switches meant."""
-    if kafka and notify:
-        raise ConfigurationError("choose one trigger transport: kafka=True or notify=True")
-    if (kafka or notify) and triggers is not None:
-        raise ConfigurationError("pass triggers= or the former kafka=/notify=, not both")
+def chosen_triggers(triggers: Triggers | None) -> Triggers | None:
+    """``ResilientTask(triggers=)``, checked: a :data:`Triggers` or ``None``."""
     if triggers is not None and not isinstance(triggers, KafkaTriggers | NotifyTriggers):
         raise ConfigurationError(
             f"triggers= takes KafkaTriggers(...) or NotifyTriggers(...), got {triggers!r}"
         )
-    return KafkaTriggers() if kafka else NotifyTriggers() if notify else triggers
+    return triggers
 
 
-def chosen_postgres(
-    postgres: PostgresOptions | None, legacy: dict[str, Any] | None
-) -> PostgresOptions:
-    """``ResilientTask(postgres=)``, or the former ``postgres_options`` dict."""
-    if legacy is not None and postgres is not None:
-        raise ConfigurationError("pass postgres= or the former postgres_options=, not both")
-    if legacy is not None:
-        return PostgresOptions.from_dict(legacy)
+def chosen_postgres(postgres: PostgresOptions | None) -> PostgresOptions:
+    """``ResilientTask(postgres=)``, checked; ``None``: the defaults."""
     if postgres is not None and not isinstance(postgres, PostgresOptions):
         raise ConfigurationError(f"postgres= takes PostgresOptions(...), got {postgres!r}")
     return postgres or PostgresOptions()

@@ -27,7 +27,7 @@ from resilient_task.ports.observer import ProcessOutcome
 from resilient_task.ports.task_queries import TaskQueries
 from resilient_task.ports.triggerer import TriggerCallback
 from resilient_task.service.operator import Action, Outcome
-from resilient_task.settings import KafkaTriggers, NotifyTriggers
+from resilient_task.settings import NotifyTriggers
 from tests.unit.helpers import (
     START,
     Calls,
@@ -447,12 +447,13 @@ async def test_a_store_without_operator_reads_needs_a_registered_task_queries_ad
         assert (await app.operator.count()).by_status[TaskStatus.WAITING] == 1
 
 
-def test_the_former_switches_still_choose_the_transport() -> None:
+def test_triggers_are_checked_when_the_node_is_built() -> None:
     with pytest.raises(ConfigurationError, match="needs database_url"):
         ResilientTask(triggers=NotifyTriggers())
-    with pytest.raises(ConfigurationError, match="not both"):
-        ResilientTask(
-            database_url="postgresql+psycopg://x@y/z", triggers=KafkaTriggers(), kafka=True
-        )
     with pytest.raises(ConfigurationError, match="takes KafkaTriggers"):
         ResilientTask(triggers="kafka")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="takes PostgresOptions"):
+        ResilientTask(postgres={"schema": "x"})  # type: ignore[arg-type]
+    for former in ({"kafka": True}, {"notify": True}, {"postgres_options": {"schema": "x"}}):
+        with pytest.raises(TypeError, match=next(iter(former))):
+            ResilientTask(**former)

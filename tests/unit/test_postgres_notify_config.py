@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from resilient_task import ConfigurationError, ResilientTask
+from resilient_task import ConfigurationError, NotifyTriggers, ResilientTask
 from resilient_task.adapters.memory import InMemoryTaskDAO
 from resilient_task.adapters.postgres import PostgresNotifyTriggerer, PostgresTaskDAO
 
@@ -21,30 +21,25 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def test_kafka_and_notify_together_are_a_configuration_error() -> None:
-    with pytest.raises(ConfigurationError, match="kafka=True or notify=True"):
-        ResilientTask(database_url=URL, kafka=True, notify=True)
-
-
 def test_notify_without_postgresql_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="needs database_url"):
-        ResilientTask(notify=True)
+        ResilientTask(triggers=NotifyTriggers())
     with pytest.raises(ConfigurationError, match="needs database_url"):
-        ResilientTask(notify=True, dao=InMemoryTaskDAO())
+        ResilientTask(triggers=NotifyTriggers(), dao=InMemoryTaskDAO())
 
 
 @pytest.mark.anyio
 async def test_notify_accepts_a_database_url_or_a_postgres_store() -> None:
-    ResilientTask(database_url=URL, notify=True)
+    ResilientTask(database_url=URL, triggers=NotifyTriggers())
     dao = PostgresTaskDAO.from_url(URL)
-    ResilientTask(dao=dao, notify=True)
+    ResilientTask(dao=dao, triggers=NotifyTriggers())
     await dao.close()
 
 
 def test_the_environment_switches_notify_on() -> None:
     with pytest.raises(ConfigurationError, match="needs database_url"):
         ResilientTask.from_env(environ={"RESILIENT_TASK_NOTIFY": "1"})
-    with pytest.raises(ConfigurationError, match="kafka=True or notify=True"):
+    with pytest.raises(ConfigurationError, match="choose one trigger transport"):
         ResilientTask.from_env(
             environ={
                 "RESILIENT_TASK_NOTIFY": "true",

@@ -1,4 +1,4 @@
-"""The typed node settings: their defaults are the adapters' own, and the former dict maps."""
+"""The typed node settings: their defaults are the adapters' own, and what they hand the store."""
 
 from __future__ import annotations
 
@@ -46,14 +46,17 @@ def test_notify_triggers_default_to_what_the_notify_triggerer_defaults_to() -> N
     assert adapter["application_name"] == PostgresOptions().application_name
 
 
-def test_the_former_options_dict_maps_known_keys_and_keeps_the_rest_for_the_engine() -> None:
-    options = PostgresOptions.from_dict(
-        {"schema": "payments", "pool_size": 3, "lock_timeout": None, "pool_pre_ping": True}
+def test_the_options_for_the_store_keep_engine_options_apart() -> None:
+    options = PostgresOptions(
+        schema="payments", pool_size=3, lock_timeout=None, engine_options={"pool_pre_ping": True}
     )
 
-    assert (options.schema, options.pool_size, options.lock_timeout) == ("payments", 3, None)
-    assert options.engine_options == {"pool_pre_ping": True}
     assert options.dao_options()["pool_pre_ping"] is True
+    assert (options.dao_options()["schema"], options.dao_options()["lock_timeout"]) == (
+        "payments",
+        None,
+    )
+    assert "engine_options" not in options.dao_options()
     assert PostgresOptions().lock_timeout == timedelta(seconds=10)
 
 
