@@ -17,8 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
+from resilient_task.adapters.kafka.properties import KafkaProperties
 from resilient_task.errors import BackendError, ConfigurationError
-from resilient_task.properties import KafkaProperties
 from resilient_task.service.outage import OutageLog
 
 logger = logging.getLogger(__name__)

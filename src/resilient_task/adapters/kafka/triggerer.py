@@ -35,11 +35,11 @@ from resilient_task.adapters.kafka.clients import (
 )
 from resilient_task.adapters.kafka.consumer import TriggerConsumer
 from resilient_task.adapters.kafka.messages import encode_trigger
+from resilient_task.adapters.kafka.properties import KafkaProperties
 from resilient_task.adapters.kafka.topics import TopicKeeper
 from resilient_task.domain.task import BaseTask
 from resilient_task.errors import BackendError, ConfigurationError, TriggerError
 from resilient_task.ports.triggerer import TriggerCallback
-from resilient_task.properties import KafkaProperties
 
 __all__ = ["KafkaTriggerer"]
 
