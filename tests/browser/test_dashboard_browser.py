@@ -29,7 +29,7 @@ import pytest
 from resilient_task.adapters.postgres import PostgresSettings, PostgresTaskDAO, upgrade
 from resilient_task.domain.task import Task, TaskStatus
 from resilient_task.ports.task_dao import GrabRequest, TaskChange
-from tests.contract.task_dao_contract import make_task
+from resilient_task.testing.task_dao_contract import make_task
 from tests.integration.postgres_env import database_url, drop_schema
 
 __all__ = ["database_url"]

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from tests.contract.triggerer_contract import Recorder, make_tasks, running
+from resilient_task.testing.triggerer_contract import Recorder, make_tasks, running
 from tests.integration.test_kafka_triggerer import (
     DELIVERY_TIMEOUT,
     make_properties,

@@ -25,7 +25,7 @@ from resilient_task.adapters.kafka.properties import KafkaProperties
 from resilient_task.adapters.kafka.topics import TopicKeeper, ensure_topic
 from resilient_task.adapters.prometheus.observer import PrometheusObserver
 from resilient_task.domain.task import BaseTask
-from tests.contract.triggerer_contract import make_tasks
+from resilient_task.testing.triggerer_contract import make_tasks
 from tests.integration.test_kafka_triggerer import make_properties
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

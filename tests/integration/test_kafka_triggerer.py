@@ -22,7 +22,7 @@ from resilient_task.adapters.kafka.properties import KafkaProperties
 from resilient_task.adapters.kafka.topics import ensure_topic
 from resilient_task.domain.task import BaseTask
 from resilient_task.errors import ConfigurationError, TriggerError
-from tests.contract.triggerer_contract import (
+from resilient_task.testing.triggerer_contract import (
     DurableTriggererContract,
     Recorder,
     make_tasks,

@@ -20,7 +20,7 @@ from resilient_task.errors import (
     ValidationError,
 )
 from resilient_task.ports.task_dao import GrabRequest
-from tests.contract.task_dao_contract import make_submitted, make_task
+from resilient_task.testing.task_dao_contract import make_submitted, make_task
 from tests.integration.postgres_env import terminate_backends
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

@@ -22,7 +22,7 @@ from resilient_task.domain.requests import EARLIEST_TIME, LATEST_TIME
 from resilient_task.domain.task import Task
 from resilient_task.errors import ValidationError
 from resilient_task.ports.task_dao import InsertOutcome
-from tests.contract.task_dao_contract import make_task
+from resilient_task.testing.task_dao_contract import make_task
 from tests.unit.hostile import FUZZ_EXAMPLES, valid_text
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

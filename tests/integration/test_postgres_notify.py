@@ -35,7 +35,12 @@ from resilient_task import (
 )
 from resilient_task.adapters.postgres import PostgresNotifyTriggerer, PostgresSettings
 from resilient_task.domain.task import BaseTask
-from tests.contract.triggerer_contract import Recorder, TriggererContract, make_tasks, running
+from resilient_task.testing.triggerer_contract import (
+    Recorder,
+    TriggererContract,
+    make_tasks,
+    running,
+)
 from tests.integration.postgres_env import terminate_backends
 
 pytestmark = pytest.mark.integration

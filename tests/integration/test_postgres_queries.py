@@ -20,8 +20,8 @@ from resilient_task.adapters.postgres.queries import PostgresTaskQueries
 from resilient_task.domain.task import Task, TaskStatus
 from resilient_task.ports.task_dao import GrabRequest, TaskChange, TaskDAO
 from resilient_task.ports.task_queries import TaskQueries, TaskQuery
-from tests.contract.task_dao_contract import NOW, make_task
-from tests.contract.task_queries_contract import TaskQueriesContract
+from resilient_task.testing.task_dao_contract import NOW, make_task
+from resilient_task.testing.task_queries_contract import TaskQueriesContract
 from tests.integration.postgres_env import isolated_schema
 from tests.unit.hostile import FUZZ_EXAMPLES
 

@@ -25,7 +25,7 @@ from resilient_task.domain.requests import MAX_UNIQUE_KEY_LENGTH, AddTaskRequest
 from resilient_task.domain.task import TaskStatus
 from resilient_task.errors import ValidationError
 from resilient_task.ports.task_dao import InsertOutcome, TaskChange
-from tests.contract.task_dao_contract import NOW, make_task, processing
+from resilient_task.testing.task_dao_contract import NOW, make_task, processing
 from tests.integration.postgres_env import isolated_schema
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

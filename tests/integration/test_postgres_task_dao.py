@@ -8,7 +8,7 @@ import pytest
 
 from resilient_task.adapters.postgres import PostgresTaskDAO, create_engine
 from resilient_task.ports.task_dao import TaskDAO
-from tests.contract.task_dao_contract import TaskDAOContract
+from resilient_task.testing.task_dao_contract import TaskDAOContract
 from tests.integration.postgres_env import isolated_schema
 
 pytestmark = pytest.mark.integration

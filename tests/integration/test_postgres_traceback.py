@@ -26,7 +26,7 @@ from resilient_task.adapters.postgres.schema_check import schema_differences
 from resilient_task.domain.task import MAX_TRACEBACK_LENGTH, TaskStatus
 from resilient_task.ports.task_dao import GrabRequest, TaskChange
 from resilient_task.ports.task_queries import TaskQuery
-from tests.contract.task_dao_contract import make_task
+from resilient_task.testing.task_dao_contract import make_task
 from tests.integration.postgres_env import isolated_schema
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

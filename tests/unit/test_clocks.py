@@ -6,7 +6,7 @@ import pytest
 from resilient_task.adapters.memory import FakeClock
 from resilient_task.adapters.system import SystemClock
 from resilient_task.ports.clock import Clock
-from tests.contract.clock_contract import ClockContract
+from resilient_task.testing.clock_contract import ClockContract
 
 
 class TestSystemClock(ClockContract):

@@ -26,7 +26,7 @@ from resilient_task.dashboard.stats import (
     slot_count,
 )
 from resilient_task.domain.task import TaskStatus
-from tests.contract.task_dao_contract import make_task
+from resilient_task.testing.task_dao_contract import make_task
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 

@@ -30,7 +30,7 @@ from resilient_task.dashboard.security import SESSION_COOKIE, Guard
 from resilient_task.domain.task import Task, TaskStatus
 from resilient_task.ports.task_dao import GrabRequest, TaskChange, TaskDAO
 from resilient_task.ports.task_queries import TaskQueries
-from tests.contract.task_dao_contract import make_task
+from resilient_task.testing.task_dao_contract import make_task
 
 MINUTE = timedelta(minutes=1)
 XSS_TYPE = "<script>alert('type')</script>"

@@ -21,7 +21,7 @@ from resilient_task.adapters.kafka.messages import encode_trigger
 from resilient_task.adapters.kafka.properties import KafkaProperties
 from resilient_task.adapters.kafka.topics import TopicKeeper
 from resilient_task.domain.task import BaseTask
-from tests.contract.triggerer_contract import make_tasks
+from resilient_task.testing.triggerer_contract import make_tasks
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
 

@@ -233,7 +233,7 @@ async def test_the_consumer_reports_its_lag_falling_as_it_handles_and_commits_tr
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from resilient_task.adapters.kafka.messages import encode_trigger
-    from tests.contract.triggerer_contract import make_tasks
+    from resilient_task.testing.triggerer_contract import make_tasks
 
     fake = ConsumingFake([encode_trigger(t) for t in make_tasks(6)])
     monkeypatch.setattr(consumer_module, "AIOKafkaConsumer", lambda **_: fake)

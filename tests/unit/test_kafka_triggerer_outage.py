@@ -19,7 +19,7 @@ from resilient_task.adapters.kafka import triggerer as triggerer_module
 from resilient_task.adapters.kafka.properties import KafkaProperties
 from resilient_task.adapters.kafka.triggerer import KafkaTriggerer
 from resilient_task.errors import TriggerError
-from tests.contract.triggerer_contract import make_tasks
+from resilient_task.testing.triggerer_contract import make_tasks
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
 

@@ -11,7 +11,7 @@ from resilient_task.adapters.memory import InMemoryTaskDAO, InMemoryTransaction
 from resilient_task.domain.task import TaskStatus
 from resilient_task.errors import BackendUnavailableError, ValidationError, VersionConflictError
 from resilient_task.ports.task_dao import InsertOutcome, TaskChange, TaskDAO
-from tests.contract.task_dao_contract import NOW, TaskDAOContract, make_task, processing
+from resilient_task.testing.task_dao_contract import NOW, TaskDAOContract, make_task, processing
 
 SECOND = timedelta(seconds=1)
 

@@ -9,7 +9,7 @@ import pytest
 
 from resilient_task.adapters.memory import InMemoryTriggerer
 from resilient_task.errors import BackendError, TriggerError
-from tests.contract.triggerer_contract import (
+from resilient_task.testing.triggerer_contract import (
     DurableTriggererContract,
     Recorder,
     make_tasks,

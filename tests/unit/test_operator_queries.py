@@ -15,7 +15,7 @@ from resilient_task.domain.task import TaskStatus
 from resilient_task.errors import ValidationError
 from resilient_task.ports.task_dao import TaskDAO
 from resilient_task.ports.task_queries import MAX_LIST_LIMIT, TaskQueries, TaskQuery
-from tests.contract.task_queries_contract import TaskQueriesContract
+from resilient_task.testing.task_queries_contract import TaskQueriesContract
 from tests.unit.hostile import fuzz, hostile_values, valid_text, valid_texts
 
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 from resilient_task.adapters.postgres.codec import task_columns, task_values
 from resilient_task.adapters.postgres.statements import INSERT_COLUMNS
 from resilient_task.domain.task import TaskStatus
-from tests.contract.task_dao_contract import make_task
+from resilient_task.testing.task_dao_contract import make_task
 
 
 def test_task_columns_are_the_transposed_task_values_in_insert_order() -> None:

@@ -1,6 +1,6 @@
 """The triggerer port: tells nodes that a task is ready, fast.
 
-Contract (``tests/contract/triggerer_contract.py``, run against every adapter):
+Contract (``resilient_task.testing.triggerer_contract``, run against every adapter):
 
 - ``trigger`` delivers each task reference at least once to some started node's callback, or
   raises :class:`~resilient_task.errors.TriggerError`. Triggers are hints: the store stays the
