@@ -8,18 +8,14 @@ takes triggers again.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
-from resilient_task.adapters.kafka import clients as clients_module
-from resilient_task.adapters.kafka import topics as topics_module
-from resilient_task.adapters.kafka import triggerer as triggerer_module
 from resilient_task.adapters.kafka.properties import KafkaProperties
 from resilient_task.adapters.kafka.triggerer import KafkaTriggerer
 from resilient_task.errors import TriggerError
 from resilient_task.testing.triggerer_contract import make_tasks
+from tests.unit.fake_kafka import FakeProducer, install_fake_producer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
 
@@ -27,43 +23,9 @@ SEND_TIMEOUT = 0.3
 RETRY_AFTER = 0.1
 
 
-class FakeProducer:
-    """Acknowledges sends while ``up``; otherwise their futures never resolve (a dead broker)."""
-
-    up = True
-    sends = 0
-
-    def __init__(self, **_: Any) -> None:
-        return None
-
-    async def start(self) -> None:
-        return None
-
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> Any:
-        FakeProducer.sends += 1
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if FakeProducer.up:
-            future.set_result(None)
-        return future
-
-    async def partitions_for(self, topic: str) -> set[int]:
-        return set(range(6))
-
-    async def stop(self) -> None:
-        return None
-
-
 @pytest.fixture
 def fake_kafka(monkeypatch: pytest.MonkeyPatch) -> type[FakeProducer]:
-    async def exists(*_: Any, **__: Any) -> tuple[int, bool]:
-        return 6, False
-
-    monkeypatch.setattr(triggerer_module, "AIOKafkaProducer", FakeProducer)
-    accepted = clients_module._CLIENT_KEYS[AIOKafkaProducer]
-    monkeypatch.setitem(clients_module._CLIENT_KEYS, FakeProducer, accepted)
-    monkeypatch.setattr(topics_module, "ensure_topic", exists)
-    FakeProducer.up, FakeProducer.sends = True, 0
-    return FakeProducer
+    return install_fake_producer(monkeypatch)
 
 
 async def test_during_an_outage_a_caller_waits_the_send_timeout_once_not_once_per_window(
@@ -74,7 +36,7 @@ async def test_during_an_outage_a_caller_waits_the_send_timeout_once_not_once_pe
     )
     async with triggerer:
         await triggerer.trigger(make_tasks(1))  # up: acknowledged
-        fake_kafka.up = False
+        fake_kafka.mode = "silent"
         waited, failed_at_once = 0, 0
         for _ in range(12):  # 12 calls over ~1.2 s: a dozen retry_after windows
             try:
@@ -89,7 +51,7 @@ async def test_during_an_outage_a_caller_waits_the_send_timeout_once_not_once_pe
         assert failed_at_once == 11
         assert triggerer.probes >= 1, "no background probe of the broker"
 
-        fake_kafka.up = True  # the broker is back: the next probe succeeds
+        fake_kafka.mode = "ack"  # the broker is back: the next probe succeeds
         recovered = False
         for _ in range(50):
             try:

@@ -10,65 +10,24 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar
 
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaTimeoutError
 
-from resilient_task.adapters.kafka import clients as clients_module
-from resilient_task.adapters.kafka import topics as topics_module
-from resilient_task.adapters.kafka import triggerer as triggerer_module
 from resilient_task.adapters.kafka.properties import KafkaProperties
 from resilient_task.adapters.kafka.triggerer import KafkaTriggerer
 from resilient_task.domain.task import BaseTask
 from resilient_task.errors import TriggerError
 from resilient_task.testing.triggerer_contract import make_tasks
+from tests.unit.fake_kafka import FakeProducer, install_fake_producer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
 
 SEND_TIMEOUT = 0.3
 
 
-class FakeProducer:
-    """``mode``: "ack" (acknowledged at once), "silent" (never), "refuse" (fails at once)."""
-
-    mode = "ack"
-    sent: ClassVar[list[bytes]] = []
-
-    def __init__(self, **_: Any) -> None:
-        return None
-
-    async def start(self) -> None:
-        return None
-
-    async def send(self, topic: str, value: bytes, key: bytes | None = None) -> Any:
-        FakeProducer.sent.append(value)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if FakeProducer.mode == "ack":
-            future.set_result(None)
-        elif FakeProducer.mode == "refuse":
-            future.set_exception(KafkaTimeoutError("refused"))
-        return future
-
-    async def partitions_for(self, topic: str) -> set[int]:
-        return set(range(6))
-
-    async def stop(self) -> None:
-        return None
-
-
 @pytest.fixture
 def fake_kafka(monkeypatch: pytest.MonkeyPatch) -> type[FakeProducer]:
-    async def exists(*_: Any, **__: Any) -> tuple[int, bool]:
-        return 6, False
-
-    monkeypatch.setattr(triggerer_module, "AIOKafkaProducer", FakeProducer)
-    accepted = clients_module._CLIENT_KEYS[AIOKafkaProducer]
-    monkeypatch.setitem(clients_module._CLIENT_KEYS, FakeProducer, accepted)
-    monkeypatch.setattr(topics_module, "ensure_topic", exists)
-    FakeProducer.mode, FakeProducer.sent = "ack", []
-    return FakeProducer
+    return install_fake_producer(monkeypatch)
 
 
 class Hurried:
