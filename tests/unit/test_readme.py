@@ -14,22 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+from tests.unit.doc_blocks import ROOT, exec_block, python_block, run_bare_pytest
+
+README = ROOT / "README.md"
 SECTION = "## Testing your handlers"
 
-
-def readme_block(section: str) -> tuple[str, int]:
-    """The first ```python block after the ``section`` heading, and its first line number."""
-    text = README.read_text(encoding="utf-8")
-    start = text.index(section)
-    match = re.compile(r"```python\n(.*?)```", re.DOTALL).search(text, start)
-    assert match is not None, f"no python block after {section!r} in README.md"
-    return match.group(1), text.count("\n", 0, match.start(1)) + 1
-
-
-_CODE, _FIRST_LINE = readme_block(SECTION)
-# Padded so that a failing assertion's traceback points at the README's own line.
-exec(compile("\n" * (_FIRST_LINE - 1) + _CODE, str(README), "exec"), globals())
+_CODE = exec_block(README, SECTION, globals())
 
 
 def test_the_readme_block_defines_at_least_one_test() -> None:
@@ -40,24 +30,14 @@ def test_the_readme_block_defines_at_least_one_test() -> None:
 
 def test_the_readme_block_passes_under_plain_pytest(tmp_path: Path) -> None:
     (tmp_path / "test_readme_example.py").write_text(_CODE, encoding="utf-8")
-    (tmp_path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_bare_pytest(tmp_path, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"\b[1-9]\d* passed\b", done.stdout), done.stdout
     assert "skipped" not in done.stdout
 
 
 def test_the_readme_quick_start_runs_as_a_script(tmp_path: Path) -> None:
-    code, _ = readme_block("## Quick start")
+    code, _ = python_block(README, "## Quick start")
     script = tmp_path / "quick_start.py"
     script.write_text(code, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RESILIENT_TASK_")}

@@ -7,13 +7,12 @@ run as their own files under a bare pytest configuration, as a user who copies t
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "testing.md"
+from tests.unit.doc_blocks import ROOT, exec_block, python_block, run_bare_pytest
+
+DOC = ROOT / "docs" / "testing.md"
 HANDLERS = "## Unit-testing handlers"
 ADAPTER = "## Proving a custom adapter"
 
@@ -40,33 +39,7 @@ class TestVersionBlindTaskDAO(TaskDAOContract):
 '''
 
 
-def doc_block(section: str) -> tuple[str, int]:
-    """The first ```python block after the ``section`` heading, and its first line number."""
-    text = DOC.read_text(encoding="utf-8")
-    start = text.index(section)
-    match = re.compile(r"```python\n(.*?)```", re.DOTALL).search(text, start)
-    assert match is not None, f"no python block after {section!r} in {DOC.name}"
-    return match.group(1), text.count("\n", 0, match.start(1)) + 1
-
-
-_CODE, _FIRST_LINE = doc_block(HANDLERS)
-# Padded so that a failing assertion's traceback points at the document's own line.
-exec(compile("\n" * (_FIRST_LINE - 1) + _CODE, str(DOC), "exec"), globals())
-
-
-def run_pytest(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Bare pytest (no project configuration) over ``directory``, as a user would run it."""
-    (directory / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, str(directory)],
-        cwd=directory,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+_CODE = exec_block(DOC, HANDLERS, globals())
 
 
 def test_the_handler_example_defines_tests_that_use_the_plugin_fixture() -> None:
@@ -78,11 +51,11 @@ def test_the_handler_example_defines_tests_that_use_the_plugin_fixture() -> None
 def test_the_examples_pass_and_a_broken_adapter_fails_under_plain_pytest(tmp_path: Path) -> None:
     # One run (a pytest start-up costs seconds): both examples, and an adapter the suite rejects.
     for name, section in [("handlers", HANDLERS), ("adapter", ADAPTER)]:
-        code, _ = doc_block(section)
+        code, _ = python_block(DOC, section)
         (tmp_path / f"test_{name}_example.py").write_text(code, encoding="utf-8")
     (tmp_path / "test_broken_adapter.py").write_text(BROKEN_ADAPTER, encoding="utf-8")
 
-    done = run_pytest(tmp_path, "-rf")
+    done = run_bare_pytest(tmp_path, "-rf")
 
     output = done.stdout + done.stderr
     failed = re.findall(r"^FAILED (\S+)", done.stdout, re.MULTILINE)
