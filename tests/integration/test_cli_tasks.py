@@ -32,7 +32,7 @@ from resilient_task.adapters.postgres import PostgresSettings, PostgresTaskDAO
 from resilient_task.cli import main
 from resilient_task.cli_tasks import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_OK, EXIT_STORE
 from resilient_task.ports.task_dao import GrabRequest, TaskChange
-from tests.contract.task_dao_contract import make_task
+from resilient_task.testing.task_dao_contract import make_task
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
