@@ -7,14 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import pytest
 
 from resilient_task.adapters.postgres import PostgresSettings
-from tests.integration.postgres_env import isolated_schema
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -32,14 +30,8 @@ def start(code: str, env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
-@pytest.fixture
-async def schema(database_url: str) -> AsyncIterator[PostgresSettings]:
-    async with isolated_schema(database_url) as settings:
-        yield settings
-
-
 async def test_aiokafka_reconnect_errors_are_held_back_while_the_broker_is_down(
-    database_url: str, schema: PostgresSettings
+    database_url: str, settings: PostgresSettings
 ) -> None:
     with socket.socket() as s:  # a port nobody listens on: the broker is down
         s.bind(("127.0.0.1", 0))
@@ -49,7 +41,7 @@ async def test_aiokafka_reconnect_errors_are_held_back_while_the_broker_is_down(
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         "RESILIENT_TASK_DATABASE_URL": database_url,
         "RESILIENT_TASK_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{dead}",
-        "RT_METRICS_SCHEMA": schema.schema,
+        "RT_METRICS_SCHEMA": settings.schema,
     }
     code = (
         "import sys; from resilient_task.cli import main; "
