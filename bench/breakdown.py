@@ -1,10 +1,10 @@
 """Opt-in latency breakdown (``--breakdown``): where a trigger's milliseconds go in the worker.
 
 Only for diagnosis, never for the headline numbers: it wraps, in the worker process only,
-``TaskExecutor.on_trigger`` (trigger delivered to the executor) and ``TaskDAO.grab`` (the grab
-round trip, for every task of its batch) to record ``time.time()`` per task id. The handler
-start is recorded by the bench handler as always. Nothing in ``src/`` is changed.
-"""
+``TaskExecutor.on_trigger`` (trigger delivered to the executor) and ``TaskDAO.grab_queued``
+(the grab round trip, for every task of its batch; the executor calls it, ``grab`` only wraps
+it) to record ``time.time()`` per task id. The handler start is recorded by the bench handler
+as always. Nothing in ``src/`` is changed."""
 
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ def install_executor_hook() -> None:
 
 def install_dao_hook(app: Any) -> None:
     dao = app.dao
-    original = dao.grab
+    original = dao.grab_queued
 
-    async def grab(requests: Sequence[Any], **kw: Any) -> Any:
+    async def grab_queued(requests: Sequence[Any], **kw: Any) -> Any:
         started = time.time()
         try:
             return await original(requests, **kw)
@@ -43,7 +43,7 @@ def install_dao_hook(app: Any) -> None:
                 marks["grab_start"].setdefault(str(r.task_id), started)
                 marks["grab_end"].setdefault(str(r.task_id), ended)
 
-    dao.grab = grab
+    dao.grab_queued = grab_queued
 
 
 def summarise(
