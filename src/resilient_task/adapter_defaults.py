@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from typing import cast
 
 from resilient_task.adapters.memory.queries import InMemoryTaskQueries
 from resilient_task.adapters.memory.task_dao import InMemoryTaskDAO
@@ -62,7 +63,8 @@ class DefaultAdapters:
         if port is TaskDAO:
             return await self._dao(stack)
         if port is Triggerer:
-            return await self._triggerer(stack, opened[TaskDAO])
+            observer = cast(Observer, opened.get(Observer, NULL_OBSERVER))  # checked when bound
+            return await self._triggerer(stack, opened[TaskDAO], observer)
         if port is TaskQueries:
             return _queries(opened[TaskDAO])
         raise ConfigurationError(f"no default adapter for {port!r}")
@@ -77,7 +79,7 @@ class DefaultAdapters:
             open_postgres_dao(self.database_url, **self.postgres.dao_options())
         )
 
-    async def _triggerer(self, stack: AsyncExitStack, dao: object) -> object:
+    async def _triggerer(self, stack: AsyncExitStack, dao: object, observer: Observer) -> object:
         max_in_flight = self.properties.max_triggers_in_memory
         if isinstance(self.triggers, NotifyTriggers):
             return await self._notify(stack, dao, self.triggers)
@@ -86,7 +88,9 @@ class DefaultAdapters:
             from resilient_task.adapters.kafka.triggerer import KafkaTriggerer
 
             kafka = self.triggers.properties or self.properties.kafka
-            triggerer = KafkaTriggerer(properties=kafka, max_in_flight=max_in_flight)
+            triggerer = KafkaTriggerer(
+                properties=kafka, max_in_flight=max_in_flight, observer=observer
+            )
             return await stack.enter_async_context(triggerer)
         return InMemoryTriggerer(max_in_flight=max_in_flight, sent_history=_HISTORY)
 

@@ -18,6 +18,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from resilient_task import (
+    AddTaskRequest,
+    KafkaTriggers,
+    ProcessResult,
+    ResilientTask,
+    Task,
+    TaskHandler,
+)
 from resilient_task.adapters.kafka.clients import client_options
 from resilient_task.adapters.kafka.consumer import TriggerConsumer
 from resilient_task.adapters.kafka.messages import encode_trigger
@@ -127,3 +135,32 @@ async def test_the_lag_gauge_equals_the_brokers_lag_per_partition(kafka_bootstra
     finally:
         await consumer.stop()
     assert gauges() == [None, None]
+
+
+async def test_a_kafka_node_exports_its_consumers_lag(kafka_bootstrap: str) -> None:
+    """The node wires its observer into the Kafka consumer: the gauge appears without set-up."""
+    properties = make_properties(kafka_bootstrap, partitions=2)
+    observer = PrometheusObserver(task_types={"lagged"})
+    topic = properties.triggers_topic
+    ran = asyncio.Event()
+
+    async def done(task: Task) -> ProcessResult:
+        ran.set()
+        return ProcessResult.DONE
+
+    handler = TaskHandler(types={"lagged"}, processor=done)
+    node = ResilientTask(
+        handlers=[handler], triggers=KafkaTriggers(properties=properties), observer=observer
+    )
+    async with node as app:
+        await app.service.add_task(AddTaskRequest(type="lagged", data=b""))
+        await asyncio.wait_for(ran.wait(), 20)
+
+        def gauges() -> list[float | None]:
+            return [
+                observer.registry.get_sample_value(LAG, {"topic": topic, "partition": str(p)})
+                for p in (0, 1)
+            ]
+
+        # Measured every 5 s by default: once handled and committed, both partitions show 0.
+        await until(lambda: gauges() == [0.0, 0.0], within=30.0)

@@ -39,6 +39,7 @@ from resilient_task.adapters.kafka.properties import KafkaProperties
 from resilient_task.adapters.kafka.topics import TopicKeeper
 from resilient_task.domain.task import BaseTask
 from resilient_task.errors import BackendError, ConfigurationError, TriggerError
+from resilient_task.ports.observer import NULL_OBSERVER, Observer
 from resilient_task.ports.triggerer import TriggerCallback
 
 __all__ = ["KafkaTriggerer"]
@@ -84,6 +85,7 @@ class KafkaTriggerer:
             (which should pull the tasks' pick-up deadlines, as the caller does after a
             :class:`TriggerError`). ``None`` (the default): :meth:`trigger` waits for the
             acknowledgement and raises TriggerError.
+        observer: told of the consumer's lag per partition (see ``adapters/kafka/lag.py``).
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class KafkaTriggerer:
         commit_interval: float = 0.1,
         retry_after: float = 5.0,
         on_unacknowledged: Callable[[Sequence[BaseTask]], Awaitable[None]] | None = None,
+        observer: Observer = NULL_OBSERVER,
     ) -> None:
         validate_extra(properties)
         if max_in_flight < 1 or min(stop_timeout, send_timeout, connect_timeout) < 0:
@@ -119,6 +122,7 @@ class KafkaTriggerer:
         self._topic = TopicKeeper(properties)
         self._consumer: TriggerConsumer | None = None
         self._on_unacknowledged = on_unacknowledged
+        self._observer = observer
         self._unacknowledged: set[asyncio.Future[Any]] = set()  # acks being waited for
         self._hurrying: set[asyncio.Task[None]] = set()  # on_unacknowledged calls running
         self.probes = 0
@@ -283,6 +287,7 @@ class KafkaTriggerer:
             commit_interval=self._commit_interval,
             connect_timeout=self._connect_timeout,
             topic=self._topic,
+            observer=self._observer,
         )
         try:
             await self._consumer.start()
