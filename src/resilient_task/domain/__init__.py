@@ -10,6 +10,7 @@ from resilient_task.domain.handler import (
 from resilient_task.domain.policies import (
     ConcurrencyPolicy,
     ExponentialRetryPolicy,
+    GlobalConcurrencyPolicy,
     LegacyRetryPolicy,
     NoRetryPolicy,
     ProcessingPolicy,
@@ -38,6 +39,7 @@ __all__ = [
     "BaseTask",
     "ConcurrencyPolicy",
     "ExponentialRetryPolicy",
+    "GlobalConcurrencyPolicy",
     "LegacyRetryPolicy",
     "NoRetryPolicy",
     "ProcessResult",

@@ -12,6 +12,7 @@ from resilient_task.domain.policies import (
     AnyRetryPolicy,
     ConcurrencyPolicy,
     ExponentialRetryPolicy,
+    GlobalConcurrencyPolicy,
     ProcessingPolicy,
     SimpleConcurrencyPolicy,
     SimpleProcessingPolicy,
@@ -98,6 +99,11 @@ class TaskHandler:
                 object.__setattr__(self, "types", (self.types,))
             object.__setattr__(self, "types", frozenset(self.types))
             object.__setattr__(self, "predicate", for_types(*self.types))
+        if isinstance(self.concurrency_policy, GlobalConcurrencyPolicy) and self.types is None:
+            raise ValidationError(
+                "a handler with a GlobalConcurrencyPolicy names its task types (types=...): "
+                "the store counts the running tasks of the key by type"
+            )
         if self.name is None:
             label = getattr(self.processor, "__qualname__", None) or repr(self.processor)
             object.__setattr__(self, "name", label)

@@ -24,6 +24,7 @@ __all__ = [
     "AnyRetryPolicy",
     "ConcurrencyPolicy",
     "ExponentialRetryPolicy",
+    "GlobalConcurrencyPolicy",
     "LegacyRetryPolicy",
     "NoRetryPolicy",
     "ProcessingPolicy",
@@ -261,6 +262,38 @@ class SimpleConcurrencyPolicy:
 
     def __post_init__(self) -> None:
         _integer("max_concurrency", self.max_concurrency, minimum=1)
+
+
+@dataclass(frozen=True, eq=False)
+class GlobalConcurrencyPolicy:
+    """At most ``limit`` tasks holding ``key`` PROCESSING at once, across every node.
+
+    The store enforces it at the grab: the tasks holding the key are those of the task types
+    of the handlers using a policy with this key (such handlers name their ``types=``), and
+    the grab counts their PROCESSING rows. A trigger over the limit leaves its task SUBMITTED
+    and waits on its node (holding one of the ``limit`` local slots, no store round trip
+    meanwhile) until a task of the key ends on this node, or ``recheck_interval`` passes,
+    then grabs again. A dead node's tasks hold their slots until they are recovered (their
+    processing deadline). See ``docs/concurrency.md``.
+
+    Every node must give the key the same ``limit`` and task types. Also a per-node bound:
+    at most ``limit`` tasks of the key run or wait on one node.
+    """
+
+    key: str
+    limit: int
+    recheck_interval: timedelta = timedelta(milliseconds=250)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, str) or not self.key.strip() or len(self.key) > 200:
+            raise ValidationError(f"key must be a non-blank str of 200 at most, got {self.key!r}")
+        _integer("limit", self.limit, minimum=1)
+        require_duration("recheck_interval", self.recheck_interval)
+
+    @property
+    def max_concurrency(self) -> int:
+        """The per-node bound: ``limit`` (a node cannot run more than the whole cluster)."""
+        return self.limit
 
 
 class StuckTaskResolutionStrategy(enum.StrEnum):

@@ -22,6 +22,15 @@ Contract (checked by ``tests/contract/task_dao_contract.py`` against every adapt
   ``max_connections: int | None`` (None: unbounded). The executor reads it (``getattr``) to keep
   transactional tasks within the pool: at most ``max_connections - 2`` run at once, the rest
   wait before their grab. An adapter without it is treated as unbounded.
+- Optional: ``grab_limited(requests, *, now, limit: GrabLimit, hold_until) -> LimitedGrab``
+  (see :class:`LimitedGrab`), needed by handlers with a ``GlobalConcurrencyPolicy``: like
+  ``grab_queued``, but after it at most ``limit.limit`` tasks of ``limit.types`` are
+  PROCESSING in the whole store, however many nodes grab at once. Requests whose task is
+  SUBMITTED at that version but found no free slot come back in ``over_limit``; their task
+  stays SUBMITTED at the same version, its pick-up deadline (``next_event_time``) moved to
+  ``hold_until`` if later (the node holding the trigger keeps resumers from re-triggering it;
+  if that node dies, the deadline passes). A task whose type is not in ``limit.types`` is not
+  grabbed. A node refuses to start such handlers on an adapter without it.
 """
 
 from __future__ import annotations
@@ -37,7 +46,16 @@ from typing_extensions import TypeVar
 
 from resilient_task.domain.task import Task, TaskStatus
 
-__all__ = ["GrabRequest", "Grabbed", "InsertOutcome", "TaskChange", "TaskDAO", "TxT"]
+__all__ = [
+    "GrabLimit",
+    "GrabRequest",
+    "Grabbed",
+    "InsertOutcome",
+    "LimitedGrab",
+    "TaskChange",
+    "TaskDAO",
+    "TxT",
+]
 
 TxT = TypeVar("TxT", default=Any)
 """A store's transaction handle: what ``transaction()`` yields and ``transaction=`` accepts.
@@ -86,6 +104,23 @@ class Grabbed:
 
     task: Task
     queued_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class GrabLimit:
+    """At most ``limit`` tasks whose type is in ``types`` PROCESSING at once (named ``key``)."""
+
+    key: str
+    limit: int
+    types: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitedGrab:
+    """What ``grab_limited`` did: the grabbed tasks (request order), the ids left for the limit."""
+
+    grabbed: list[Grabbed]
+    over_limit: frozenset[UUID]
 
 
 class TaskDAO(Protocol[TxT]):

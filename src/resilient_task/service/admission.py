@@ -17,6 +17,7 @@ import anyio
 
 from resilient_task.domain.handler import TaskHandler
 from resilient_task.errors import ConfigurationError
+from resilient_task.ports.clock import Clock
 from resilient_task.properties import TaskProperties
 
 __all__ = ["CONNECTION_HEADROOM", "Admission", "Held"]
@@ -117,6 +118,27 @@ class Admission:
         if held is not None:
             _release([held.policy, held.connection])
         self._node.release()
+
+    async def pause(self, event: anyio.Event, seconds: float, clock: Clock) -> bool:
+        """Wait for ``event`` or ``seconds`` of ``clock`` time; False when closed meanwhile.
+
+        A trigger over its global limit waits here holding its slots (see the executor).
+        """
+        with anyio.CancelScope() as scope:
+            self._waiting.add(scope)
+            try:
+                async with anyio.create_task_group() as tg:
+
+                    async def timer() -> None:
+                        await clock.sleep(seconds)
+                        tg.cancel_scope.cancel()
+
+                    tg.start_soon(timer)
+                    await event.wait()
+                    tg.cancel_scope.cancel()
+            finally:
+                self._waiting.discard(scope)
+        return self.accepting and not scope.cancelled_caught
 
     def close(self) -> None:
         """Admit no more triggers; those waiting for a slot give up (first shutdown step)."""

@@ -62,7 +62,7 @@ class Runner:
         admission: Admission,
         completions: Completions,
         stats: Counter[str],
-        finished: Callable[[], None],
+        finished: Callable[[TaskHandler], None],
     ) -> None:
         self._dao = dao
         self._registry = registry
@@ -97,7 +97,7 @@ class Runner:
         finally:
             self._observer.task_released(task.type)
             self._admission.release(held)
-            self._finished()
+            self._finished(handler)
 
     async def _execute_in_transaction(self, handler: TaskHandler, task: Task) -> None:
         failure: BaseException | None = None

@@ -40,7 +40,14 @@ from resilient_task.adapters.validation import (
 )
 from resilient_task.domain.task import FINAL_STATUSES, Task, TaskStatus, status_of
 from resilient_task.errors import BackendUnavailableError, ValidationError, VersionConflictError
-from resilient_task.ports.task_dao import Grabbed, GrabRequest, InsertOutcome, TaskChange
+from resilient_task.ports.task_dao import (
+    Grabbed,
+    GrabLimit,
+    GrabRequest,
+    InsertOutcome,
+    LimitedGrab,
+    TaskChange,
+)
 
 __all__ = ["InMemoryTaskDAO", "InMemoryTransaction"]
 
@@ -292,6 +299,58 @@ class InMemoryTaskDAO:
                 self._store.put(task)
                 grabbed.append(Grabbed(task, queued_at))
         return grabbed
+
+    async def grab_limited(
+        self,
+        requests: Sequence[GrabRequest],
+        *,
+        now: datetime,
+        limit: GrabLimit,
+        hold_until: datetime,
+    ) -> LimitedGrab:
+        """:meth:`grab_queued` within ``limit``: the requests past its free slots stay SUBMITTED."""
+        await anyio.lowlevel.checkpoint()
+        self._enter("grab")
+        check_time("now", now)
+        check_time("hold_until", hold_until)
+        running = sum(
+            1
+            for task in self._store.tasks.values()
+            if task.status is TaskStatus.PROCESSING and task.type in limit.types
+        )
+        free = limit.limit - running
+        eligible: dict[UUID, GrabRequest] = {}
+        for request in requests:
+            check_time("deadline", request.deadline)
+            task = self._store.get(request.task_id)
+            if (
+                task is not None
+                and task.status is TaskStatus.SUBMITTED
+                and task.version == request.version
+                and task.type in limit.types
+            ):
+                eligible.setdefault(task.id, request)
+        # The free slots go to the lowest priority values first, as in PostgreSQL.
+        chosen = sorted(
+            eligible.values(), key=lambda r: (self._store.tasks[r.task_id].priority, r.task_id)
+        )
+        taken = {r.task_id for r in chosen[: max(free, 0)]}
+        over = set(eligible) - taken
+        for task_id in over:  # the pick-up deadline held off while a node waits with it
+            held = self._store.tasks[task_id]
+            if held.next_event_time < hold_until:
+                self._store.put(replace(held, next_event_time=hold_until))
+        grabbed = []
+        for request in requests:
+            if request.task_id not in taken:
+                continue
+            taken.discard(request.task_id)
+            task = self._store.tasks[request.task_id]
+            queued_at = task.updated_at
+            task = task.grab(node_id=request.node_id, now=now, deadline=request.deadline)
+            self._store.put(task)
+            grabbed.append(Grabbed(task, queued_at))
+        return LimitedGrab(grabbed, frozenset(over))
 
     async def apply(
         self, changes: Sequence[TaskChange], *, transaction: InMemoryTransaction | None = None

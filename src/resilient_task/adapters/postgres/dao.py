@@ -40,7 +40,14 @@ from resilient_task.adapters.validation import (
     check_time,
 )
 from resilient_task.domain.task import Task, TaskStatus, status_of
-from resilient_task.ports.task_dao import Grabbed, GrabRequest, InsertOutcome, TaskChange
+from resilient_task.ports.task_dao import (
+    Grabbed,
+    GrabLimit,
+    GrabRequest,
+    InsertOutcome,
+    LimitedGrab,
+    TaskChange,
+)
 
 __all__ = ["PostgresTaskDAO"]
 
@@ -196,18 +203,68 @@ class PostgresTaskDAO:
             check_time("deadline", r.deadline)
         if not requests:
             return []
-        params = {
-            "g_id": [r.task_id for r in requests],
-            "g_version": [r.version for r in requests],
-            "g_node": [r.node_id for r in requests],
-            "g_deadline": [r.deadline for r in requests],
-            "now": now,
-        }
         async with self._connect(None, "grab tasks") as conn:
-            rows = await fetch_dicts(conn, self._sql.grab, params)
+            rows = await fetch_dicts(conn, self._sql.grab, _grab_params(requests, now))
         tasks = await self._from_mappings(rows, with_data=True)
         grabbed = {t.id: Grabbed(t, row["queued_at"]) for t, row in zip(tasks, rows, strict=True)}
         return [grabbed.pop(r.task_id) for r in requests if r.task_id in grabbed]
+
+    async def grab_limited(
+        self,
+        requests: Sequence[GrabRequest],
+        *,
+        now: datetime,
+        limit: GrabLimit,
+        hold_until: datetime,
+    ) -> LimitedGrab:
+        """:meth:`grab_queued` within ``limit``, in one transaction holding the key's lock.
+
+        BEGIN; an advisory transaction lock on the key (limited grabs of the key wait for each
+        other); the SUBMITTED requests and the count of PROCESSING tasks of the key's types
+        (read after the lock: every grab before it is committed); the grab of as many as
+        there are free slots (the usual version-checked UPDATE); the others' pick-up deadline
+        held off to ``hold_until``; COMMIT. Completions and recoveries only lower the count,
+        so they need no lock.
+        """
+        check_time("now", now)
+        check_time("hold_until", hold_until)
+        for r in requests:
+            check_time("deadline", r.deadline)
+        if not requests:
+            return LimitedGrab([], frozenset())
+        tables = self._sql.tables.tasks
+        lock = f"resilient_task:global:{tables.schema}.{tables.name}:{limit.key}"
+        wanted = {(r.task_id, r.version): r for r in requests}
+        await self.open()
+        with translate_errors("grab tasks within a global limit"):
+            async with self.engine.begin() as conn:
+                await conn.execute(self._sql.global_lock, {"lock": lock})
+                eligible = (
+                    await conn.execute(
+                        self._sql.grab_eligible,
+                        {"ids": list({r.task_id for r in requests}), "types": sorted(limit.types)},
+                    )
+                ).all()
+                free = limit.limit - (eligible[0].running if eligible else 0)
+                chosen: list[GrabRequest] = []
+                over: set[UUID] = set()
+                for row in eligible:
+                    request = wanted.get((row.id, row.version))
+                    if request is None:
+                        continue  # stale: another version
+                    if len(chosen) < free:
+                        chosen.append(request)
+                    else:
+                        over.add(row.id)
+                rows = await fetch_dicts(conn, self._sql.grab, _grab_params(chosen, now))
+                if over:
+                    await conn.execute(
+                        self._sql.hold_submitted, {"ids": list(over), "until": hold_until}
+                    )
+        tasks = await self._from_mappings(rows, with_data=True)
+        grabbed = {t.id: Grabbed(t, row["queued_at"]) for t, row in zip(tasks, rows, strict=True)}
+        ordered = [grabbed.pop(r.task_id) for r in requests if r.task_id in grabbed]
+        return LimitedGrab(ordered, frozenset(over))
 
     async def apply(
         self, changes: Sequence[TaskChange], *, transaction: Transaction | None = None
@@ -354,3 +411,13 @@ async def _quietly(operation: Awaitable[None], action: str) -> None:
         await operation
     except Exception as exc:
         log.warning("PostgreSQL: could not %s: %s", action, translate(exc, action))
+
+
+def _grab_params(requests: Sequence[GrabRequest], now: datetime) -> dict[str, Any]:
+    return {
+        "g_id": [r.task_id for r in requests],
+        "g_version": [r.version for r in requests],
+        "g_node": [r.node_id for r in requests],
+        "g_deadline": [r.deadline for r in requests],
+        "now": now,
+    }

@@ -93,6 +93,8 @@ class Statements:
             .with_for_update(skip_locked=True, key_share=True)
         )
         self.count_by_status = sa.select(t.c.status, sa.func.count()).group_by(t.c.status)
+        self.global_lock, self.grab_eligible = self._global_lock(), self._grab_eligible()
+        self.hold_submitted = self._hold_submitted()
         self.delete_finished = self._delete_finished()
 
     def _insert(self) -> sa.Select[Any]:
@@ -196,6 +198,44 @@ class Statements:
         )
         return sa.select(grabbed, d.c.data_format, d.c.data).outerjoin(
             d, d.c.task_id == grabbed.c.id
+        )
+
+    def _global_lock(self) -> sa.Select[Any]:
+        """Serialize limited grabs of one key until COMMIT (``:lock`` names it)."""
+        key = sa.func.hashtextextended(sa.bindparam("lock", type_=sa.Text()), 0)
+        return sa.select(sa.func.pg_advisory_xact_lock(key))
+
+    def _grab_eligible(self) -> sa.Select[Any]:
+        """SUBMITTED tasks of ``:ids`` of ``:types``, with the PROCESSING count of the types."""
+        t = self.tables.tasks
+        types = sa.bindparam("types", type_=pg.ARRAY(sa.Text()))
+        running = (
+            sa.select(sa.func.count())
+            .select_from(t)
+            .where(t.c.status == _status(TaskStatus.PROCESSING), t.c.type == sa.any_(types))
+            .scalar_subquery()
+        )
+        return (
+            sa.select(t.c.id, t.c.version, running.label("running"))
+            .where(
+                t.c.id == sa.any_(sa.bindparam("ids", type_=pg.ARRAY(sa.Uuid()))),
+                t.c.status.concat(sa.literal_column("''")) == _status(TaskStatus.SUBMITTED),
+                t.c.type == sa.any_(types),
+            )
+            .order_by(t.c.priority, t.c.id)
+        )
+
+    def _hold_submitted(self) -> sa.Update:
+        """Move the pick-up deadline of SUBMITTED tasks ``:ids`` to ``:until`` if later."""
+        t = self.tables.tasks
+        until = sa.bindparam("until", type_=sa.DateTime(timezone=True))
+        return (
+            sa.update(t)
+            .where(
+                t.c.id == sa.any_(sa.bindparam("ids", type_=pg.ARRAY(sa.Uuid()))),
+                t.c.status == _status(TaskStatus.SUBMITTED),
+            )
+            .values(next_event_time=sa.func.greatest(t.c.next_event_time, until))
         )
 
     def _update(self) -> sa.ClauseElement:
