@@ -3,7 +3,7 @@
 #   make venv           create .venv (Python >= 3.11) and install the package with its dev extras
 #   make demo           run the demo (in memory, no services needed)
 #   make lint           ruff check, ruff format --check, mypy --strict, import-linter
-#   make test-unit      unit and contract tests only (no network)
+#   make test-unit      unit tests only (the contract suites run there on the memory adapters)
 #   make test           lint + every test; integration tests read
 #                       RESILIENT_TASK_TEST_DATABASE_URL and RESILIENT_TASK_TEST_KAFKA_BOOTSTRAP
 #   make services-up    PostgreSQL on 127.0.0.1:5432 (database "test") and Apache Kafka on
@@ -79,7 +79,7 @@ lint: venv
 	$(BIN)/lint-imports
 
 test-unit: venv
-	$(BIN)/pytest tests/unit tests/contract -q
+	$(BIN)/pytest tests/unit -q
 
 test: lint
 	$(BIN)/pytest -q

@@ -138,7 +138,7 @@ async def _checks(args: argparse.Namespace) -> list[Check]:
         checks.append(Check("store", False, f"no --database-url (or ${_DATABASE_URL})"))
     if args.kafka_bootstrap:
         from resilient_task.adapters.kafka.health import broker_problem
-        from resilient_task.properties import KafkaProperties
+        from resilient_task.adapters.kafka.properties import KafkaProperties
 
         problem = await broker_problem(
             KafkaProperties(bootstrap_servers=args.kafka_bootstrap), seconds=args.timeout

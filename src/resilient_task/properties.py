@@ -16,7 +16,6 @@ from resilient_task.errors import ConfigurationError
 __all__ = [
     "ENV_PREFIX",
     "CleanerProperties",
-    "KafkaProperties",  # moved to resilient_task.adapters.kafka; kept while callers move
     "TaskProperties",
     "TaskResumerProperties",
     "default_node_id",

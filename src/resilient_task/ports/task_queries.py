@@ -4,7 +4,7 @@ The engine's own reads and writes go through :class:`~resilient_task.ports.task_
 what operators look at (the ``resilient-task tasks`` commands, the dashboard) goes through
 this port, so neither speaks SQL of its own.
 
-Contract (checked by ``tests/contract/task_queries_contract.py`` against every adapter):
+Contract (checked by ``resilient_task.testing.task_queries_contract`` against every adapter):
 
 - :meth:`TaskQueries.list_tasks` returns at most ``query.limit`` tasks matching every filter
   of the :class:`TaskQuery` (any of its statuses, any of its types, ``next_event_time``

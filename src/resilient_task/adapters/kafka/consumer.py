@@ -41,12 +41,12 @@ from resilient_task.adapters.kafka.clients import DRIVER_ERRORS, RECOVERABLE_ERR
 from resilient_task.adapters.kafka.lag import LagMeter
 from resilient_task.adapters.kafka.messages import decode_trigger, malformed_reason
 from resilient_task.adapters.kafka.offsets import OffsetTracker, PartitionOffsets
+from resilient_task.adapters.kafka.properties import KafkaProperties
 from resilient_task.adapters.kafka.topics import TopicKeeper
 from resilient_task.domain.task import BaseTask
 from resilient_task.errors import ConfigurationError
 from resilient_task.ports.observer import NULL_OBSERVER, Observer
 from resilient_task.ports.triggerer import TriggerCallback
-from resilient_task.properties import KafkaProperties
 from resilient_task.service.outage import OutageLog
 
 __all__ = ["TriggerConsumer"]
