@@ -16,11 +16,11 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from resilient_task.adapters.kafka.properties import KafkaProperties
 from resilient_task.errors import ConfigurationError
 from resilient_task.properties import (
     ENV_PREFIX,
     CleanerProperties,
-    KafkaProperties,
     TaskProperties,
     TaskResumerProperties,
     default_node_id,

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from resilient_task.adapters.kafka.properties import KafkaProperties
 from resilient_task.errors import ConfigurationError
 from resilient_task.properties import (
-    KafkaProperties,
     TaskProperties,
     TaskResumerProperties,
     default_node_id,
