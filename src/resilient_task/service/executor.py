@@ -23,7 +23,6 @@ import anyio.abc
 
 from resilient_task.domain.handler import TaskHandler
 from resilient_task.domain.outcome import unhandled
-from resilient_task.domain.policies import GlobalConcurrencyPolicy
 from resilient_task.domain.task import BaseTask, Task
 from resilient_task.errors import ConfigurationError, ProcessingTimeoutError
 from resilient_task.logsetup import task_extra
@@ -34,7 +33,8 @@ from resilient_task.ports.task_dao import TaskDAO
 from resilient_task.properties import TaskProperties
 from resilient_task.service.admission import Admission, Held
 from resilient_task.service.completion import Completions
-from resilient_task.service.grab import OVER_LIMIT, Grabber
+from resilient_task.service.grab import Grabber
+from resilient_task.service.limit_waits import LimitWaits
 from resilient_task.service.outage import OutageLog
 from resilient_task.service.registry import HandlerRegistry
 from resilient_task.service.run import Job, Runner
@@ -84,11 +84,7 @@ class TaskExecutor:
             finished=self._finished,
         )  # fmt: skip
         self._workers: WorkerPool[Job] = WorkerPool(self._runner.execute)
-        self._freed: dict[str, anyio.Event] = {}
-        """Per global key: set when a task of the key ends on this node (waiters grab again)."""
-        self._ended: Counter[str] = Counter()
-        """Per global key: how many of its tasks ended on this node (a grab that raced an end
-        retries at once instead of waiting)."""
+        self._limits = LimitWaits(self._grabber, self._admission, clock)
         self._tg: anyio.abc.TaskGroup | None = None
         self._running = 0
         self._idle: anyio.Event | None = None  # created when shutdown waits for running tasks
@@ -174,7 +170,7 @@ class TaskExecutor:
         task: Task | None = None
         try:
             if admission.accepting:
-                task = await self._grab(base, handler)  # step 2
+                task = await self._limits.grab(base, handler)  # step 2
             if task is not None and (task.type != base.type or task.sub_type != base.sub_type):
                 handler = await self._reroute(base, task, handler, held)
             if task is not None and handler is None:
@@ -191,38 +187,9 @@ class TaskExecutor:
                 if task is not None:
                     self._observer.task_released(task.type)
 
-    async def _grab(self, base: BaseTask, handler: TaskHandler | None) -> Task | None:
-        """The grab; over a global limit, wait (holding the slots) and grab again.
-
-        The task stays SUBMITTED meanwhile: if this node stops or dies, its pick-up deadline
-        passes and the resumer re-triggers it. Another grab is tried when a task of the key
-        ends on this node, or after the policy's ``recheck_interval`` (a slot may free on
-        another node): no store round trip in between.
-        """
-        policy = handler.concurrency_policy if handler is not None else None
-        if not isinstance(policy, GlobalConcurrencyPolicy):
-            grabbed = await self._grabber.grab(base, handler)
-            return None if grabbed is OVER_LIMIT else grabbed  # never over: no global limit
-        while True:
-            ended = self._ended[policy.key]
-            grabbed = await self._grabber.grab(base, handler)
-            if grabbed is not OVER_LIMIT:
-                return grabbed
-            if self._ended[policy.key] != ended:
-                continue  # a task of the key ended here during the grab: its slot is free
-            freed = self._freed.setdefault(policy.key, anyio.Event())
-            seconds = policy.recheck_interval.total_seconds()
-            if not await self._admission.pause(freed, seconds, self._clock):
-                return None  # shutting down: the task stays SUBMITTED
-
     def _finished(self, handler: TaskHandler) -> None:
         """A job ended: one task fewer running (shutdown waits for none)."""
-        policy = handler.concurrency_policy
-        if isinstance(policy, GlobalConcurrencyPolicy):
-            self._ended[policy.key] += 1
-            freed = self._freed.pop(policy.key, None)
-            if freed is not None:
-                freed.set()
+        self._limits.ended(handler)
         self._running -= 1
         if self._running == 0 and self._idle is not None:
             self._idle.set()
@@ -248,16 +215,21 @@ class TaskExecutor:
 
 
 async def _wait(event: anyio.Event, seconds: float, clock: Clock) -> bool:
-    """Wait for ``event`` at most ``seconds`` of ``clock`` time; True if it was set."""
+    """Wait for ``event`` at most ``seconds`` of ``clock`` time; True if it was set.
+
+    Also at most ``seconds`` of real time (the same on the system clock): on a fake clock
+    nobody advances -- a test that failed inside the node's block -- shutdown cannot hang.
+    """
     if event.is_set():
         return True
-    async with anyio.create_task_group() as tg:
+    with anyio.move_on_after(seconds):
+        async with anyio.create_task_group() as tg:
 
-        async def timer() -> None:
-            await clock.sleep(seconds)
+            async def timer() -> None:
+                await clock.sleep(seconds)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(timer)
+            await event.wait()
             tg.cancel_scope.cancel()
-
-        tg.start_soon(timer)
-        await event.wait()
-        tg.cancel_scope.cancel()
     return event.is_set()
