@@ -1,6 +1,6 @@
 """The task store port: every read and compare-and-set write of tasks.
 
-Contract (checked by ``tests/contract/task_dao_contract.py`` against every adapter):
+Contract (checked by ``resilient_task.testing.task_dao_contract`` against every adapter):
 
 - Writes are compare-and-set on ``version``: a change applies only where the stored version
   equals ``expected_version``; otherwise nothing is written and the change reports ``False``.
