@@ -41,6 +41,7 @@ from resilient_task.service.executor import TaskExecutor
 from resilient_task.service.operator import TaskOperator
 from resilient_task.service.registry import HandlerRegistry
 from resilient_task.service.resumer import TaskResumer
+from resilient_task.service.stores import AnyTaskDAO
 from resilient_task.service.task_service import TaskService
 from resilient_task.settings import (
     KafkaTriggers,
@@ -100,7 +101,7 @@ class ResilientTask:
         triggers: Triggers | None = None,
         postgres: PostgresOptions | None = None,
         adapters: Mapping[type, object] | None = None,
-        dao: TaskDAO | None = None,
+        dao: AnyTaskDAO | None = None,
         triggerer: Triggerer | None = None,
         clock: Clock | None = None,
         observer: Observer | None = None,
@@ -265,7 +266,7 @@ class ResilientTask:
         return self._resolved(TaskCleaner)
 
     @property
-    def dao(self) -> TaskDAO:
+    def dao(self) -> AnyTaskDAO:
         """The task store in use."""
         return self._adapter(TaskDAO)  # type: ignore[no-any-return]
 

@@ -64,7 +64,6 @@ from resilient_task.errors import (
 )
 from resilient_task.logtext import loggable
 from resilient_task.ports.clock import Clock
-from resilient_task.ports.task_dao import TaskDAO
 from resilient_task.ports.task_queries import MAX_LIST_LIMIT, TaskQueries, TaskQuery
 from resilient_task.properties import TaskProperties
 from resilient_task.service.operator import (
@@ -73,6 +72,7 @@ from resilient_task.service.operator import (
     TaskOperator,
 )
 from resilient_task.service.registry import HandlerRegistry
+from resilient_task.service.stores import AnyTaskDAO
 from resilient_task.service.task_service import TaskService
 
 if TYPE_CHECKING:  # imported when a command runs: the parser loads without the drivers
@@ -207,7 +207,7 @@ class _NoTriggers:
         """Nothing to stop."""
 
 
-def build_operator(*, dao: TaskDAO, queries: TaskQueries, clock: Clock) -> TaskOperator:
+def build_operator(*, dao: AnyTaskDAO, queries: TaskQueries, clock: Clock) -> TaskOperator:
     """The operator of a process that runs no workers and has no broker (this CLI).
 
     Its task service sends no triggers and gives resumed tasks a pick-up deadline of one

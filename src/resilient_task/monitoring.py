@@ -35,10 +35,10 @@ from resilient_task.adapters.prometheus.observer import PREFIX, PrometheusObserv
 from resilient_task.adapters.prometheus.server import DEFAULT_HOST, serve_metrics
 from resilient_task.bootstrap import ResilientTask
 from resilient_task.errors import ConfigurationError
-from resilient_task.ports.task_dao import TaskDAO
 from resilient_task.ports.task_queries import TaskQueries
 from resilient_task.service.health import Readiness, StoreProbe
 from resilient_task.service.registry import HandlerRegistry
+from resilient_task.service.stores import AnyTaskDAO
 
 __all__ = ["DEFAULT_HOST", "NodeMonitoring", "registered_types"]
 
@@ -54,7 +54,7 @@ def registered_types(registry: HandlerRegistry) -> frozenset[str]:
     return frozenset(found)
 
 
-def _read_side(dao: TaskDAO) -> tuple[TaskQueries, ClusterLock] | None:
+def _read_side(dao: AnyTaskDAO) -> tuple[TaskQueries, ClusterLock] | None:
     """The read port and cluster lock of ``dao``'s store; None for a store we cannot read."""
     from resilient_task.adapters.memory.task_dao import InMemoryTaskDAO
 

@@ -15,8 +15,8 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from resilient_task.adapters.postgres import PostgresTaskDAO, create_engine
 from resilient_task.adapters.postgres.queries import PostgresTaskQueries
-from resilient_task.ports.task_dao import TaskDAO
 from resilient_task.ports.task_queries import TaskQueries
+from resilient_task.service.stores import AnyTaskDAO
 from tests.integration.postgres_env import isolated_schema
 from tests.unit.test_lifecycle_stateful import LifecycleMachine
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 
 @asynccontextmanager
-async def postgres_stores(url: str) -> AsyncIterator[tuple[TaskDAO, TaskQueries]]:
+async def postgres_stores(url: str) -> AsyncIterator[tuple[AnyTaskDAO, TaskQueries]]:
     async with isolated_schema(url) as schema:
         engine = create_engine(url, pool_size=2, max_overflow=2)
         async with PostgresTaskDAO(engine=engine, settings=schema, owns_engine=True) as dao:
@@ -33,7 +33,7 @@ async def postgres_stores(url: str) -> AsyncIterator[tuple[TaskDAO, TaskQueries]
 
 def test_the_postgres_store_follows_the_lifecycle_model(database_url: str) -> None:
     class PostgresLifecycleMachine(LifecycleMachine):
-        def open_stores(self) -> AbstractAsyncContextManager[tuple[TaskDAO, TaskQueries]]:
+        def open_stores(self) -> AbstractAsyncContextManager[tuple[AnyTaskDAO, TaskQueries]]:
             return postgres_stores(database_url)
 
     run_state_machine_as_test(

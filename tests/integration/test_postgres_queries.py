@@ -18,8 +18,9 @@ from resilient_task.adapters.memory.queries import InMemoryTaskQueries
 from resilient_task.adapters.postgres import PostgresTaskDAO, create_engine
 from resilient_task.adapters.postgres.queries import PostgresTaskQueries
 from resilient_task.domain.task import Task, TaskStatus
-from resilient_task.ports.task_dao import GrabRequest, TaskChange, TaskDAO
+from resilient_task.ports.task_dao import GrabRequest, TaskChange
 from resilient_task.ports.task_queries import TaskQueries, TaskQuery
+from resilient_task.service.stores import AnyTaskDAO
 from resilient_task.testing.task_dao_contract import NOW, make_task
 from resilient_task.testing.task_queries_contract import TaskQueriesContract
 from tests.integration.postgres_env import isolated_schema
@@ -36,7 +37,7 @@ _db_examples = settings(
 
 class TestPostgresTaskQueriesContract(TaskQueriesContract):
     @pytest.fixture
-    async def stores(self, database_url: str) -> AsyncIterator[tuple[TaskDAO, TaskQueries]]:
+    async def stores(self, database_url: str) -> AsyncIterator[tuple[AnyTaskDAO, TaskQueries]]:
         async with isolated_schema(database_url) as settings:
             engine = create_engine(database_url, pool_size=2, max_overflow=2)
             async with PostgresTaskDAO(engine=engine, settings=settings, owns_engine=True) as dao:

@@ -28,8 +28,9 @@ from resilient_task.cli_tasks import build_operator
 from resilient_task.dashboard import DashboardStats, InMemoryDashboardStats, create_app
 from resilient_task.dashboard.security import SESSION_COOKIE, Guard
 from resilient_task.domain.task import Task, TaskStatus
-from resilient_task.ports.task_dao import GrabRequest, TaskChange, TaskDAO
+from resilient_task.ports.task_dao import GrabRequest, TaskChange
 from resilient_task.ports.task_queries import TaskQueries
+from resilient_task.service.stores import AnyTaskDAO
 from resilient_task.testing.task_dao_contract import make_task
 
 MINUTE = timedelta(minutes=1)
@@ -44,7 +45,7 @@ class Board:
     """A dashboard over one store, with a client and helpers to seed and read tasks."""
 
     client: TestClient
-    dao: TaskDAO
+    dao: AnyTaskDAO
     call: Callable[..., Any]
 
     def seed(

@@ -41,11 +41,12 @@ from resilient_task.adapters.memory import FakeClock, InMemoryTaskDAO, InMemoryT
 from resilient_task.adapters.memory.queries import InMemoryTaskQueries
 from resilient_task.domain.task import TRANSITIONS, BaseTask, Task, TaskStatus, Transition
 from resilient_task.errors import InvalidTransitionError
-from resilient_task.ports.task_dao import GrabRequest, InsertOutcome, TaskChange, TaskDAO
+from resilient_task.ports.task_dao import GrabRequest, InsertOutcome, TaskChange
 from resilient_task.ports.task_queries import TaskQueries
 from resilient_task.properties import TaskProperties
 from resilient_task.service.operator import Action, Outcome, TaskOperator
 from resilient_task.service.registry import HandlerRegistry
+from resilient_task.service.stores import AnyTaskDAO
 from resilient_task.service.task_service import TaskService
 from resilient_task.testing.task_dao_contract import make_task
 
@@ -110,7 +111,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.model: dict[UUID, Modelled] = {}
         self.seen: dict[UUID, tuple[TaskStatus, int]] = {}
 
-    def open_stores(self) -> AbstractAsyncContextManager[tuple[TaskDAO, TaskQueries]]:
+    def open_stores(self) -> AbstractAsyncContextManager[tuple[AnyTaskDAO, TaskQueries]]:
         """A fresh, empty store and the queries over it, for one example."""
         return _memory_stores()
 
@@ -266,7 +267,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 @asynccontextmanager
 async def _memory_stores(
     dao: InMemoryTaskDAO | None = None,
-) -> AsyncIterator[tuple[TaskDAO, TaskQueries]]:
+) -> AsyncIterator[tuple[AnyTaskDAO, TaskQueries]]:
     dao = dao or InMemoryTaskDAO()
     yield dao, InMemoryTaskQueries(dao=dao)
 
@@ -291,7 +292,7 @@ class VersionBlindTaskDAO(InMemoryTaskDAO):
 
 
 class VersionBlindMachine(LifecycleMachine):
-    def open_stores(self) -> AbstractAsyncContextManager[tuple[TaskDAO, TaskQueries]]:
+    def open_stores(self) -> AbstractAsyncContextManager[tuple[AnyTaskDAO, TaskQueries]]:
         return _memory_stores(VersionBlindTaskDAO())
 
 

@@ -10,7 +10,8 @@ import pytest
 from resilient_task.adapters.memory import InMemoryTaskDAO, InMemoryTransaction
 from resilient_task.domain.task import TaskStatus
 from resilient_task.errors import BackendUnavailableError, ValidationError, VersionConflictError
-from resilient_task.ports.task_dao import InsertOutcome, TaskChange, TaskDAO
+from resilient_task.ports.task_dao import InsertOutcome, TaskChange
+from resilient_task.service.stores import AnyTaskDAO
 from resilient_task.testing.task_dao_contract import NOW, TaskDAOContract, make_task, processing
 
 SECOND = timedelta(seconds=1)
@@ -18,7 +19,7 @@ SECOND = timedelta(seconds=1)
 
 class TestInMemoryTaskDAOContract(TaskDAOContract):
     @pytest.fixture
-    async def dao(self) -> TaskDAO:
+    async def dao(self) -> AnyTaskDAO:
         return InMemoryTaskDAO()
 
 

@@ -13,15 +13,15 @@ from resilient_task.adapters.memory import InMemoryTaskDAO
 from resilient_task.adapters.memory.queries import InMemoryTaskQueries
 from resilient_task.domain.task import TaskStatus
 from resilient_task.errors import ValidationError
-from resilient_task.ports.task_dao import TaskDAO
 from resilient_task.ports.task_queries import MAX_LIST_LIMIT, TaskQueries, TaskQuery
+from resilient_task.service.stores import AnyTaskDAO
 from resilient_task.testing.task_queries_contract import TaskQueriesContract
 from tests.unit.hostile import fuzz, hostile_values, valid_text, valid_texts
 
 
 class TestInMemoryTaskQueriesContract(TaskQueriesContract):
     @pytest.fixture
-    async def stores(self) -> tuple[TaskDAO, TaskQueries]:
+    async def stores(self) -> tuple[AnyTaskDAO, TaskQueries]:
         dao = InMemoryTaskDAO()
         return dao, InMemoryTaskQueries(dao=dao)
 

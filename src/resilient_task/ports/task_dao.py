@@ -39,10 +39,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol, TypeVar
 from uuid import UUID
-
-from typing_extensions import TypeVar
 
 from resilient_task.domain.task import Task, TaskStatus
 
@@ -57,11 +55,12 @@ __all__ = [
     "TxT",
 ]
 
-TxT = TypeVar("TxT", default=Any)
+TxT = TypeVar("TxT")
 """A store's transaction handle: what ``transaction()`` yields and ``transaction=`` accepts.
 
-The default only serves code that names the port without its handle (``TaskDAO``, any store);
-``TaskDAO[InMemoryTransaction]`` or ``TaskDAO[AsyncConnection]`` is checked by mypy."""
+Code always names it: ``TaskDAO[InMemoryTransaction]`` or ``TaskDAO[AsyncConnection]`` is
+checked by mypy; code that takes whichever store was chosen at run time says so with
+``resilient_task.service.stores.AnyTaskDAO``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,9 +6,9 @@ import logging
 
 from resilient_task.ports.clock import Clock
 from resilient_task.ports.observer import NULL_OBSERVER, Observer
-from resilient_task.ports.task_dao import TaskDAO
 from resilient_task.properties import TaskProperties
 from resilient_task.service.outage import OutageLog, repeat_every
+from resilient_task.service.stores import AnyTaskDAO
 
 __all__ = ["TaskCleaner"]
 
@@ -25,7 +25,7 @@ class TaskCleaner:
     def __init__(
         self,
         *,
-        dao: TaskDAO,
+        dao: AnyTaskDAO,
         clock: Clock,
         properties: TaskProperties,
         observer: Observer = NULL_OBSERVER,

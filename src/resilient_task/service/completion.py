@@ -19,9 +19,10 @@ from resilient_task.logsetup import task_extra
 from resilient_task.logtext import loggable
 from resilient_task.ports.clock import Clock
 from resilient_task.ports.observer import Observer, ProcessOutcome
-from resilient_task.ports.task_dao import TaskChange, TaskDAO
+from resilient_task.ports.task_dao import TaskChange
 from resilient_task.service.batcher import Batcher
 from resilient_task.service.outage import OutageLog
+from resilient_task.service.stores import AnyTaskDAO
 
 __all__ = ["Completions", "change_of"]
 
@@ -50,7 +51,7 @@ class Completions:
     def __init__(
         self,
         *,
-        dao: TaskDAO,
+        dao: AnyTaskDAO,
         clock: Clock,
         observer: Observer,
         outage: OutageLog,

@@ -29,7 +29,6 @@ from resilient_task.logsetup import task_extra
 from resilient_task.logtext import loggable
 from resilient_task.ports.clock import Clock
 from resilient_task.ports.observer import NULL_OBSERVER, Observer
-from resilient_task.ports.task_dao import TaskDAO
 from resilient_task.properties import TaskProperties
 from resilient_task.service.admission import Admission, Held
 from resilient_task.service.completion import Completions
@@ -38,6 +37,7 @@ from resilient_task.service.limit_waits import LimitWaits
 from resilient_task.service.outage import OutageLog
 from resilient_task.service.registry import HandlerRegistry
 from resilient_task.service.run import Job, Runner
+from resilient_task.service.stores import AnyTaskDAO
 from resilient_task.service.workers import WorkerPool
 
 __all__ = ["ProcessingTimeoutError", "TaskExecutor"]
@@ -51,7 +51,7 @@ class TaskExecutor:
     def __init__(
         self,
         *,
-        dao: TaskDAO,
+        dao: AnyTaskDAO,
         registry: HandlerRegistry,
         clock: Clock,
         properties: TaskProperties,

@@ -27,11 +27,12 @@ from resilient_task.logsetup import task_extra
 from resilient_task.logtext import loggable
 from resilient_task.ports.clock import Clock
 from resilient_task.ports.observer import Observer
-from resilient_task.ports.task_dao import Grabbed, GrabLimit, GrabRequest, LimitedGrab, TaskDAO
+from resilient_task.ports.task_dao import Grabbed, GrabLimit, GrabRequest, LimitedGrab
 from resilient_task.properties import TaskProperties
 from resilient_task.service.batcher import Batcher
 from resilient_task.service.outage import OutageLog
 from resilient_task.service.registry import HandlerRegistry
+from resilient_task.service.stores import AnyTaskDAO
 
 __all__ = ["OVER_LIMIT", "Grabber", "OverLimit", "global_limits"]
 
@@ -78,7 +79,7 @@ class Grabber:
     def __init__(
         self,
         *,
-        dao: TaskDAO,
+        dao: AnyTaskDAO,
         registry: HandlerRegistry,
         clock: Clock,
         properties: TaskProperties,

@@ -14,7 +14,7 @@ from uuid import UUID
 
 import anyio
 
-from resilient_task.ports.task_dao import TaskDAO
+from resilient_task.service.stores import AnyTaskDAO
 
 __all__ = ["Readiness", "StoreProbe"]
 
@@ -40,7 +40,7 @@ class StoreProbe:
         timeout: seconds one probe may take before the store counts as unreachable.
     """
 
-    def __init__(self, *, dao: TaskDAO, interval: float = 1.0, timeout: float = 2.0) -> None:
+    def __init__(self, *, dao: AnyTaskDAO, interval: float = 1.0, timeout: float = 2.0) -> None:
         self._dao = dao
         self.interval = interval
         """Seconds between probes."""

@@ -34,12 +34,13 @@ from resilient_task.logsetup import task_extra
 from resilient_task.logtext import loggable
 from resilient_task.ports.clock import Clock
 from resilient_task.ports.observer import NULL_OBSERVER, Observer, RecoveryStrategy
-from resilient_task.ports.task_dao import TaskChange, TaskDAO
+from resilient_task.ports.task_dao import TaskChange
 from resilient_task.ports.triggerer import Triggerer
 from resilient_task.properties import TaskProperties
 from resilient_task.service.executor import TaskExecutor
 from resilient_task.service.outage import OutageLog, repeat_every
 from resilient_task.service.registry import HandlerRegistry
+from resilient_task.service.stores import AnyTaskDAO
 
 __all__ = ["TaskResumer"]
 
@@ -57,7 +58,7 @@ class TaskResumer:
     def __init__(
         self,
         *,
-        dao: TaskDAO,
+        dao: AnyTaskDAO,
         triggerer: Triggerer,
         registry: HandlerRegistry,
         clock: Clock,

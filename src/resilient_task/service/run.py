@@ -25,12 +25,12 @@ from resilient_task.logsetup import task_extra
 from resilient_task.logtext import loggable
 from resilient_task.ports.clock import Clock
 from resilient_task.ports.observer import Observer
-from resilient_task.ports.task_dao import TaskDAO
 from resilient_task.properties import TaskProperties
 from resilient_task.service.admission import Admission, Held
 from resilient_task.service.completion import Completions, change_of
 from resilient_task.service.context import ProcessingContext, set_context
 from resilient_task.service.registry import HandlerRegistry
+from resilient_task.service.stores import AnyTaskDAO
 
 __all__ = ["Job", "Runner"]
 
@@ -54,7 +54,7 @@ class Runner:
     def __init__(
         self,
         *,
-        dao: TaskDAO,
+        dao: AnyTaskDAO,
         registry: HandlerRegistry,
         clock: Clock,
         properties: TaskProperties,

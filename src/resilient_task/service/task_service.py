@@ -27,11 +27,12 @@ from resilient_task.ids import uuid7
 from resilient_task.logsetup import task_extra
 from resilient_task.ports.clock import Clock
 from resilient_task.ports.observer import NULL_OBSERVER, Observer
-from resilient_task.ports.task_dao import TaskChange, TaskDAO
+from resilient_task.ports.task_dao import TaskChange
 from resilient_task.ports.triggerer import Triggerer
 from resilient_task.properties import TaskProperties
 from resilient_task.service.outage import OutageLog
 from resilient_task.service.registry import HandlerRegistry
+from resilient_task.service.stores import AnyTaskDAO
 
 __all__ = ["TaskService"]
 
@@ -44,7 +45,7 @@ class TaskService:
     def __init__(
         self,
         *,
-        dao: TaskDAO,
+        dao: AnyTaskDAO,
         triggerer: Triggerer,
         registry: HandlerRegistry,
         clock: Clock,

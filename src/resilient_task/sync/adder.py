@@ -14,10 +14,10 @@ from resilient_task.domain.results import AddTaskResult
 from resilient_task.errors import ConfigurationError
 from resilient_task.ports.clock import Clock
 from resilient_task.ports.observer import NULL_OBSERVER, Observer
-from resilient_task.ports.task_dao import TaskDAO
 from resilient_task.ports.triggerer import Triggerer
 from resilient_task.properties import TaskProperties
 from resilient_task.service.registry import HandlerRegistry
+from resilient_task.service.stores import AnyTaskDAO
 from resilient_task.service.task_service import TaskService
 from resilient_task.sync.connection import JoinedConnection
 from resilient_task.sync.drive import run_to_completion
@@ -83,7 +83,7 @@ class TaskAdder:
         triggerer = TransactionNotify(settings) if triggers == "notify" else NoTriggers()
         # The service's add path uses the store's insert_tasks, apply and after_commit only.
         self._service = TaskService(
-            dao=cast(TaskDAO, store),
+            dao=cast(AnyTaskDAO, store),
             triggerer=cast(Triggerer, triggerer),
             registry=HandlerRegistry(handlers),
             clock=clock or SystemClock(),

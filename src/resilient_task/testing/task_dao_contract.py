@@ -7,8 +7,8 @@ Usage (any test module; pytest collects the subclass and runs every test of the 
 
     class TestInMemoryTaskDAOContract(TaskDAOContract):
         @pytest.fixture
-        async def dao(self) -> TaskDAO:     # or yield one, to clean up afterwards
-            return InMemoryTaskDAO()         # fresh and empty for every test
+        async def dao(self) -> InMemoryTaskDAO:  # or yield one, to clean up afterwards
+            return InMemoryTaskDAO()  # fresh and empty for every test
 
 Only behaviour the port promises belongs here; adapter-specific checks live in the
 adapter's own test module. Times are fixed, UTC-aware and at microsecond precision.
@@ -31,7 +31,8 @@ from resilient_task.domain.requests import (
 )
 from resilient_task.domain.task import Task, TaskStatus
 from resilient_task.errors import ValidationError
-from resilient_task.ports.task_dao import GrabRequest, InsertOutcome, TaskChange, TaskDAO
+from resilient_task.ports.task_dao import GrabRequest, InsertOutcome, TaskChange
+from resilient_task.service.stores import AnyTaskDAO
 
 __all__ = [
     "NOW",
@@ -95,13 +96,13 @@ def make_submitted(**fields: object) -> Task:
     return make_task(status=TaskStatus.SUBMITTED, **fields)  # type: ignore[arg-type]
 
 
-async def insert(dao: TaskDAO, *tasks: Task) -> None:
+async def insert(dao: AnyTaskDAO, *tasks: Task) -> None:
     """Insert ``tasks``, asserting each one is new."""
     outcomes = await dao.insert_tasks(tasks)
     assert outcomes == [InsertOutcome(task.id, created=True) for task in tasks]
 
 
-async def processing(dao: TaskDAO, task: Task | None = None, *, node: str = "node-1") -> Task:
+async def processing(dao: AnyTaskDAO, task: Task | None = None, *, node: str = "node-1") -> Task:
     """Insert ``task`` (or a new one) as SUBMITTED and grab it; the PROCESSING task."""
     task = task or make_submitted()
     await insert(dao, task)
@@ -111,7 +112,7 @@ async def processing(dao: TaskDAO, task: Task | None = None, *, node: str = "nod
     return grabbed
 
 
-async def finished(dao: TaskDAO, status: TaskStatus, *, at: datetime) -> Task:
+async def finished(dao: AnyTaskDAO, status: TaskStatus, *, at: datetime) -> Task:
     """A task that reached ``status`` (DONE, ERROR, FAILED, CANCELLED) at ``at``."""
     if status is TaskStatus.CANCELLED:
         task = make_task()
@@ -136,14 +137,14 @@ class TaskDAOContract:
     """
 
     @pytest.fixture
-    def dao(self) -> TaskDAO:
+    def dao(self) -> AnyTaskDAO:
         """A fresh, empty TaskDAO for one test (the subclass's factory hook)."""
         raise NotImplementedError("subclasses override the dao fixture: a fresh, empty TaskDAO")
 
     # -- insert and read ------------------------------------------------------------------
 
     @pytest.mark.anyio
-    async def test_inserted_task_reads_back_with_every_field(self, dao: TaskDAO) -> None:
+    async def test_inserted_task_reads_back_with_every_field(self, dao: AnyTaskDAO) -> None:
         at = NOW + timedelta(microseconds=123_457)
         task = make_task(
             type="invoice",
@@ -160,7 +161,7 @@ class TaskDAOContract:
         assert await dao.get_task(task.id) == task
 
     @pytest.mark.anyio
-    async def test_changed_task_reads_back_with_every_field(self, dao: TaskDAO) -> None:
+    async def test_changed_task_reads_back_with_every_field(self, dao: AnyTaskDAO) -> None:
         task = await processing(dao, make_submitted(unique_key="k"), node="node-ü")
         retry = task.schedule(
             now=NOW + timedelta(microseconds=1), run_at=NOW + 10 * SECOND, error="boom\n ü ✓"
@@ -169,7 +170,7 @@ class TaskDAOContract:
         assert await dao.get_task(task.id) == retry
 
     @pytest.mark.anyio
-    async def test_binary_payload_that_is_not_utf8_round_trips(self, dao: TaskDAO) -> None:
+    async def test_binary_payload_that_is_not_utf8_round_trips(self, dao: AnyTaskDAO) -> None:
         task = make_task(data=BINARY)
         await insert(dao, task)
         stored = await dao.get_task(task.id)
@@ -178,7 +179,7 @@ class TaskDAOContract:
         assert isinstance(stored.data, bytes)
 
     @pytest.mark.anyio
-    async def test_several_megabyte_payload_round_trips(self, dao: TaskDAO) -> None:
+    async def test_several_megabyte_payload_round_trips(self, dao: AnyTaskDAO) -> None:
         data = bytes(range(256)) * (5 * 4096)  # 5 MiB
         task = make_task(data=data)
         await insert(dao, task)
@@ -187,7 +188,7 @@ class TaskDAOContract:
         assert stored.data == data
 
     @pytest.mark.anyio
-    async def test_times_come_back_utc_aware(self, dao: TaskDAO) -> None:
+    async def test_times_come_back_utc_aware(self, dao: AnyTaskDAO) -> None:
         task = make_task()
         await insert(dao, task)
         stored = await dao.get_task(task.id)
@@ -196,11 +197,11 @@ class TaskDAOContract:
             assert value.utcoffset() == timedelta(0)
 
     @pytest.mark.anyio
-    async def test_unknown_task_reads_as_none(self, dao: TaskDAO) -> None:
+    async def test_unknown_task_reads_as_none(self, dao: AnyTaskDAO) -> None:
         assert await dao.get_task(uuid4()) is None
 
     @pytest.mark.anyio
-    async def test_insert_reports_outcomes_in_order(self, dao: TaskDAO) -> None:
+    async def test_insert_reports_outcomes_in_order(self, dao: AnyTaskDAO) -> None:
         tasks = [make_task(), make_submitted(), make_task(unique_key="a")]
         await insert(dao, *tasks)
         for task in tasks:
@@ -209,7 +210,7 @@ class TaskDAOContract:
     # -- deduplication --------------------------------------------------------------------
 
     @pytest.mark.anyio
-    async def test_duplicate_id_is_not_inserted_again(self, dao: TaskDAO) -> None:
+    async def test_duplicate_id_is_not_inserted_again(self, dao: AnyTaskDAO) -> None:
         task = make_task(data=b"first")
         await insert(dao, task)
         again = make_task(id=task.id, data=b"second", unique_key="other")
@@ -217,7 +218,7 @@ class TaskDAOContract:
         assert await dao.get_task(task.id) == task
 
     @pytest.mark.anyio
-    async def test_duplicate_unique_key_reports_the_existing_task(self, dao: TaskDAO) -> None:
+    async def test_duplicate_unique_key_reports_the_existing_task(self, dao: AnyTaskDAO) -> None:
         first = make_task(unique_key="order-1")
         await insert(dao, first)
         second = make_task(unique_key="order-1", data=b"other")
@@ -225,17 +226,17 @@ class TaskDAOContract:
         assert await dao.get_task(second.id) is None
 
     @pytest.mark.anyio
-    async def test_same_unique_key_with_another_type_is_a_new_task(self, dao: TaskDAO) -> None:
+    async def test_same_unique_key_with_another_type_is_a_new_task(self, dao: AnyTaskDAO) -> None:
         await insert(
             dao, make_task(type="email", unique_key="k"), make_task(type="sms", unique_key="k")
         )
 
     @pytest.mark.anyio
-    async def test_tasks_without_unique_key_never_collide(self, dao: TaskDAO) -> None:
+    async def test_tasks_without_unique_key_never_collide(self, dao: AnyTaskDAO) -> None:
         await insert(dao, make_task(), make_task())
 
     @pytest.mark.anyio
-    async def test_duplicates_within_one_batch_create_one_task(self, dao: TaskDAO) -> None:
+    async def test_duplicates_within_one_batch_create_one_task(self, dao: AnyTaskDAO) -> None:
         first = make_task(unique_key="k")
         same_key, same_id = make_task(unique_key="k"), make_task(id=first.id)
         outcomes = await dao.insert_tasks([first, same_key, same_id])
@@ -247,7 +248,9 @@ class TaskDAOContract:
         assert (await dao.count_by_status())[TaskStatus.WAITING] == 1
 
     @pytest.mark.anyio
-    async def test_concurrent_inserts_of_the_same_key_create_one_task(self, dao: TaskDAO) -> None:
+    async def test_concurrent_inserts_of_the_same_key_create_one_task(
+        self, dao: AnyTaskDAO
+    ) -> None:
         outcomes: list[InsertOutcome] = []
 
         async def add() -> None:
@@ -263,14 +266,14 @@ class TaskDAOContract:
         assert (await dao.count_by_status())[TaskStatus.WAITING] == 1
 
     @pytest.mark.anyio
-    async def test_unique_key_is_free_again_once_the_task_is_deleted(self, dao: TaskDAO) -> None:
+    async def test_unique_key_is_free_again_once_the_task_is_deleted(self, dao: AnyTaskDAO) -> None:
         task = await processing(dao, make_submitted(unique_key="k"))
         done = task.complete(now=NOW)
         assert await dao.apply([TaskChange(done, task.version, delete=True)]) == [True]
         await insert(dao, make_task(unique_key="k"))
 
     @pytest.mark.anyio
-    async def test_unique_key_is_free_again_after_cleanup(self, dao: TaskDAO) -> None:
+    async def test_unique_key_is_free_again_after_cleanup(self, dao: AnyTaskDAO) -> None:
         old = await finished(dao, TaskStatus.CANCELLED, at=NOW)
         assert await dao.delete_finished(before=NOW + SECOND, limit=10) == 1
         await insert(dao, make_task(type=old.type, unique_key="k"))
@@ -279,7 +282,7 @@ class TaskDAOContract:
     # -- grab -----------------------------------------------------------------------------
 
     @pytest.mark.anyio
-    async def test_grab_moves_a_submitted_task_to_processing(self, dao: TaskDAO) -> None:
+    async def test_grab_moves_a_submitted_task_to_processing(self, dao: AnyTaskDAO) -> None:
         task = make_submitted(data=BINARY)
         await insert(dao, task)
         deadline = NOW + timedelta(minutes=5, microseconds=7)
@@ -292,21 +295,21 @@ class TaskDAOContract:
         assert await dao.get_task(task.id) == expected
 
     @pytest.mark.anyio
-    async def test_stale_version_cannot_grab_task(self, dao: TaskDAO) -> None:
+    async def test_stale_version_cannot_grab_task(self, dao: AnyTaskDAO) -> None:
         task = make_submitted()
         await insert(dao, task)
         assert await dao.grab([GrabRequest(task.id, 1, "n", NOW)], now=NOW) == []
         assert await dao.get_task(task.id) == task
 
     @pytest.mark.anyio
-    async def test_waiting_task_cannot_be_grabbed(self, dao: TaskDAO) -> None:
+    async def test_waiting_task_cannot_be_grabbed(self, dao: AnyTaskDAO) -> None:
         task = make_task()
         await insert(dao, task)
         assert await dao.grab([GrabRequest(task.id, 0, "n", NOW)], now=NOW) == []
         assert await dao.get_task(task.id) == task
 
     @pytest.mark.anyio
-    async def test_duplicate_grab_is_a_no_op(self, dao: TaskDAO) -> None:
+    async def test_duplicate_grab_is_a_no_op(self, dao: AnyTaskDAO) -> None:
         task = make_submitted()
         await insert(dao, task)
         request = GrabRequest(task.id, 0, "node-1", NOW + SECOND)
@@ -316,7 +319,7 @@ class TaskDAOContract:
         assert await dao.get_task(task.id) == first[0]
 
     @pytest.mark.anyio
-    async def test_grab_returns_only_the_requests_that_won(self, dao: TaskDAO) -> None:
+    async def test_grab_returns_only_the_requests_that_won(self, dao: AnyTaskDAO) -> None:
         a, b = make_submitted(), make_submitted()
         await insert(dao, a, b)
         requests = [
@@ -327,7 +330,7 @@ class TaskDAOContract:
         assert [t.id for t in await dao.grab(requests, now=NOW)] == [a.id]
 
     @pytest.mark.anyio
-    async def test_concurrent_grabs_let_exactly_one_node_win(self, dao: TaskDAO) -> None:
+    async def test_concurrent_grabs_let_exactly_one_node_win(self, dao: AnyTaskDAO) -> None:
         task = make_submitted()
         await insert(dao, task)
         winners: list[Task] = []
@@ -344,14 +347,14 @@ class TaskDAOContract:
     # -- apply ----------------------------------------------------------------------------
 
     @pytest.mark.anyio
-    async def test_apply_writes_a_change_at_the_expected_version(self, dao: TaskDAO) -> None:
+    async def test_apply_writes_a_change_at_the_expected_version(self, dao: AnyTaskDAO) -> None:
         task = await processing(dao)
         done = task.complete(now=NOW + SECOND)
         assert await dao.apply([TaskChange(done, task.version)]) == [True]
         assert await dao.get_task(task.id) == done
 
     @pytest.mark.anyio
-    async def test_stale_version_cannot_complete_task(self, dao: TaskDAO) -> None:
+    async def test_stale_version_cannot_complete_task(self, dao: AnyTaskDAO) -> None:
         task = await processing(dao)
         recovered = task.recover(now=NOW, deadline=NOW + SECOND)
         assert await dao.apply([TaskChange(recovered, task.version)]) == [True]
@@ -361,7 +364,7 @@ class TaskDAOContract:
 
     @pytest.mark.anyio
     async def test_over_long_type_or_unique_key_is_refused_and_nothing_is_stored(
-        self, dao: TaskDAO
+        self, dao: AnyTaskDAO
     ) -> None:
         with pytest.raises(ValidationError, match=r"unique_key is 151 characters long"):
             await dao.insert_tasks([make_task(unique_key="k" * (MAX_UNIQUE_KEY_LENGTH + 1))])
@@ -377,7 +380,7 @@ class TaskDAOContract:
         ids=["surrogate", "lone-low-surrogate", "nul", "blank"],
     )
     async def test_text_no_store_can_hold_is_refused_and_nothing_is_stored(
-        self, dao: TaskDAO, field: str, text: str
+        self, dao: AnyTaskDAO, field: str, text: str
     ) -> None:
         # PostgreSQL's driver raised a raw UnicodeEncodeError; the memory store accepted it.
         bad = replace(make_task(), **{field: text})  # type: ignore[arg-type]
@@ -388,7 +391,7 @@ class TaskDAOContract:
     @pytest.mark.anyio
     @pytest.mark.parametrize("at", UNSTORABLE_TIMES, ids=UNSTORABLE_IDS)
     async def test_a_time_that_cannot_round_trip_is_refused_on_insert(
-        self, dao: TaskDAO, at: datetime
+        self, dao: AnyTaskDAO, at: datetime
     ) -> None:
         # PostgreSQL stored year 10000 (UTC); every later read of the row failed.
         with pytest.raises(ValidationError, match="outside the storable range"):
@@ -398,7 +401,7 @@ class TaskDAOContract:
     @pytest.mark.anyio
     @pytest.mark.parametrize("at", UNSTORABLE_TIMES, ids=UNSTORABLE_IDS)
     async def test_a_time_that_cannot_round_trip_is_refused_on_apply(
-        self, dao: TaskDAO, at: datetime
+        self, dao: AnyTaskDAO, at: datetime
     ) -> None:
         task = make_task()
         await insert(dao, task)
@@ -408,7 +411,9 @@ class TaskDAOContract:
         assert [t.id for t in await dao.find_tasks(status=TaskStatus.WAITING)] == [task.id]
 
     @pytest.mark.anyio
-    async def test_times_at_the_ends_of_the_storable_range_round_trip(self, dao: TaskDAO) -> None:
+    async def test_times_at_the_ends_of_the_storable_range_round_trip(
+        self, dao: AnyTaskDAO
+    ) -> None:
         first = make_task(next_event_time=EARLIEST_TIME)
         last = make_task(next_event_time=LATEST_TIME)
         await insert(dao, first, last)
@@ -419,7 +424,9 @@ class TaskDAOContract:
 
     @pytest.mark.anyio
     @pytest.mark.parametrize("status", ["BOGUS", "waiting", 3, "", []])
-    async def test_find_tasks_refuses_an_unknown_status(self, dao: TaskDAO, status: object) -> None:
+    async def test_find_tasks_refuses_an_unknown_status(
+        self, dao: AnyTaskDAO, status: object
+    ) -> None:
         await insert(dao, make_task())
         with pytest.raises(ValidationError, match="status must be one of WAITING"):
             await dao.find_tasks(status=status, limit=10)  # type: ignore[arg-type]
@@ -427,7 +434,7 @@ class TaskDAOContract:
     @pytest.mark.anyio
     @pytest.mark.parametrize("type_", ["a\x00b", "\ud800", 5])
     async def test_find_tasks_refuses_a_type_no_stored_task_can_have(
-        self, dao: TaskDAO, type_: object
+        self, dao: AnyTaskDAO, type_: object
     ) -> None:
         # Refused the same way by every store, rather than matching nothing in one and failing
         # in the other's driver.
@@ -435,7 +442,7 @@ class TaskDAOContract:
             await dao.find_tasks(type=type_, limit=10)  # type: ignore[arg-type]
 
     @pytest.mark.anyio
-    async def test_find_tasks_takes_a_status_by_name(self, dao: TaskDAO) -> None:
+    async def test_find_tasks_takes_a_status_by_name(self, dao: AnyTaskDAO) -> None:
         task = make_task()
         await insert(dao, task, make_submitted())
         found = await dao.find_tasks(status="WAITING")  # type: ignore[arg-type]
@@ -444,7 +451,7 @@ class TaskDAOContract:
     @pytest.mark.anyio
     @pytest.mark.parametrize("limit", ["10", 1.5, None, -1, True])
     async def test_find_tasks_refuses_a_limit_that_is_not_a_non_negative_int(
-        self, dao: TaskDAO, limit: object
+        self, dao: AnyTaskDAO, limit: object
     ) -> None:
         with pytest.raises(ValidationError, match="limit must be"):
             await dao.find_tasks(limit=limit)  # type: ignore[arg-type]
@@ -463,7 +470,7 @@ class TaskDAOContract:
         ids=lambda ran: next(iter(ran)),
     )
     async def test_only_tasks_that_never_ran_can_be_inserted(
-        self, dao: TaskDAO, ran: dict[str, object]
+        self, dao: AnyTaskDAO, ran: dict[str, object]
     ) -> None:
         # A batch insert writes these columns as constants (PostgreSQL adapter).
         fresh = make_task()
@@ -475,7 +482,7 @@ class TaskDAOContract:
 
     @pytest.mark.anyio
     async def test_applying_a_polled_task_without_payload_keeps_the_stored_payload(
-        self, dao: TaskDAO
+        self, dao: AnyTaskDAO
     ) -> None:
         task = make_submitted(data=b"\x00\xffpayload", next_event_time=NOW - SECOND)
         await insert(dao, task)
@@ -488,7 +495,7 @@ class TaskDAOContract:
         assert stored.version == task.version + 1
 
     @pytest.mark.anyio
-    async def test_apply_reports_each_change_in_order(self, dao: TaskDAO) -> None:
+    async def test_apply_reports_each_change_in_order(self, dao: AnyTaskDAO) -> None:
         a, b = make_task(), make_task()
         await insert(dao, a, b)
         changes = [
@@ -501,14 +508,14 @@ class TaskDAOContract:
         assert await dao.get_task(b.id) == b
 
     @pytest.mark.anyio
-    async def test_apply_with_delete_removes_the_task(self, dao: TaskDAO) -> None:
+    async def test_apply_with_delete_removes_the_task(self, dao: AnyTaskDAO) -> None:
         task = await processing(dao)
         done = task.complete(now=NOW)
         assert await dao.apply([TaskChange(done, task.version, delete=True)]) == [True]
         assert await dao.get_task(task.id) is None
 
     @pytest.mark.anyio
-    async def test_delete_with_stale_version_keeps_the_task(self, dao: TaskDAO) -> None:
+    async def test_delete_with_stale_version_keeps_the_task(self, dao: AnyTaskDAO) -> None:
         task = await processing(dao)
         done = task.complete(now=NOW)
         assert await dao.apply([TaskChange(done, task.version - 1, delete=True)]) == [False]
@@ -517,7 +524,7 @@ class TaskDAOContract:
     # -- claim_due ------------------------------------------------------------------------
 
     @pytest.mark.anyio
-    async def test_claim_due_submits_due_waiting_tasks(self, dao: TaskDAO) -> None:
+    async def test_claim_due_submits_due_waiting_tasks(self, dao: AnyTaskDAO) -> None:
         due, on_time, later = (
             make_task(next_event_time=NOW - SECOND),
             make_task(next_event_time=NOW),
@@ -540,7 +547,7 @@ class TaskDAOContract:
         assert await dao.get_task(later.id) == later
 
     @pytest.mark.anyio
-    async def test_claim_due_takes_oldest_first_then_most_urgent(self, dao: TaskDAO) -> None:
+    async def test_claim_due_takes_oldest_first_then_most_urgent(self, dao: AnyTaskDAO) -> None:
         oldest = make_task(next_event_time=NOW - 3 * SECOND, priority=9)
         urgent = make_task(next_event_time=NOW - SECOND, priority=0)
         normal = make_task(next_event_time=NOW - SECOND, priority=5)
@@ -551,14 +558,14 @@ class TaskDAOContract:
         assert await dao.get_task(newest.id) == newest
 
     @pytest.mark.anyio
-    async def test_claim_due_ignores_other_statuses(self, dao: TaskDAO) -> None:
+    async def test_claim_due_ignores_other_statuses(self, dao: AnyTaskDAO) -> None:
         await insert(dao, make_submitted(next_event_time=NOW - SECOND))
         await processing(dao)
         await finished(dao, TaskStatus.CANCELLED, at=NOW - SECOND)
         assert await dao.claim_due(now=NOW + SECOND, limit=10, deadline=NOW) == []
 
     @pytest.mark.anyio
-    async def test_concurrent_claimers_never_receive_the_same_task(self, dao: TaskDAO) -> None:
+    async def test_concurrent_claimers_never_receive_the_same_task(self, dao: AnyTaskDAO) -> None:
         await insert(dao, *(make_task(next_event_time=NOW - i * SECOND) for i in range(30)))
         claims: list[list[Task]] = []
 
@@ -575,7 +582,7 @@ class TaskDAOContract:
     # -- find_overdue, find_tasks, count_by_status ----------------------------------------
 
     @pytest.mark.anyio
-    async def test_find_overdue_returns_tasks_past_their_deadline(self, dao: TaskDAO) -> None:
+    async def test_find_overdue_returns_tasks_past_their_deadline(self, dao: AnyTaskDAO) -> None:
         late = make_submitted(next_event_time=NOW - timedelta(microseconds=1))
         exactly = make_submitted(next_event_time=NOW)
         waiting = make_task(next_event_time=NOW - SECOND)
@@ -590,12 +597,12 @@ class TaskDAOContract:
         ] == [stuck.id]
 
     @pytest.mark.anyio
-    async def test_find_overdue_respects_limit(self, dao: TaskDAO) -> None:
+    async def test_find_overdue_respects_limit(self, dao: AnyTaskDAO) -> None:
         await insert(dao, *(make_submitted(next_event_time=NOW - SECOND) for _ in range(5)))
         assert len(await dao.find_overdue(TaskStatus.SUBMITTED, now=NOW, limit=3)) == 3
 
     @pytest.mark.anyio
-    async def test_find_tasks_filters_by_status_and_type(self, dao: TaskDAO) -> None:
+    async def test_find_tasks_filters_by_status_and_type(self, dao: AnyTaskDAO) -> None:
         email, sms = make_task(type="email"), make_task(type="sms")
         email_submitted = make_submitted(type="email")
         await insert(dao, email, sms, email_submitted)
@@ -610,14 +617,14 @@ class TaskDAOContract:
         assert await ids(status=TaskStatus.DONE) == set()
 
     @pytest.mark.anyio
-    async def test_find_tasks_lists_earliest_first_up_to_limit(self, dao: TaskDAO) -> None:
+    async def test_find_tasks_lists_earliest_first_up_to_limit(self, dao: AnyTaskDAO) -> None:
         tasks = [make_task(next_event_time=NOW + i * SECOND) for i in range(5)]
         await insert(dao, *reversed(tasks))
         found = await dao.find_tasks(limit=3)
         assert [t.id for t in found] == [t.id for t in tasks[:3]]
 
     @pytest.mark.anyio
-    async def test_count_by_status_counts_every_status(self, dao: TaskDAO) -> None:
+    async def test_count_by_status_counts_every_status(self, dao: AnyTaskDAO) -> None:
         assert await dao.count_by_status() == dict.fromkeys(TaskStatus, 0)
         await insert(dao, make_task(), make_task(), make_submitted())
         await processing(dao)
@@ -634,7 +641,7 @@ class TaskDAOContract:
 
     @pytest.mark.anyio
     async def test_delete_finished_removes_only_final_tasks_before_the_cutoff(
-        self, dao: TaskDAO
+        self, dao: AnyTaskDAO
     ) -> None:
         old = NOW - timedelta(days=1)
         gone = [
@@ -654,7 +661,7 @@ class TaskDAOContract:
             assert await dao.get_task(task.id) == task
 
     @pytest.mark.anyio
-    async def test_delete_finished_respects_limit(self, dao: TaskDAO) -> None:
+    async def test_delete_finished_respects_limit(self, dao: AnyTaskDAO) -> None:
         for i in range(5):
             await finished(dao, TaskStatus.DONE, at=NOW - i * SECOND)
         assert await dao.delete_finished(before=NOW + SECOND, limit=2) == 2
@@ -664,7 +671,7 @@ class TaskDAOContract:
     # -- transactions ---------------------------------------------------------------------
 
     @pytest.mark.anyio
-    async def test_transaction_commits_inserts_and_changes_together(self, dao: TaskDAO) -> None:
+    async def test_transaction_commits_inserts_and_changes_together(self, dao: AnyTaskDAO) -> None:
         task = await processing(dao)
         new = make_task(unique_key="follow-up")
         done = task.complete(now=NOW)
@@ -675,7 +682,7 @@ class TaskDAOContract:
         assert await dao.get_task(task.id) == done
 
     @pytest.mark.anyio
-    async def test_transaction_sees_its_own_staged_writes(self, dao: TaskDAO) -> None:
+    async def test_transaction_sees_its_own_staged_writes(self, dao: AnyTaskDAO) -> None:
         new = make_task()
         submitted = new.submit(now=NOW, deadline=NOW + SECOND)
         async with dao.transaction() as tx:
@@ -685,7 +692,7 @@ class TaskDAOContract:
         assert await dao.get_task(new.id) == submitted
 
     @pytest.mark.anyio
-    async def test_rollback_leaves_nothing_behind(self, dao: TaskDAO) -> None:
+    async def test_rollback_leaves_nothing_behind(self, dao: AnyTaskDAO) -> None:
         task = await processing(dao)
         new = make_task(unique_key="k")
 
@@ -702,7 +709,7 @@ class TaskDAOContract:
         await insert(dao, make_task(unique_key="k"))
 
     @pytest.mark.anyio
-    async def test_after_commit_callback_runs_only_after_commit(self, dao: TaskDAO) -> None:
+    async def test_after_commit_callback_runs_only_after_commit(self, dao: AnyTaskDAO) -> None:
         new = make_task()
         seen: list[Task | None] = []
 
@@ -716,7 +723,7 @@ class TaskDAOContract:
         assert seen == [new]
 
     @pytest.mark.anyio
-    async def test_after_commit_callback_never_runs_on_rollback(self, dao: TaskDAO) -> None:
+    async def test_after_commit_callback_never_runs_on_rollback(self, dao: AnyTaskDAO) -> None:
         calls: list[str] = []
 
         async def callback() -> None:
@@ -734,7 +741,7 @@ class TaskDAOContract:
 
     @pytest.mark.anyio
     async def test_stale_version_in_a_transaction_is_reported_and_not_written(
-        self, dao: TaskDAO
+        self, dao: AnyTaskDAO
     ) -> None:
         task = await processing(dao)
         recovered = task.recover(now=NOW, deadline=NOW + SECOND)
@@ -749,7 +756,7 @@ class TaskDAOContract:
 
     @pytest.mark.anyio
     async def test_insert_in_a_transaction_deduplicates_against_stored_tasks(
-        self, dao: TaskDAO
+        self, dao: AnyTaskDAO
     ) -> None:
         first = make_task(unique_key="k")
         await insert(dao, first)

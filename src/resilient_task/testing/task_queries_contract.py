@@ -5,7 +5,7 @@ Usage (any test module; pytest collects the subclass and runs every test of the 
 
     class TestInMemoryTaskQueriesContract(TaskQueriesContract):
         @pytest.fixture
-        async def stores(self) -> tuple[TaskDAO, TaskQueries]:
+        async def stores(self) -> tuple[InMemoryTaskDAO, InMemoryTaskQueries]:
             dao = InMemoryTaskDAO()
             return dao, InMemoryTaskQueries(dao=dao)   # fresh and empty for every test
 
@@ -22,8 +22,9 @@ import pytest
 
 from resilient_task.domain.task import Task, TaskStatus
 from resilient_task.errors import ValidationError
-from resilient_task.ports.task_dao import TaskChange, TaskDAO
+from resilient_task.ports.task_dao import TaskChange
 from resilient_task.ports.task_queries import MAX_LIST_LIMIT, TaskQueries, TaskQuery
+from resilient_task.service.stores import AnyTaskDAO
 from resilient_task.testing.task_dao_contract import (
     NOW,
     finished,
@@ -35,12 +36,12 @@ from resilient_task.testing.task_dao_contract import (
 __all__ = ["TaskQueriesContract", "seed"]
 
 SECOND = timedelta(seconds=1)
-Stores = tuple[TaskDAO, TaskQueries]
+Stores = tuple[AnyTaskDAO, TaskQueries]
 
 _S = TaskStatus
 
 
-async def seed(dao: TaskDAO) -> dict[str, Task]:
+async def seed(dao: AnyTaskDAO) -> dict[str, Task]:
     """One task in each interesting state, at distinct times; returned by name."""
     waiting = make_task(type="email", next_event_time=NOW + 50 * SECOND, data=b"secret")
     late_waiting = make_task(type="sms", next_event_time=NOW - 40 * SECOND)
