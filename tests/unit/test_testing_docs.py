@@ -19,7 +19,6 @@ ADAPTER = "## Proving a custom adapter"
 BROKEN_ADAPTER = '''
 import pytest
 
-from resilient_task.ports.task_dao import TaskDAO
 from resilient_task.testing import InMemoryTaskDAO, TaskDAOContract
 
 
@@ -34,7 +33,7 @@ class VersionBlindTaskDAO(InMemoryTaskDAO):
 
 class TestVersionBlindTaskDAO(TaskDAOContract):
     @pytest.fixture
-    async def dao(self) -> TaskDAO:
+    async def dao(self) -> VersionBlindTaskDAO:
         return VersionBlindTaskDAO()
 '''
 
