@@ -9,46 +9,27 @@ sleeps ``RT_GLOBAL_SLEEP_MS`` and appends ``<task id> <node id> <started> <finis
 from __future__ import annotations
 
 import os
-import time
 from datetime import timedelta
-
-import anyio
 
 from resilient_task import (
     PostgresOptions,
-    ProcessResult,
     ResilientTask,
-    Task,
     TaskHandler,
     TaskProperties,
 )
 from resilient_task.domain.policies import GlobalConcurrencyPolicy, SimpleProcessingPolicy
-from tests.integration.faults.worker_app import TASK_TYPE
+from tests.integration.faults.worker_app import TASK_TYPE, Recorder
 
 __all__ = ["KEY", "app"]
 
 KEY = "bank-api"
 
 
-class _Recorder:
-    def __init__(self, path: str, node_id: str, sleep_s: float) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self._node_id = node_id
-        self._sleep_s = sleep_s
-
-    async def process(self, task: Task) -> ProcessResult:
-        started = time.time()
-        await anyio.sleep(self._sleep_s)
-        line = f"{task.id} {self._node_id} {started:.6f} {time.time():.6f}\n"
-        os.write(self._fd, line.encode())
-        return ProcessResult.DONE
-
-
 def app() -> ResilientTask:
     """A PostgreSQL + Kafka node whose one handler is limited to ``RT_GLOBAL_LIMIT`` at once."""
     env = os.environ
     properties = TaskProperties.from_env(env)
-    recorder = _Recorder(
+    recorder = Recorder(
         env["RT_FAULTS_EXEC_LOG"],
         properties.node_id,
         float(env.get("RT_GLOBAL_SLEEP_MS", "200")) / 1000,

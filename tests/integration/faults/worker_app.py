@@ -42,12 +42,14 @@ from resilient_task import (
     TaskProperties,
 )
 
-__all__ = ["TASK_TYPE", "app", "parse_record"]
+__all__ = ["TASK_TYPE", "Recorder", "app", "parse_record"]
 
 TASK_TYPE = "fault-test"
 
 
-class _Recorder:
+class Recorder:
+    """A processor that sleeps, then appends ``<task id> <node> <started> <finished>``."""
+
     def __init__(self, path: str, node_id: str, sleep_s: float) -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._node_id = node_id
@@ -82,7 +84,7 @@ def app() -> ResilientTask:
         },
     )
     properties = dataclasses.replace(properties, kafka=kafka)
-    recorder = _Recorder(
+    recorder = Recorder(
         env["RT_FAULTS_EXEC_LOG"],
         properties.node_id,
         float(env.get("RT_FAULTS_SLEEP_MS", "5")) / 1000,
