@@ -6,28 +6,18 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-from pathlib import Path
 
 import anyio
 import pytest
 
 from resilient_task.adapters.postgres import PostgresSettings
+from tests.python_child import ROOT, spawn_python
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def start(code: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return spawn_python(code, env)
 
 
 async def test_aiokafka_reconnect_errors_are_held_back_while_the_broker_is_down(

@@ -8,16 +8,13 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from resilient_task.cli import main
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.python_child import ROOT, spawn_python
 
 
 def free_port() -> int:
@@ -32,14 +29,7 @@ def start(*flags: str) -> subprocess.Popen[str]:
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path}
     env.pop("RESILIENT_TASK_LOG_LEVEL", None)
-    return subprocess.Popen(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return spawn_python(code, env)
 
 
 def lines_until(worker: subprocess.Popen[str], marker: str, within: float = 60) -> list[str]:

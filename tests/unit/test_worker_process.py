@@ -6,13 +6,11 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import IO
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.python_child import ROOT, spawn_python
 
 
 def _worker(app: str) -> subprocess.Popen[str]:
@@ -21,14 +19,7 @@ def _worker(app: str) -> subprocess.Popen[str]:
         f"sys.exit(main(['worker', '--app', {app!r}, '--in-memory']))"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RESILIENT_TASK_LOG_LEVEL": "INFO"}
-    return subprocess.Popen(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return spawn_python(code, env)
 
 
 def _pump(stream: IO[str], lines: queue.Queue[str]) -> None:
