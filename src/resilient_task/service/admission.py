@@ -20,7 +20,7 @@ from resilient_task.errors import ConfigurationError
 from resilient_task.ports.clock import Clock
 from resilient_task.properties import TaskProperties
 
-__all__ = ["CONNECTION_HEADROOM", "Admission", "Held"]
+__all__ = ["CONNECTION_HEADROOM", "Admission", "Held", "wait_event"]
 
 log = logging.getLogger("resilient_task.executor")
 
@@ -127,15 +127,7 @@ class Admission:
         with anyio.CancelScope() as scope:
             self._waiting.add(scope)
             try:
-                async with anyio.create_task_group() as tg:
-
-                    async def timer() -> None:
-                        await clock.sleep(seconds)
-                        tg.cancel_scope.cancel()
-
-                    tg.start_soon(timer)
-                    await event.wait()
-                    tg.cancel_scope.cancel()
+                await wait_event(event, seconds, clock)
             finally:
                 self._waiting.discard(scope)
         return self.accepting and not scope.cancelled_caught
@@ -207,3 +199,19 @@ def _try_acquire(semaphore: anyio.Semaphore) -> bool:
     except anyio.WouldBlock:
         return False
     return True
+
+
+async def wait_event(event: anyio.Event, seconds: float, clock: Clock) -> bool:
+    """Wait for ``event`` at most ``seconds`` of ``clock`` time; True if it was set."""
+    if event.is_set():
+        return True
+    async with anyio.create_task_group() as tg:
+
+        async def timer() -> None:
+            await clock.sleep(seconds)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(timer)
+        await event.wait()
+        tg.cancel_scope.cancel()
+    return event.is_set()

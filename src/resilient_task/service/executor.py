@@ -30,7 +30,7 @@ from resilient_task.logtext import loggable
 from resilient_task.ports.clock import Clock
 from resilient_task.ports.observer import NULL_OBSERVER, Observer
 from resilient_task.properties import TaskProperties
-from resilient_task.service.admission import Admission, Held
+from resilient_task.service.admission import Admission, Held, wait_event
 from resilient_task.service.completion import Completions
 from resilient_task.service.grab import Grabber
 from resilient_task.service.limit_waits import LimitWaits
@@ -220,16 +220,6 @@ async def _wait(event: anyio.Event, seconds: float, clock: Clock) -> bool:
     Also at most ``seconds`` of real time (the same on the system clock): on a fake clock
     nobody advances -- a test that failed inside the node's block -- shutdown cannot hang.
     """
-    if event.is_set():
-        return True
     with anyio.move_on_after(seconds):
-        async with anyio.create_task_group() as tg:
-
-            async def timer() -> None:
-                await clock.sleep(seconds)
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(timer)
-            await event.wait()
-            tg.cancel_scope.cancel()
+        return await wait_event(event, seconds, clock)
     return event.is_set()
