@@ -228,7 +228,12 @@ def _cluster_id() -> str:
     """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # Kafka's own Uuid.randomUuid() draws again when the text starts with "-": the storage
+    # tool's argument parser would read such an id as an option (1 format in 64 failed).
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _stop_pid(pid_file: Path, within: float = 30.0) -> str:
