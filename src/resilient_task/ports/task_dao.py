@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, TypeVar
 from uuid import UUID
@@ -65,10 +65,17 @@ checked by mypy; code that takes whichever store was chosen at run time says so 
 
 @dataclass(frozen=True, slots=True)
 class InsertOutcome:
-    """Result of inserting one task: its id (the existing one on a duplicate) and whether new."""
+    """Result of inserting one task: its id (the existing one on a duplicate) and whether new.
+
+    ``triggered`` is True when the store itself sent the new task's trigger as part of the
+    insert (PostgreSQL with NOTIFY triggers: ``pg_notify`` in the insert's transaction, so it
+    is delivered exactly when the task commits); the caller then sends none of its own. It
+    takes no part in comparisons.
+    """
 
     task_id: UUID
     created: bool
+    triggered: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
