@@ -109,3 +109,41 @@ async def test_starting_twice_is_an_error() -> None:
 def test_invalid_bounds_are_rejected(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="positive"):
         InMemoryTriggerer(**kwargs)
+
+
+async def test_a_burst_of_triggers_reaches_its_callbacks_together() -> None:
+    # Handed out before the delivery loop yields: every callback of the burst has started
+    # when the first one resumes from its first checkpoint (so the executor's grabs of a
+    # burst share one round trip instead of one each).
+    started_when_first_resumed: list[int] = []
+    recorder: Recorder
+
+    async def checkpoint_once(_: object) -> None:
+        first = len(recorder.received) == 1
+        await anyio.lowlevel.checkpoint()
+        if first:
+            started_when_first_resumed.append(len(recorder.received))
+
+    triggerer = InMemoryTriggerer(max_in_flight=40, stop_timeout=0.1)
+    await triggerer.trigger(make_tasks(50))
+    async with running(triggerer, Recorder(checkpoint_once)) as recorder:
+        await recorder.wait_for(lambda: len(recorder.received) == 50, 1.0)
+        await recorder.wait_for(lambda: triggerer.in_flight == 0, 1.0)
+    assert started_when_first_resumed[0] >= 40  # (trio may run some deliverers' next ones too)
+    assert recorder.max_running == 40
+
+
+async def test_delivery_tasks_are_reused_for_later_triggers() -> None:
+    # One trigger at a time: each is delivered by the same idle delivery task, none spawned.
+    tasks: set[object] = set()
+
+    async def note_task(_: object) -> None:
+        tasks.add(anyio.get_current_task().id)
+
+    triggerer = InMemoryTriggerer(max_in_flight=10, stop_timeout=0.1)
+    async with running(triggerer, Recorder(note_task)) as recorder:
+        for count, task in enumerate(make_tasks(5), start=1):
+            await triggerer.trigger([task])
+            await recorder.wait_for(lambda c=count: len(recorder.received) == c, 1.0)  # type: ignore[misc]
+            await recorder.wait_for(lambda: triggerer.in_flight == 0, 1.0)
+    assert len(tasks) == 1

@@ -1,11 +1,13 @@
 """In-process triggering: the embedded default, and a fake with test helpers.
 
 Triggers go into a bounded in-memory queue; a background loop hands them to the callback, at
-most ``max_in_flight`` at a time. When that many callbacks are running the loop stops pulling
-(backpressure) and the queue absorbs new triggers up to ``max_pending``; beyond that
-:meth:`InMemoryTriggerer.trigger` raises :class:`~resilient_task.errors.TriggerError`, like a
-broker that is down, and the task waits for the resumer. Triggers are lost with the process; the
-store stays the truth.
+most ``max_in_flight`` at a time, on reused delivery tasks (a burst is handed out at once, so
+the executor's grabs of a burst share one round trip; no task is spawned per trigger, and
+consecutive callbacks of a delivery task share its context). When that many callbacks are
+running the loop stops pulling (backpressure) and the queue absorbs new triggers up to
+``max_pending``; beyond that :meth:`InMemoryTriggerer.trigger` raises
+:class:`~resilient_task.errors.TriggerError`, like a broker that is down, and the task waits
+for the resumer. Triggers are lost with the process; the store stays the truth.
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ class InMemoryTriggerer:
         self._idle: anyio.Event | None = None
         self._in_flight = 0
         self._run: _Run | None = None
+        self._deliverers: list[_Deliverer] = []  # idle delivery tasks, the latest last
 
     @property
     def sent(self) -> list[BaseTask]:
@@ -182,35 +185,68 @@ class InMemoryTriggerer:
         try:
             with run.scope:
                 async with anyio.create_task_group() as task_group:
-                    slots = anyio.Semaphore(self._max_in_flight)
                     with run.pull_scope:
-                        await self._pull(on_trigger, slots, task_group)
+                        await self._pull(run, on_trigger, task_group)
         except Exception:
             # A detached task has nobody to raise to; on trio it would crash the event loop.
             logger.exception("in-memory trigger delivery stopped unexpectedly")
         finally:
             run.done.set()
 
-    async def _pull(
-        self, on_trigger: TriggerCallback, slots: anyio.Semaphore, task_group: TaskGroup
-    ) -> None:
-        while True:
-            # Take a slot before taking a trigger: with every slot busy, triggers stay queued.
-            await slots.acquire()
-            try:
-                while not self._pending:
-                    self._wakeup = anyio.Event()
-                    await self._wakeup.wait()
-            except BaseException:
-                slots.release()
-                raise
-            task = self._pending.popleft()
-            self._in_flight += 1
-            task_group.start_soon(self._deliver, task, on_trigger, slots)
+    async def _pull(self, run: _Run, on_trigger: TriggerCallback, task_group: TaskGroup) -> None:
+        """Hand queued triggers to delivery tasks, at most ``max_in_flight`` at once.
 
-    async def _deliver(
-        self, task: BaseTask, on_trigger: TriggerCallback, slots: anyio.Semaphore
-    ) -> None:
+        Every trigger there is room for is handed out before this yields, so the callbacks
+        of a burst run side by side (and the executor's grabs share round trips). Delivery
+        tasks are reused: a task whose callback returned takes the next queued trigger
+        itself, or waits idle for one; a new one is spawned only when none is idle.
+        """
+        idle = self._deliverers
+        while True:
+            while not self._pending or self._in_flight >= self._max_in_flight:
+                # With every slot busy, triggers stay queued: running deliverers take them.
+                self._wakeup = anyio.Event()
+                await self._wakeup.wait()
+            while self._pending and self._in_flight < self._max_in_flight:
+                task = self._pending.popleft()
+                self._in_flight += 1
+                if idle:
+                    deliverer = idle.pop()
+                    deliverer.task = task
+                    deliverer.wake.set()
+                else:
+                    task_group.start_soon(self._deliverer, run, task, on_trigger)
+
+    async def _deliverer(self, run: _Run, task: BaseTask, on_trigger: TriggerCallback) -> None:
+        """Deliver ``task``, then the next queued triggers, then wait idle for more."""
+        while True:
+            await self._deliver(task, on_trigger)
+            if self._pending and not run.pull_scope.cancel_called:
+                task = self._pending.popleft()  # keeps its slot: in_flight stays
+                continue
+            self._slot_freed()
+            waiting = _Deliverer()
+            self._deliverers.append(waiting)
+            try:
+                await waiting.wake.wait()
+            except BaseException:
+                if waiting.task is None:
+                    self._deliverers.remove(waiting)
+                else:  # handed a trigger as delivery stopped: it goes back to the queue
+                    self._pending.appendleft(waiting.task)
+                    self._slot_freed()
+                raise
+            assert waiting.task is not None
+            task = waiting.task
+
+    def _slot_freed(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0 and self._idle is not None:
+            self._idle.set()
+        if self._pending and self._wakeup is not None:
+            self._wakeup.set()  # the puller may hand the queued triggers out again
+
+    async def _deliver(self, task: BaseTask, on_trigger: TriggerCallback) -> None:
         handled = False
         try:
             await on_trigger(task)
@@ -225,7 +261,14 @@ class InMemoryTriggerer:
             if not handled:
                 # Cancelled by stop(): deliver it again after the next start().
                 self._pending.appendleft(task)
-            self._in_flight -= 1
-            slots.release()
-            if self._in_flight == 0 and self._idle is not None:
-                self._idle.set()
+                self._slot_freed()
+
+
+class _Deliverer:
+    """An idle delivery task: ``wake`` is set once ``task`` is handed to it."""
+
+    __slots__ = ("task", "wake")
+
+    def __init__(self) -> None:
+        self.task: BaseTask | None = None
+        self.wake = anyio.Event()
