@@ -42,7 +42,7 @@ from resilient_task.service.operator import TaskOperator
 from resilient_task.service.registry import HandlerRegistry
 from resilient_task.service.resumer import TaskResumer
 from resilient_task.service.stores import AnyTaskDAO
-from resilient_task.service.task_service import TaskService
+from resilient_task.service.task_service import HandOver, TaskService
 from resilient_task.settings import (
     KafkaTriggers,
     NotifyTriggers,
@@ -71,7 +71,8 @@ class ResilientTask:
       (:class:`ConfigurationError` naming ``RESILIENT_TASK_DATABASE_URL``) unless
       ``in_memory=True``: no worker could ever see the tasks it adds, and they would vanish
       with the process;
-    - triggers: ``triggers=KafkaTriggers(...)`` through Kafka,
+    - triggers: ``triggers=KafkaTriggers(...)`` through Kafka (``add_task`` returns once the
+      trigger is handed to the producer, unless ``wait_for_ack=True``),
       ``triggers=NotifyTriggers(...)`` through PostgreSQL LISTEN/NOTIFY (every listening node
       receives every trigger), else in-process. A ``run_workers=False`` node with in-process
       triggers cannot reach any worker: it leaves its tasks to the workers' polling;
@@ -316,7 +317,9 @@ class ResilientTask:
         # a worker: leave due tasks to the workers' database polling.
         poll_only = not self._run_workers and isinstance(self._opened[Triggerer], InMemoryTriggerer)
         parts: dict[type, object] = {
-            TaskService: container.resolve(TaskService, poll_only=poll_only)
+            TaskService: container.resolve(
+                TaskService, poll_only=poll_only, hand_over=self._hand_over()
+            )
         }
         parts[TaskExecutor] = executor = container.resolve(TaskExecutor)
         parts[TaskResumer] = container.resolve(
@@ -326,6 +329,15 @@ class ResilientTask:
         if TaskQueries in self._opened:
             parts[TaskOperator] = container.resolve(TaskOperator)
         return parts
+
+    def _hand_over(self) -> HandOver | None:
+        """``KafkaTriggers(wait_for_ack=False)``: add_task hands triggers over, acks unawaited."""
+        if not isinstance(self._triggers, KafkaTriggers) or self._triggers.wait_for_ack:
+            return None
+        from resilient_task.adapters.kafka.triggerer import KafkaTriggerer
+
+        triggerer = self._opened[Triggerer]
+        return triggerer.hand_over if isinstance(triggerer, KafkaTriggerer) else None
 
     # --- lifecycle ----------------------------------------------------------------------
     async def __aenter__(self) -> Self:

@@ -29,14 +29,30 @@ class KafkaTriggers:
         properties: brokers, topic namespace, consumer group...; ``None`` takes the node's
             ``TaskProperties.kafka`` (what ``ResilientTask.from_env`` reads from
             ``RESILIENT_TASK_KAFKA_*``).
+        wait_for_ack: whether ``add_task`` (and the operator's resume) waits for the broker to
+            acknowledge the task's trigger. ``False`` (the default): it returns once the task
+            is committed and its trigger handed to the Kafka producer -- the task is durable
+            once committed and a trigger is only a hint. A trigger the broker then refuses or
+            does not acknowledge within the send timeout (3 s) is logged with its task id and
+            the task's pick-up deadline is pulled to now, so database polling takes it at
+            once, as after a failed send; so are triggers still unacknowledged when the node
+            stops. ``True``: wait for the acknowledgement (a failed send is then seen by the
+            caller's ``add_task`` taking up to the send timeout). Either way a task is never
+            lost, and the resumer's own triggers always wait for the acknowledgement (it
+            runs the tasks itself when the broker fails).
     """
 
     properties: KafkaProperties | None = None
+    wait_for_ack: bool = False
 
     def __post_init__(self) -> None:
         if self.properties is not None and not isinstance(self.properties, KafkaProperties):
             raise ConfigurationError(
                 f"KafkaTriggers.properties must be a KafkaProperties, got {self.properties!r}"
+            )
+        if not isinstance(self.wait_for_ack, bool):
+            raise ConfigurationError(
+                f"KafkaTriggers.wait_for_ack must be a bool, got {self.wait_for_ack!r}"
             )
 
 

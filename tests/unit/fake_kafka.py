@@ -16,10 +16,12 @@ from resilient_task.adapters.kafka import triggerer as triggerer_module
 
 class FakeProducer:
     """Sends are acknowledged at once (``mode`` "ack"), never ("silent": a dead broker) or
-    refused at once ("refuse"); ``sent`` holds every value sent."""
+    refused at once ("refuse"); ``sent`` holds every value sent, ``silent`` the futures of the
+    sends left unanswered (a test may answer them late)."""
 
     mode: ClassVar[Literal["ack", "silent", "refuse"]] = "ack"
     sent: ClassVar[list[bytes]] = []
+    silent: ClassVar[list[asyncio.Future[None]]] = []
 
     def __init__(self, **_: Any) -> None:
         return None
@@ -34,6 +36,8 @@ class FakeProducer:
             future.set_result(None)
         elif FakeProducer.mode == "refuse":
             future.set_exception(KafkaTimeoutError("refused"))
+        else:
+            FakeProducer.silent.append(future)
         return future
 
     async def partitions_for(self, topic: str) -> set[int]:
@@ -53,5 +57,5 @@ def install_fake_producer(monkeypatch: pytest.MonkeyPatch) -> type[FakeProducer]
     accepted = clients_module._CLIENT_KEYS[AIOKafkaProducer]
     monkeypatch.setitem(clients_module._CLIENT_KEYS, FakeProducer, accepted)
     monkeypatch.setattr(topics_module, "ensure_topic", exists)
-    FakeProducer.mode, FakeProducer.sent = "ack", []
+    FakeProducer.mode, FakeProducer.sent, FakeProducer.silent = "ack", [], []
     return FakeProducer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -34,9 +34,17 @@ from resilient_task.service.outage import OutageLog
 from resilient_task.service.registry import HandlerRegistry
 from resilient_task.service.stores import AnyTaskDAO
 
-__all__ = ["TaskService"]
+__all__ = ["HandOver", "TaskService"]
 
 log = logging.getLogger("resilient_task.service")
+
+HandOver = Callable[
+    [Sequence[BaseTask], Callable[[Sequence[BaseTask]], Awaitable[None]]], Awaitable[None]
+]
+"""``hand_over(tasks, on_lost)``: send triggers without waiting for the broker's
+acknowledgement; triggers lost later (refused, or not acknowledged in time) are passed to
+``on_lost``. Raises TriggerError when they cannot even be handed over. See
+``KafkaTriggerer.hand_over``."""
 
 
 class TaskService:
@@ -52,6 +60,7 @@ class TaskService:
         properties: TaskProperties,
         poll_only: bool = False,
         observer: Observer = NULL_OBSERVER,
+        hand_over: HandOver | None = None,
     ) -> None:
         """Wire the service.
 
@@ -65,6 +74,11 @@ class TaskService:
                 broker): due tasks are stored as already overdue so that any worker's resumer
                 takes them on its next poll, and no trigger is sent.
             observer: told of every task added (see :mod:`resilient_task.ports.observer`).
+            hand_over: when given, new (and resumed) tasks' triggers go through it instead of
+                ``triggerer.trigger``: the call returns once the transport has them, without
+                waiting for the broker's acknowledgement (the tasks are durable once
+                committed), and the tasks of triggers lost later are hurried (:meth:`hurry`), so
+                polling takes them at once. ``triggers_sent`` then counts triggers handed over.
         """
         self._poll_only = poll_only
         self._dao = dao
@@ -74,6 +88,7 @@ class TaskService:
         self._props = properties
         self._observer = observer
         self._broker = OutageLog(log, "trigger broker", observer)
+        self._hand_over = hand_over
 
     async def add_task(
         self, request: AddTaskRequest, *, transaction: object = None
@@ -203,13 +218,21 @@ class TaskService:
     async def _trigger(self, tasks: Sequence[Task]) -> None:
         """Trigger; if the broker fails, make the tasks due for polling right away."""
         try:
-            await self._triggerer.trigger([t.base for t in tasks])
+            if self._hand_over is None:
+                await self._triggerer.trigger([t.base for t in tasks])
+            else:
+                await self._hand_over([t.base for t in tasks], self._trigger_lost)
             self._broker.succeeded()
             self._observer.triggers_sent(len(tasks))
             return
         except (TriggerError, BackendError) as exc:
             self._broker.failed(exc, f"triggering {len(tasks)} new task(s)")
             self._observer.triggers_failed(len(tasks))
+        await self.hurry(tasks)
+
+    async def _trigger_lost(self, tasks: Sequence[BaseTask]) -> None:
+        """Handed-over triggers the broker lost (the transport logged which): hurry them."""
+        self._observer.triggers_failed(len(tasks))
         await self.hurry(tasks)
 
     async def hurry(self, tasks: Sequence[Task | BaseTask]) -> None:

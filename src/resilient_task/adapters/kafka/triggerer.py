@@ -19,7 +19,6 @@ auto-commit. asyncio only (aiokafka).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -42,7 +41,10 @@ from resilient_task.errors import BackendError, ConfigurationError, TriggerError
 from resilient_task.ports.observer import NULL_OBSERVER, Observer
 from resilient_task.ports.triggerer import TriggerCallback
 
-__all__ = ["KafkaTriggerer"]
+__all__ = ["KafkaTriggerer", "Unacknowledged"]
+
+Unacknowledged = Callable[[Sequence[BaseTask]], Awaitable[None]]
+"""Called with the tasks whose handed-over triggers the broker refused or did not acknowledge."""
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +80,10 @@ class KafkaTriggerer:
             caller waits ``send_timeout`` at most once per outage, never once per window.
         connect_timeout: seconds :meth:`start` waits to subscribe before returning anyway.
         commit_interval: seconds between offset commits.
-        on_unacknowledged: when given, :meth:`trigger` returns once the messages are handed
-            to the producer, without waiting for the broker's acknowledgement (the tasks are
-            durable once committed; a trigger is a hint). Triggers the broker then refuses or
-            does not acknowledge within ``send_timeout`` are passed to this coroutine function
-            (which should pull the tasks' pick-up deadlines, as the caller does after a
-            :class:`TriggerError`). ``None`` (the default): :meth:`trigger` waits for the
-            acknowledgement and raises TriggerError.
+        on_unacknowledged: when given, every :meth:`trigger` is a :meth:`hand_over` to this
+            callback. ``None`` (the default): :meth:`trigger` waits for the acknowledgement
+            and raises TriggerError. (A node's task service calls :meth:`hand_over` itself,
+            while its resumer's :meth:`trigger` still waits: see ``KafkaTriggers.wait_for_ack``.)
         observer: told of the consumer's lag per partition (see ``adapters/kafka/lag.py``).
     """
 
@@ -99,7 +98,7 @@ class KafkaTriggerer:
         connect_timeout: float = 10.0,
         commit_interval: float = 0.1,
         retry_after: float = 5.0,
-        on_unacknowledged: Callable[[Sequence[BaseTask]], Awaitable[None]] | None = None,
+        on_unacknowledged: Unacknowledged | None = None,
         observer: Observer = NULL_OBSERVER,
     ) -> None:
         validate_extra(properties)
@@ -123,8 +122,9 @@ class KafkaTriggerer:
         self._consumer: TriggerConsumer | None = None
         self._on_unacknowledged = on_unacknowledged
         self._observer = observer
-        self._unacknowledged: set[asyncio.Future[Any]] = set()  # acks being waited for
-        self._hurrying: set[asyncio.Task[None]] = set()  # on_unacknowledged calls running
+        # Acknowledgements being waited for, and on_unacknowledged calls running; their tasks.
+        self._unacknowledged: dict[asyncio.Future[Any], Sequence[BaseTask]] = {}
+        self._hurrying: dict[asyncio.Future[None], Sequence[BaseTask]] = {}
         self.probes = 0
         """How many background probes of a failed broker were sent."""
 
@@ -136,14 +136,32 @@ class KafkaTriggerer:
     async def trigger(self, tasks: Sequence[BaseTask]) -> None:
         """Send one message per task and wait for the broker's acknowledgement of all of them.
 
-        With ``on_unacknowledged``, return once the producer has the messages instead; a
-        later failure goes to that callback.
+        With ``on_unacknowledged``, the same as :meth:`hand_over` to it.
 
         Raises:
-            TriggerError: not acknowledged within ``send_timeout`` or refused by the broker
-                (with ``on_unacknowledged``: the producer could not take them, or the topic is
-                known to be down); ``__cause__`` holds the aiokafka error.
+            TriggerError: not acknowledged within ``send_timeout`` or refused by the broker;
+                ``__cause__`` holds the aiokafka error.
         """
+        await self._trigger(tasks, self._on_unacknowledged)
+
+    async def hand_over(self, tasks: Sequence[BaseTask], on_unacknowledged: Unacknowledged) -> None:
+        """Send one message per task; return once the producer has them, without the ack.
+
+        The tasks are durable once committed and a trigger is a hint, so the caller need not
+        wait for the broker. Triggers the broker then refuses, or does not acknowledge within
+        ``send_timeout``, are passed to ``on_unacknowledged`` (which should pull the tasks'
+        pick-up deadlines, as the caller does after a :class:`TriggerError`), and logged with
+        their task ids; so are those still unacknowledged when :meth:`stop` gives up waiting.
+
+        Raises:
+            TriggerError: the producer could not take them within ``send_timeout``, or the
+                topic is known to be down (a failed send, no successful probe since).
+        """
+        await self._trigger(tasks, on_unacknowledged)
+
+    async def _trigger(
+        self, tasks: Sequence[BaseTask], on_unacknowledged: Unacknowledged | None
+    ) -> None:
         if not tasks:
             return
         messages = [(self._partition_key(task), encode_trigger(task)) for task in tasks]
@@ -156,16 +174,16 @@ class KafkaTriggerer:
                 transient=True,
             )
         try:
-            if self._on_unacknowledged is None:
+            if on_unacknowledged is None:
                 await self._send(messages)
             else:
-                self._watch(tasks, await self._send(messages, wait=False))
+                acknowledged = await self._send(messages, wait=False)
+                if acknowledged is not None:
+                    self._watch(tasks, acknowledged, on_unacknowledged)
         except _SEND_ERRORS as exc:
             self._failed(exc)
-            ids = ", ".join(str(task.id) for task in tasks[:5])
-            more = f" and {len(tasks) - 5} more" if len(tasks) > 5 else ""
             raise TriggerError(
-                f"could not send triggers for task(s) {ids}{more} to Kafka topic {topic!r}: "
+                f"could not send triggers for task(s) {_ids(tasks)} to Kafka topic {topic!r}: "
                 f"{exc!r}",
                 transient=is_transient(exc),
             ) from exc
@@ -194,16 +212,19 @@ class KafkaTriggerer:
                     )
         return acknowledged
 
-    def _watch(self, tasks: Sequence[BaseTask], acknowledged: asyncio.Future[Any] | None) -> None:
+    def _watch(
+        self,
+        tasks: Sequence[BaseTask],
+        acknowledged: asyncio.Future[Any],
+        on_unacknowledged: Unacknowledged,
+    ) -> None:
         """Hand triggers not acknowledged within ``send_timeout`` to ``on_unacknowledged``."""
-        if acknowledged is None:
-            return
-        self._unacknowledged.add(acknowledged)
+        self._unacknowledged[acknowledged] = tasks
         timer = asyncio.get_running_loop().call_later(self._send_timeout, acknowledged.cancel)
 
         def done(future: asyncio.Future[Any]) -> None:
             timer.cancel()
-            self._unacknowledged.discard(future)
+            del self._unacknowledged[future]
             if future.cancelled():
                 error: BaseException = TimeoutError(f"no acknowledgement in {self._send_timeout} s")
             elif future.exception() is None:
@@ -211,23 +232,29 @@ class KafkaTriggerer:
             else:
                 error = future.exception()  # type: ignore[assignment]
             self._failed(error)
-            assert self._on_unacknowledged is not None
-            hurry = asyncio.ensure_future(self._hurry(tasks, error))
-            self._hurrying.add(hurry)
-            hurry.add_done_callback(self._hurrying.discard)
+            hurry = asyncio.ensure_future(self._hurry(tasks, error, on_unacknowledged))
+            self._hurrying[hurry] = tasks
+            hurry.add_done_callback(self._hurrying.pop)
 
         acknowledged.add_done_callback(done)
 
-    async def _hurry(self, tasks: Sequence[BaseTask], error: BaseException) -> None:
-        assert self._on_unacknowledged is not None
+    async def _hurry(
+        self, tasks: Sequence[BaseTask], error: BaseException, on_unacknowledged: Unacknowledged
+    ) -> None:
+        logger.warning(
+            "Kafka did not acknowledge the trigger(s) of task(s) %s (%r): handing them to "
+            "database polling",
+            _ids(tasks),
+            error,
+        )
         try:
-            await self._on_unacknowledged(tasks)
+            await on_unacknowledged(tasks)
         except Exception:
             logger.exception(
-                "handling %d unacknowledged trigger(s) failed (sending: %r); they run after "
-                "their expected queue time",
+                "handing %d unacknowledged trigger(s) to polling failed (task(s) %s); they run "
+                "after their expected queue time",
                 len(tasks),
-                error,
+                _ids(tasks),
             )
 
     def _failed(self, error: BaseException) -> None:
@@ -321,15 +348,27 @@ class KafkaTriggerer:
                 await close_client(producer, what="Kafka trigger producer", wait=wait)
 
     async def _settle(self) -> None:
-        """Wait (``send_timeout`` at most) for acknowledgements and ``on_unacknowledged``."""
-        if not self._unacknowledged and not self._hurrying:
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._send_timeout):
-                while self._unacknowledged or self._hurrying:
-                    await asyncio.gather(
-                        *self._unacknowledged, *self._hurrying, return_exceptions=True
-                    )
+        """Wait for acknowledgements; hand what is left to its callback; wait for the callbacks.
+
+        Each wait takes ``send_timeout`` at most. Never silent: tasks whose callback is still
+        running when this gives up are logged (they are in the store and run after their
+        expected queue time).
+        """
+        if self._unacknowledged:
+            await asyncio.wait(list(self._unacknowledged), timeout=self._send_timeout)
+            for future in list(self._unacknowledged):
+                future.cancel()  # its done callback starts the hand-over to polling
+            await asyncio.sleep(0)  # let those callbacks run
+        if self._hurrying:
+            _, pending = await asyncio.wait(list(self._hurrying), timeout=self._send_timeout)
+            if pending:
+                left = [task for hurry in pending for task in self._hurrying.get(hurry, ())]
+                logger.warning(
+                    "stopping with %d unacknowledged trigger(s) not yet handed to polling "
+                    "(task(s) %s): they run after their expected queue time",
+                    len(left),
+                    _ids(left),
+                )
 
     async def __aenter__(self) -> KafkaTriggerer:
         return self
@@ -409,6 +448,12 @@ async def _hand_over(
         for future in futures:
             future.add_done_callback(_discard_outcome)
     return asyncio.gather(*futures)
+
+
+def _ids(tasks: Sequence[BaseTask], shown: int = 5) -> str:
+    """The first ``shown`` task ids, and how many more, for a log line."""
+    ids = ", ".join(str(task.id) for task in tasks[:shown])
+    return f"{ids} and {len(tasks) - shown} more" if len(tasks) > shown else ids
 
 
 def _discard_outcome(future: asyncio.Future[Any]) -> None:
