@@ -106,7 +106,8 @@ class _View:
             self.remove(stored.id)
         else:
             # The payload is immutable: polls return tasks without it (as PostgreSQL does).
-            self.put(replace(change.task, data=stored.data))
+            task = change.task
+            self.put(task if task.data is stored.data else replace(task, data=stored.data))
         return True
 
 
