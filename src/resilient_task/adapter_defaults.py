@@ -116,6 +116,9 @@ class DefaultAdapters:
             application_name=notify.application_name or self.postgres.application_name,
             catch_up_limit=notify.catch_up_limit,
         )
+        # The insert itself NOTIFYs the channel of the tasks it creates: no second round trip,
+        # and delivered exactly when the task commits.
+        dao.notify_on_insert(triggerer.channel)
         return await stack.enter_async_context(triggerer)
 
 

@@ -58,7 +58,7 @@ async def test_a_connection_idle_past_ping_after_idle_is_pinged_even_without_unr
     database_url: str, settings: PostgresSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A silent network drop leaves nothing to read on the socket: only the idle ping finds it.
-    monkeypatch.setattr(engine_module, "_has_input", lambda _connection: False)
+    monkeypatch.setattr(engine_module, "has_input", lambda _connection: False)
     dao, name = _dao(database_url, settings, ping_after_idle=0.0, pool_size=1, max_overflow=0)
     async with dao:
         task = make_task()

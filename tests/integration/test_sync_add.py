@@ -6,7 +6,6 @@ The caller is the test's own thread (as a WSGI request thread would be); the wor
 
 from __future__ import annotations
 
-import logging
 import threading
 import uuid
 import zlib
@@ -354,31 +353,6 @@ def test_a_concurrent_add_of_the_same_key_waits_for_the_first_and_reports_it(
         first_txn.commit()
         thread.join(WAIT)
     assert second == [replace(first, result=AddTaskResultCode.ALREADY_EXISTS)]
-
-
-def test_a_failed_notify_keeps_the_callers_transaction_and_hurries_the_task_to_polling(
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-    database_url: str,
-    engine: sa.Engine,
-    schema: Any,
-) -> None:
-    # The server refuses a payload of 8000 bytes or more: a real NOTIFY error.
-    monkeypatch.setattr("resilient_task.sync.store.encode_payloads", lambda tasks: ["x" * 9000])
-    adder = TaskAdder(triggers="notify", settings=schema, properties=SLOW_POLL)
-    with caplog.at_level(logging.WARNING), transaction("psycopg", database_url, engine) as txn:
-        insert_order(txn, schema, "order-1")
-        result = adder.add_task(txn.handle, AddTaskRequest(type="ship"))
-        insert_order(txn, schema, "order-2")  # the transaction is still usable
-        txn.commit()
-    assert result.result is AddTaskResultCode.OK
-    assert "could not NOTIFY" in caplog.text
-    [(status, deadline, created)] = rows(
-        database_url, f"SELECT status, next_event_time, created_at FROM {tasks_table(schema)}"
-    )
-    assert status == "SUBMITTED"
-    assert deadline - created < timedelta(seconds=5)  # not the minute of expected_queue_time
-    assert len(rows(database_url, f'SELECT id FROM "{schema.schema}".orders')) == 2
 
 
 def test_an_add_in_a_failed_transaction_raises_backend_error(

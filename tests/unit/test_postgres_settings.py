@@ -58,6 +58,25 @@ def test_the_dao_reports_how_many_connections_its_pool_lends_at_once(
     assert PostgresTaskDAO.from_url(URL, **pool).max_connections == expected
 
 
+@pytest.mark.parametrize(
+    ("pool", "hot", "size", "bound"),
+    [
+        ({"pool_size": 1, "max_overflow": 0}, None, 0, 1),
+        ({"pool_size": 2, "max_overflow": 0}, None, 1, 2),
+        ({"pool_size": 10, "max_overflow": 10}, None, 2, 20),
+        ({"pool_size": 4, "max_overflow": 3}, 5, 5, 4),
+        ({"pool_size": 4, "max_overflow": -1}, 3, 3, None),
+    ],
+    ids=["one", "two", "default", "more-than-the-executor-leaves", "unbounded"],
+)
+def test_hot_connections_leave_the_pool_one_and_lower_the_bound_beyond_two(
+    pool: dict[str, Any], hot: int | None, size: int, bound: int | None
+) -> None:
+    dao = PostgresTaskDAO.from_url(URL, hot_connections=hot, **pool)
+    assert (0 if dao._hot is None else dao._hot.size) == size
+    assert dao.max_connections == bound
+
+
 def test_a_dao_on_an_engine_without_a_pool_reports_no_bound() -> None:
     engine = create_async_engine(URL, poolclass=NullPool)
     assert PostgresTaskDAO(engine=engine).max_connections is None

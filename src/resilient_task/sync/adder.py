@@ -21,15 +21,16 @@ from resilient_task.service.stores import AnyTaskDAO
 from resilient_task.service.task_service import TaskService
 from resilient_task.sync.connection import JoinedConnection
 from resilient_task.sync.drive import run_to_completion
-from resilient_task.sync.store import JoinedTaskDAO, NoTriggers, TransactionNotify
+from resilient_task.sync.store import JoinedTaskDAO, NoTriggers
 
 __all__ = ["TaskAdder", "Triggers", "add_task", "add_tasks"]
 
 Triggers = Literal["notify", "poll"]
 """How workers learn of a task added synchronously.
 
-- ``"notify"``: workers run with ``triggers=NotifyTriggers()`` (PostgreSQL LISTEN/NOTIFY). A
-  ``pg_notify`` inside the caller's transaction, delivered by PostgreSQL at commit: milliseconds.
+- ``"notify"``: workers run with ``triggers=NotifyTriggers()`` (PostgreSQL LISTEN/NOTIFY). The
+  insert itself runs ``pg_notify``, in the caller's transaction: delivered by PostgreSQL at
+  commit (milliseconds), never after a rollback.
 - ``"poll"``: workers triggered by Kafka (or anything else). Due tasks are stored already past
   their pick-up deadline; the next poll of any worker's resumer triggers them (within
   ``resumer.polling_interval``, 2 s by default).
@@ -37,9 +38,9 @@ Triggers = Literal["notify", "poll"]
 
 
 @lru_cache(maxsize=32)
-def _store(settings: PostgresSettings) -> JoinedTaskDAO:
+def _store(settings: PostgresSettings, notify: bool) -> JoinedTaskDAO:
     """One store per deployment settings: building its statements takes milliseconds."""
-    return JoinedTaskDAO(settings)
+    return JoinedTaskDAO(settings, notify=notify)
 
 
 class TaskAdder:
@@ -79,8 +80,8 @@ class TaskAdder:
         if triggers not in get_args(Triggers):
             raise ConfigurationError(f"triggers must be 'notify' or 'poll', got {triggers!r}")
         settings = settings or PostgresSettings()
-        store = _store(settings)
-        triggerer = TransactionNotify(settings) if triggers == "notify" else NoTriggers()
+        store = _store(settings, triggers == "notify")
+        triggerer = NoTriggers()  # the inserts NOTIFY, or the workers poll
         # The service's add path uses the store's insert_tasks, apply and after_commit only.
         self._service = TaskService(
             dao=cast(AnyTaskDAO, store),
@@ -129,10 +130,11 @@ class TaskAdder:
 
 
 def _run_triggers(joined: JoinedConnection) -> None:
-    """Run what the service registered for after the commit: the NOTIFY, inside the transaction.
+    """Run what the service registered for after the commit, inside the transaction.
 
-    A notification is delivered at commit and dropped by a rollback, so it is sent now. The
-    service's callback never raises: a failed NOTIFY hurries the tasks to the workers' poll.
+    Nothing, as it is: the inserts NOTIFY themselves (their outcomes say ``triggered``) or the
+    workers poll. Were the service to register its trigger, it would run now and fail
+    (:class:`~.store.NoTriggers`), and its fallback would hurry the tasks to the workers' poll.
     """
     callbacks, joined.after_commit = joined.after_commit, []
     for callback in callbacks:

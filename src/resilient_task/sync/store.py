@@ -7,10 +7,12 @@
 id and ``(type, unique_key)``), compare-and-set writes (``apply_batch``) and error translation
 (``translate_errors``) -- imported, not restated.
 
-:class:`TransactionNotify` is the trigger: ``pg_notify`` on the caller's connection, with the
-payloads the workers' listener decodes (``encode_payloads``) on the deployment's channel
-(``channel_name``). PostgreSQL delivers a notification when its transaction commits and drops it
-when it rolls back, so sending it inside the transaction *is* sending it after commit.
+With ``triggers="notify"`` the insert itself NOTIFYs the workers' channel
+(``Statements.notifying_inserts``): PostgreSQL delivers a notification when its transaction
+commits and drops it when it rolls back, so a notification inside the caller's transaction *is*
+one sent after commit -- and, built in the insert's statement, it costs no round trip of its
+own (it used to take three: a savepoint, the NOTIFY, its release). The outcomes of the tasks it
+notified say ``triggered``, so the service never calls :class:`NoTriggers`.
 """
 
 from __future__ import annotations
@@ -19,24 +21,21 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-import psycopg
-
 from resilient_task.adapters.postgres.changes import apply_batch
 from resilient_task.adapters.postgres.codec import RAW, ZLIB, PayloadCodec
-from resilient_task.adapters.postgres.errors import translate, translate_errors
+from resilient_task.adapters.postgres.errors import translate_errors
 from resilient_task.adapters.postgres.inserts import insert_batch
-from resilient_task.adapters.postgres.notify import _NOTIFY
-from resilient_task.adapters.postgres.notify_payloads import channel_name, encode_payloads
+from resilient_task.adapters.postgres.notify_payloads import channel_name
 from resilient_task.adapters.postgres.schema import PostgresSettings, Tables
 from resilient_task.adapters.postgres.statements import Statements
 from resilient_task.adapters.validation import check_change, check_new
 from resilient_task.domain.task import BaseTask, Task
-from resilient_task.errors import BackendError, TriggerError
+from resilient_task.errors import TriggerError
 from resilient_task.ports.task_dao import InsertOutcome, TaskChange
 from resilient_task.ports.triggerer import TriggerCallback
 from resilient_task.sync.connection import Callback, JoinedConnection, current_connection
 
-__all__ = ["JoinedTaskDAO", "NoTriggers", "TransactionNotify"]
+__all__ = ["JoinedTaskDAO", "NoTriggers"]
 
 
 class _CallerThreadCodec(PayloadCodec):
@@ -66,12 +65,16 @@ class JoinedTaskDAO:
     """Inserts and compare-and-set writes on the caller's connection, never committed here.
 
     Without ``transaction=``, the connection of the add running in this thread is used (the
-    service's fallback after a failed trigger writes through ``apply`` without one).
+    service's fallback after a failed trigger writes through ``apply`` without one). With
+    ``notify``, inserts NOTIFY the workers' channel of the due tasks they create.
     """
 
-    def __init__(self, settings: PostgresSettings) -> None:
+    def __init__(self, settings: PostgresSettings, *, notify: bool) -> None:
         self.settings = settings
         self._sql = Statements(Tables.build(settings), prepare=settings.prepared_statements)
+        self._inserts = (
+            self._sql.notifying_inserts(channel_name(settings)) if notify else self._sql.inserts
+        )
         self._codec = _CallerThreadCodec(
             threshold=settings.compression_threshold, level=settings.compression_level
         )
@@ -86,7 +89,7 @@ class JoinedTaskDAO:
             return []
         conn = _joined(transaction)
         with translate_errors("insert tasks"):
-            return await insert_batch(conn, self._sql, self._codec, tasks)  # type: ignore[arg-type]
+            return await insert_batch(conn, self._sql, self._codec, tasks, self._inserts)  # type: ignore[arg-type]
 
     async def apply(self, changes: Sequence[TaskChange], *, transaction: Any = None) -> list[bool]:
         """Compare-and-set every change (one UPDATE and one DELETE per round)."""
@@ -103,47 +106,15 @@ class JoinedTaskDAO:
         _joined(transaction).after_commit.append(callback)
 
 
-class TransactionNotify:
-    """``pg_notify`` in the caller's transaction, in a savepoint, on the workers' channel.
+class NoTriggers:
+    """No trigger of its own: the insert NOTIFYs (``notify``) or the workers poll (``poll``).
 
-    The savepoint keeps a failed NOTIFY from aborting the caller's transaction: the service
-    then pulls the tasks' pick-up deadline to now, in the same transaction, and the workers'
-    resumer takes them on its next poll.
+    In poll-only mode the service stores due tasks as overdue, for the workers' poll.
     """
 
-    def __init__(self, settings: PostgresSettings) -> None:
-        self.channel = channel_name(settings)
-
     async def trigger(self, tasks: Sequence[BaseTask]) -> None:
-        """NOTIFY the channel about ``tasks``; delivered when the caller commits."""
-        if not tasks:
-            return
-        conn = current_connection()
-        try:
-            with conn.savepoint():
-                conn.run(_NOTIFY, (self.channel, encode_payloads(tasks)))
-        except (psycopg.Error, OSError) as exc:
-            error = translate(exc, "send triggers")
-            transient = isinstance(error, BackendError) and error.transient
-            raise TriggerError(
-                f"could not NOTIFY channel {self.channel!r} for {len(tasks)} task(s): {error}",
-                transient=transient,
-            ) from exc
-
-    async def start(self, on_trigger: TriggerCallback) -> None:
-        """Not for receiving: workers listen with ``PostgresNotifyTriggerer``."""
-        raise NotImplementedError("resilient_task.sync only sends triggers")
-
-    async def stop(self) -> None:
-        """Nothing to stop."""
-
-
-class NoTriggers:
-    """No trigger at all: the service stores due tasks as overdue, for the workers' poll."""
-
-    async def trigger(self, tasks: Sequence[BaseTask]) -> None:
-        """Never called in poll-only mode; a failed trigger if it were."""
-        raise TriggerError("resilient_task.sync with triggers='poll' sends no triggers")
+        """Never called (the inserts trigger, or nothing does); a failed trigger if it were."""
+        raise TriggerError("resilient_task.sync sends no triggers of its own")
 
     async def start(self, on_trigger: TriggerCallback) -> None:
         """Not for receiving."""

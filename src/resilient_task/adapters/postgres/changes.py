@@ -11,10 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from resilient_task.adapters.postgres.codec import task_columns
-from resilient_task.adapters.postgres.driver import fetch_scalars
+from resilient_task.adapters.postgres.driver import Connection, fetch_scalars
 from resilient_task.adapters.postgres.statements import CHANGE_COLUMNS, Statements
 from resilient_task.ports.task_dao import TaskChange
 
@@ -45,7 +43,7 @@ def _params(changes: Sequence[TaskChange], indexes: list[int], *, delete: bool) 
 
 
 async def apply_batch(
-    conn: AsyncConnection, sql: Statements, changes: Sequence[TaskChange]
+    conn: Connection, sql: Statements, changes: Sequence[TaskChange]
 ) -> list[bool]:
     """Apply ``changes`` on ``conn`` (not committed); ``True`` where written, in order."""
     written = [False] * len(changes)

@@ -17,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from resilient_task.adapters.postgres.changes import apply_batch
 from resilient_task.adapters.postgres.codec import PayloadCodec, task_from_row
-from resilient_task.adapters.postgres.driver import fetch_dicts
-from resilient_task.adapters.postgres.engine import create_engine
+from resilient_task.adapters.postgres.driver import Connection, fetch_dicts
+from resilient_task.adapters.postgres.engine import create_engine, liveness
 from resilient_task.adapters.postgres.errors import translate, translate_errors
+from resilient_task.adapters.postgres.hot import HotConnections
 from resilient_task.adapters.postgres.inserts import insert_batch
 from resilient_task.adapters.postgres.migrations import check_schema
 from resilient_task.adapters.postgres.schema import PostgresSettings, Tables
@@ -54,6 +55,10 @@ __all__ = ["PostgresTaskDAO"]
 log = logging.getLogger("resilient_task.postgres")
 
 _BROKEN_CONNECTION = (psycopg.OperationalError, psycopg.InterfaceError)
+_HOT_CONNECTIONS = 2
+"""Connections an engine-owning DAO keeps checked out for its one-statement operations."""
+_EXECUTOR_HEADROOM = 2
+"""Pool connections the executor leaves to grabs and completions (``ports.task_dao``)."""
 
 
 class PostgresTaskDAO:
@@ -68,6 +73,12 @@ class PostgresTaskDAO:
     Transaction handles (``transaction=`` and :meth:`after_commit`) are SQLAlchemy
     ``AsyncConnection`` objects (what :meth:`transaction` yields, or your own) or
     ``AsyncSession`` objects; writes made through them are never committed by the DAO.
+
+    Operations outside a caller's transaction run on ``hot_connections`` connections the DAO
+    keeps checked out of the engine's pool, in autocommit (see
+    :mod:`~resilient_task.adapters.postgres.hot`): counted in the pool's size, returned by
+    :meth:`close`. By default 2 when the DAO owns its engine, else 0 (every operation checks
+    a connection out of your engine, so a DAO you never close holds none).
     """
 
     def __init__(
@@ -76,6 +87,7 @@ class PostgresTaskDAO:
         engine: AsyncEngine,
         settings: PostgresSettings | None = None,
         owns_engine: bool = False,
+        hot_connections: int | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings or PostgresSettings()
@@ -83,22 +95,60 @@ class PostgresTaskDAO:
         self._sql = Statements(
             Tables.build(self.settings), prepare=self.settings.prepared_statements
         )
+        self._inserts = self._sql.inserts
         self._codec = PayloadCodec(
             threshold=self.settings.compression_threshold, level=self.settings.compression_level
         )
         self._after_commit = AfterCommit()
         self._lending = Lending(engine)
         self._checked = False
+        self._hot = self._hot_connections(
+            _HOT_CONNECTIONS if hot_connections is None and owns_engine else hot_connections or 0
+        )
         options = self.settings.session_options()
         if options:
             event.listen(engine.sync_engine, "connect", _SessionOptions(options))
 
+    def _hot_connections(self, wanted: int) -> HotConnections | None:
+        """At most ``wanted``, leaving a bounded pool at least one for transactions."""
+        total = self._pool_bound()
+        size = wanted if total is None else min(wanted, total - 1)
+        if size <= 0:
+            return None
+        ping_after_idle, recycle = liveness(self.engine)
+        return HotConnections(
+            self.engine, size=size, ping_after_idle=ping_after_idle, recycle=recycle
+        )
+
+    def notify_on_insert(self, channel: str | None) -> None:
+        """NOTIFY ``channel`` of every due task an insert creates, in the insert itself.
+
+        For :class:`~resilient_task.adapters.postgres.PostgresNotifyTriggerer` (the node sets
+        it for ``NotifyTriggers``): the trigger then costs no round trip and no connection of
+        its own, and is delivered when the insert commits -- the caller's COMMIT inside a
+        caller's transaction, never after a rollback. The outcomes of those tasks say
+        ``triggered``, so the task service sends no trigger of its own. ``None`` turns it off.
+        """
+        self._inserts = (
+            self._sql.inserts if channel is None else self._sql.notifying_inserts(channel)
+        )
+
     @classmethod
     def from_url(
-        cls, url: str | sa.URL, *, settings: PostgresSettings | None = None, **pool: Any
+        cls,
+        url: str | sa.URL,
+        *,
+        settings: PostgresSettings | None = None,
+        hot_connections: int | None = None,
+        **pool: Any,
     ) -> PostgresTaskDAO:
         """A DAO owning a new engine (liveness-checked, bounded pool; see ``create_engine``)."""
-        return cls(engine=create_engine(url, **pool), settings=settings, owns_engine=True)
+        return cls(
+            engine=create_engine(url, **pool),
+            settings=settings,
+            owns_engine=True,
+            hot_connections=hot_connections,
+        )
 
     async def open(self) -> None:
         """Check that the schema exists at the version this code needs (once)."""
@@ -107,7 +157,9 @@ class PostgresTaskDAO:
             self._checked = True
 
     async def close(self) -> None:
-        """Dispose of the engine when this DAO created it."""
+        """Return the hot connections to the pool; dispose of the engine if this DAO made it."""
+        if self._hot is not None:
+            await self._hot.close()
         if self._owns_engine:
             await self.engine.dispose()
 
@@ -116,8 +168,16 @@ class PostgresTaskDAO:
         """Most connections the engine's pool lends at once; ``None`` when unbounded.
 
         The executor lets no more transactional tasks (each holding a connection while it
-        runs) run at once than this leaves room for.
+        runs) run at once than this leaves room for. It leaves two for grabs and completions
+        (``ports.task_dao``): the hot connections, or as many of them; more hot connections
+        than two lower this by the excess.
         """
+        total = self._pool_bound()
+        if total is None or self._hot is None:
+            return total
+        return total - max(0, self._hot.size - _EXECUTOR_HEADROOM)
+
+    def _pool_bound(self) -> int | None:
         pool = self.engine.sync_engine.pool
         if not isinstance(pool, sa.pool.QueuePool):
             return None
@@ -136,20 +196,25 @@ class PostgresTaskDAO:
     @asynccontextmanager
     async def _connect(
         self, transaction: Transaction | None, action: str
-    ) -> AsyncIterator[AsyncConnection]:
-        """One operation's connection: the caller's (not committed) or a pooled one.
+    ) -> AsyncIterator[Connection]:
+        """One operation's connection: the caller's (not committed), a hot one, or a pooled one.
 
-        A pooled connection runs in autocommit: every operation is one statement, or a
-        sequence of statements each of which is a complete compare-and-set batch, so each
-        commits on its own. That saves the BEGIN and COMMIT round trips of an explicit
-        transaction -- a third of the latency of a single add.
+        Each is a :class:`~.driver.Connection`. Without a caller's transaction the connection
+        runs in autocommit: every operation is one statement, or a sequence of statements each
+        of which is a complete compare-and-set batch, so each commits on its own. That saves
+        the BEGIN and COMMIT round trips of an explicit transaction -- a third of the latency
+        of a single add.
 
         The single choke point: every driver error inside becomes a resilient-task error.
         """
-        await self.open()
+        if not self._checked:
+            await self.open()
         with translate_errors(action):
             if transaction is not None:
                 yield await connection_of(transaction)
+            elif self._hot is not None:
+                async with self._hot.connection() as hot:
+                    yield hot
             else:
                 async with self.engine.connect() as conn:
                     try:
@@ -183,7 +248,7 @@ class PostgresTaskDAO:
         if not tasks:
             return []
         async with self._connect(transaction, "insert tasks") as conn:
-            return await insert_batch(conn, self._sql, self._codec, tasks)
+            return await insert_batch(conn, self._sql, self._codec, tasks, self._inserts)
 
     async def get_task(self, task_id: UUID) -> Task | None:
         """The task with its payload, or None."""

@@ -16,23 +16,22 @@ Two choices are made per statement that SQLAlchemy's dialect cannot make:
   parameters are (see the grab's status test in ``statements``). The other statements are
   never prepared (``engine``): their best plan depends on the values.
 
-The statements run on the connection the DAO checked out (or the caller's transaction), so
-transactions, after-commit callbacks and error translation work as for any other statement.
-A pooled connection broken by a driver error is discarded when the pool resets it on return.
+The statements run on the connection the DAO lent (a hot one, see ``hot``, or the caller's
+transaction), so transactions, after-commit callbacks and error translation work as for any
+other statement. A connection a driver error left broken or busy is discarded, not reused.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from psycopg.rows import dict_row
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["DriverStatement", "fetch_dicts", "fetch_scalars"]
+__all__ = ["Connection", "DriverStatement", "fetch_dicts", "fetch_scalars"]
 
 _DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
@@ -60,13 +59,26 @@ class DriverStatement:
         return self.constants | values if self.constants else values
 
 
-async def _driver_connection(conn: AsyncConnection) -> Any:
+class Connection(Protocol):
+    """What the store's statements run on: an ``AsyncConnection`` or the like.
+
+    A SQLAlchemy ``AsyncConnection``, a hot connection (``hot``) or the synchronous adder's
+    ``JoinedConnection``: each gives its psycopg connection
+    (``get_raw_connection().driver_connection``) and runs Core statements.
+    """
+
+    async def get_raw_connection(self) -> Any: ...  # noqa: D102
+
+    async def execute(self, statement: Any, parameters: Any = None, /) -> Any: ...  # noqa: D102
+
+
+async def _driver_connection(conn: Connection) -> Any:
     raw = await conn.get_raw_connection()
     return raw.driver_connection
 
 
 async def fetch_dicts(
-    conn: AsyncConnection, statement: DriverStatement, values: dict[str, Any]
+    conn: Connection, statement: DriverStatement, values: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Run ``statement`` on ``conn``'s psycopg connection; the rows as dictionaries."""
     driver = await _driver_connection(conn)
@@ -77,7 +89,7 @@ async def fetch_dicts(
 
 
 async def fetch_scalars(
-    conn: AsyncConnection, statement: DriverStatement, values: dict[str, Any]
+    conn: Connection, statement: DriverStatement, values: dict[str, Any]
 ) -> list[Any]:
     """Run ``statement`` on ``conn``'s psycopg connection; the first column of every row."""
     driver = await _driver_connection(conn)

@@ -6,6 +6,7 @@ import select
 import sys
 import time
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import psycopg
 import sqlalchemy as sa
@@ -17,7 +18,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from resilient_task.errors import ConfigurationError
 
-__all__ = ["create_engine", "normalize_url", "safe_url"]
+__all__ = ["create_engine", "has_input", "liveness", "normalize_url", "safe_url"]
 
 _ASYNC_DRIVERS = ("postgresql+psycopg",)
 
@@ -102,11 +103,34 @@ def create_engine(
     options.update(engine_options)
     engine = create_async_engine(normalize_url(url), **options)
     event.listen(engine.sync_engine, "connect", _configure_connection)
+    _LIVENESS[engine.sync_engine] = (
+        0.0 if options["pool_pre_ping"] else ping_after_idle,
+        options["pool_recycle"] if options["pool_recycle"] >= 0 else None,
+    )
     if ping_after_idle is not None and not options["pool_pre_ping"]:
         check = _LivenessCheck(engine.sync_engine.dialect, ping_after_idle)
         event.listen(engine.sync_engine, "checkout", check.on_checkout)
         event.listen(engine.sync_engine, "checkin", check.on_checkin)
     return engine
+
+
+_LIVENESS: WeakKeyDictionary[sa.Engine, tuple[float | None, float | None]] = WeakKeyDictionary()
+_DEFAULT_LIVENESS = (10.0, None)
+
+
+def liveness(engine: AsyncEngine) -> tuple[float | None, float | None]:
+    """``(ping_after_idle, pool_recycle)`` of an engine: as given to :func:`create_engine`.
+
+    For connections the DAO keeps checked out (``hot``), which the pool's own checks never
+    see; ``pool_pre_ping=True`` gives 0 (a ping before every use). An engine made elsewhere
+    gets the defaults, with its pool's recycle time.
+    """
+    found = _LIVENESS.get(engine.sync_engine)
+    if found is not None:
+        return found
+    recycle = getattr(engine.sync_engine.pool, "_recycle", -1)  # no public accessor
+    usable = isinstance(recycle, int | float) and recycle >= 0
+    return _DEFAULT_LIVENESS[0], float(recycle) if usable else None
 
 
 class _LivenessCheck:
@@ -125,7 +149,8 @@ class _LivenessCheck:
         checked_in_at = record.info.get(_CHECKED_IN_AT)
         if checked_in_at is None:
             return  # fresh from connect()
-        if time.monotonic() - checked_in_at < self._idle and not _has_input(dbapi_connection):
+        recent = time.monotonic() - checked_in_at < self._idle
+        if recent and not has_input(dbapi_connection.driver_connection):
             return
         try:
             alive = self._dialect.do_ping(dbapi_connection)
@@ -138,10 +163,10 @@ class _LivenessCheck:
 _CHECKED_IN_AT = "resilient_task.checked_in_at"
 
 
-def _has_input(dbapi_connection: Any) -> bool:
-    """Whether the server sent something to an idle connection (a closed session does)."""
+def has_input(driver_connection: Any) -> bool:
+    """Whether the server sent something to an idle psycopg connection (a closed session does)."""
     try:
-        fileno = dbapi_connection.driver_connection.fileno()
+        fileno = driver_connection.fileno()
         return bool(select.select([fileno], [], [], 0)[0])
     except (OSError, ValueError, psycopg.Error):  # closed, or a descriptor select cannot take
         return True

@@ -20,12 +20,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from resilient_task.adapters.postgres.codec import PayloadCodec, task_columns, task_values
-from resilient_task.adapters.postgres.driver import fetch_scalars
-from resilient_task.adapters.postgres.statements import BATCH_INSERT_COLUMNS, Statements
-from resilient_task.domain.task import Task
+from resilient_task.adapters.postgres.driver import Connection, fetch_scalars
+from resilient_task.adapters.postgres.statements import BATCH_INSERT_COLUMNS, Inserts, Statements
+from resilient_task.domain.task import Task, TaskStatus
 from resilient_task.errors import BackendError
 from resilient_task.ports.task_dao import InsertOutcome
 
@@ -63,7 +61,7 @@ def _leaders(tasks: Sequence[Task]) -> list[int]:
 
 
 async def _insert(
-    conn: AsyncConnection, sql: Statements, codec: PayloadCodec, tasks: list[Task]
+    conn: Connection, sql: Inserts, codec: PayloadCodec, tasks: list[Task]
 ) -> set[UUID]:
     if len(tasks) == 1:
         return await _insert_one(conn, sql, codec, tasks[0])
@@ -73,21 +71,19 @@ async def _insert(
     params["d_task_id"] = [p[0] for p in payloads]
     params["d_data_format"] = [p[1] for p in payloads]
     params["d_data"] = [p[2] for p in payloads]
-    return set(await fetch_scalars(conn, sql.insert, params))
+    return set(await fetch_scalars(conn, sql.batch, params))
 
 
-async def _insert_one(
-    conn: AsyncConnection, sql: Statements, codec: PayloadCodec, task: Task
-) -> set[UUID]:
+async def _insert_one(conn: Connection, sql: Inserts, codec: PayloadCodec, task: Task) -> set[UUID]:
     params: dict[str, object] = {f"t_{c}": v for c, v in task_values(task).items()}
     params["d_data_format"], params["d_data"] = (
         await codec.encode(task.data) if task.data else (None, None)
     )
-    return set(await fetch_scalars(conn, sql.insert_one, params))
+    return set(await fetch_scalars(conn, sql.one, params))
 
 
 async def _owners(
-    conn: AsyncConnection, sql: Statements, tasks: list[Task]
+    conn: Connection, sql: Statements, tasks: list[Task]
 ) -> tuple[set[UUID], dict[_Key, UUID]]:
     keys = [k for k in map(_key, tasks) if k is not None]
     params = {
@@ -105,17 +101,27 @@ async def _owners(
 
 
 async def insert_batch(
-    conn: AsyncConnection, sql: Statements, codec: PayloadCodec, tasks: Sequence[Task]
+    conn: Connection,
+    sql: Statements,
+    codec: PayloadCodec,
+    tasks: Sequence[Task],
+    inserts: Inserts | None = None,
 ) -> list[InsertOutcome]:
-    """Insert validated ``tasks`` on ``conn`` (not committed); outcomes in the same order."""
+    """Insert validated ``tasks`` on ``conn`` (not committed); outcomes in the same order.
+
+    ``inserts``: the insert statements, by default ``sql.inserts``; when they NOTIFY
+    (``Statements.notifying_inserts``) the created due tasks' outcomes say ``triggered``.
+    """
+    inserts = inserts or sql.inserts
     leaders = _leaders(tasks)
     outcomes: dict[int, InsertOutcome] = {}
     pending = sorted(set(leaders), key=lambda i: _lock_order(tasks[i]))
     for _ in range(_ATTEMPTS):
-        created = await _insert(conn, sql, codec, [tasks[i] for i in pending])
+        created = await _insert(conn, inserts, codec, [tasks[i] for i in pending])
         for i in pending:
             if tasks[i].id in created:
-                outcomes[i] = InsertOutcome(tasks[i].id, created=True)
+                due = inserts.notify and tasks[i].status is TaskStatus.SUBMITTED
+                outcomes[i] = InsertOutcome(tasks[i].id, created=True, triggered=due)
         missing = [i for i in pending if i not in outcomes]
         if not missing:
             break

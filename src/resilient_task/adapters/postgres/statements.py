@@ -8,12 +8,14 @@ plans (and psycopg prepares) it once. Every value is a bound parameter.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from resilient_task.adapters.postgres.driver import DriverStatement
+from resilient_task.adapters.postgres.notify_payloads import MAX_PAYLOAD_BYTES, PAYLOAD_VERSION
 from resilient_task.adapters.postgres.schema import Tables
 from resilient_task.domain.task import FINAL_STATUSES, TaskStatus
 
@@ -22,6 +24,7 @@ __all__ = [
     "CHANGE_COLUMNS",
     "INSERT_COLUMNS",
     "NEW_TASK_CONSTANTS",
+    "Inserts",
     "Statements",
 ]
 
@@ -60,8 +63,29 @@ def _constant(value: int | None, type_: Any) -> Any:
     return sa.cast(sa.null(), type_) if value is None else sa.literal(value, type_)
 
 
+def _returned(t: sa.Table, channel: str | None) -> list[sa.Column[Any]]:
+    """What an insert returns: the id, and for a NOTIFY the trigger's fields."""
+    if channel is None:
+        return [t.c.id]
+    return [t.c.id, t.c.status, t.c.version, t.c.type, t.c.sub_type, t.c.priority]
+
+
 def _status(status: TaskStatus) -> sa.BindParameter[str]:
     return sa.literal(status.value, sa.Text())
+
+
+_HEADER = f"[{PAYLOAD_VERSION},"
+_LIMIT = MAX_PAYLOAD_BYTES - len(_HEADER) - len("]")
+"""Bytes of a payload left for its references and the commas between them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Inserts:
+    """The insert statements (a batch, and one task), and whether they NOTIFY the new tasks."""
+
+    batch: DriverStatement
+    one: DriverStatement
+    notify: bool
 
 
 class Statements:
@@ -73,9 +97,10 @@ class Statements:
         self.task_columns = tuple(t.c)
         self.with_data = sa.select(t, d.c.data_format, d.c.data).outerjoin(d, d.c.task_id == t.c.id)
         self.get_task = self.with_data.where(t.c.id == sa.bindparam("id"))
+        self._prepare = prepare
         # The hot path, run on psycopg directly and prepared (see ``driver``).
-        self.insert = DriverStatement.compile(self._insert(), prepare=prepare)
-        self.insert_one = DriverStatement.compile(self._insert_one(), prepare=prepare)
+        self.inserts = self._inserts(None)
+        self.insert, self.insert_one = self.inserts.batch, self.inserts.one
         self.grab = DriverStatement.compile(self._grab(), prepare=prepare)
         self.update = DriverStatement.compile(self._update(), prepare=prepare)
         self.delete = DriverStatement.compile(self._delete(), prepare=prepare)
@@ -97,7 +122,70 @@ class Statements:
         self.hold_submitted = self._hold_submitted()
         self.delete_finished = self._delete_finished()
 
-    def _insert(self) -> sa.Select[Any]:
+    def _inserts(self, channel: str | None) -> Inserts:
+        prepare = self._prepare
+        return Inserts(
+            DriverStatement.compile(self._insert(channel), prepare=prepare),
+            DriverStatement.compile(self._insert_one(channel), prepare=prepare),
+            notify=channel is not None,
+        )
+
+    def notifying_inserts(self, channel: str) -> Inserts:
+        """The inserts, each also NOTIFYing ``channel`` of the due tasks it created.
+
+        ``pg_notify`` runs in the insert's own statement, so the trigger costs no round trip
+        of its own and PostgreSQL delivers it when the insert commits (the caller's COMMIT,
+        inside a caller's transaction; never after a rollback). The payloads are those
+        ``notify_payloads`` reads: ``[1,[<id hex>, version, type, sub_type, priority],...]``,
+        built by ``json_build_array`` (spaces after its commas; non-ASCII characters as
+        they are), grouped into payloads under PostgreSQL's limit of 8000 bytes by the
+        running sum of the references' lengths: a reference starting beyond ``k`` times
+        (limit - the longest reference) goes into payload ``k``, so no payload can be longer.
+        Only SUBMITTED tasks are referenced: a WAITING one is due later (``claim_due``).
+        """
+        return self._inserts(channel)
+
+    def _with_notify(self, inserted: Any, channel: str | None) -> sa.Select[Any]:
+        """``SELECT id FROM inserted``, and the NOTIFY of its due rows on ``channel``."""
+        if channel is None:
+            return sa.select(inserted.c.id)
+        i = inserted
+        ref = sa.func.json_build_array(
+            sa.func.replace(sa.cast(i.c.id, sa.Text()), sa.literal_column("'-'"),
+                            sa.literal_column("''")),
+            i.c.version, i.c.type, i.c.sub_type, i.c.priority,
+        )  # fmt: skip
+        r = (
+            sa.select(i.c.id, sa.cast(ref, sa.Text()).label("ref"))
+            .where(i.c.status == _status(TaskStatus.SUBMITTED))
+            .subquery("r")
+        )
+        size = sa.func.octet_length(r.c.ref) + sa.literal_column("1")  # with its comma
+        refs = sa.select(
+            r.c.ref,
+            (sa.func.sum(size).over(order_by=r.c.id) - size).label("start"),
+            sa.func.max(size).over().label("longest"),
+        ).cte("refs")
+        # The references of one payload span less than (_LIMIT + 1 - longest) from the first
+        # one's start, plus the last one: at most _LIMIT - 1 bytes with their commas.
+        chunk = sa.func.div(refs.c.start, sa.literal_column(str(_LIMIT + 1)) - refs.c.longest)
+        payload = sa.func.concat(
+            sa.literal_column(f"'{_HEADER}'"),
+            sa.func.string_agg(refs.c.ref, sa.literal_column("','")),
+            sa.literal_column("']'"),
+        )
+        notified = (
+            sa.select(
+                sa.func.pg_notify(sa.bindparam("notify_channel", channel, sa.Text()), payload)
+            )
+            .group_by(chunk)
+            .cte("notified")
+        )
+        # A plain SELECT in WITH runs only if read: the count reads every NOTIFY.
+        sent = sa.select(sa.func.count()).select_from(notified).scalar_subquery()
+        return sa.select(i.c.id, sent.label("notified"))
+
+    def _insert(self, channel: str | None = None) -> sa.Select[Any]:
         t, d = self.tables.tasks, self.tables.task_data
         v = _unnest("t", {c: t.c[c].type for c in BATCH_INSERT_COLUMNS})
         values = [
@@ -108,7 +196,7 @@ class Statements:
             pg.insert(t)
             .from_select(list(INSERT_COLUMNS), sa.select(*values))
             .on_conflict_do_nothing()  # any unique index: the id or (type, unique_key)
-            .returning(t.c.id)
+            .returning(*_returned(t, channel))
             .cte("inserted")
         )
         p = _unnest("d", {c.name: c.type for c in d.c})
@@ -122,9 +210,9 @@ class Statements:
             )
             .cte("inserted_data")
         )
-        return sa.select(inserted.c.id).add_cte(payloads)
+        return self._with_notify(inserted, channel).add_cte(payloads)
 
-    def _insert_one(self) -> sa.Select[Any]:
+    def _insert_one(self, channel: str | None = None) -> sa.Select[Any]:
         """:meth:`_insert` for one task, with scalar parameters.
 
         The parameters are ``t_<column>``, ``d_data_format`` and ``d_data`` (``NULL`` for an
@@ -136,7 +224,7 @@ class Statements:
             pg.insert(t)
             .values({c: sa.bindparam(f"t_{c}", type_=t.c[c].type) for c in INSERT_COLUMNS})
             .on_conflict_do_nothing()
-            .returning(t.c.id)
+            .returning(*_returned(t, channel))
             .cte("inserted")
         )
         data = sa.cast(sa.bindparam("d_data"), sa.LargeBinary())
@@ -150,7 +238,7 @@ class Statements:
             )
             .cte("inserted_data")
         )
-        return sa.select(inserted.c.id).add_cte(payload)
+        return self._with_notify(inserted, channel).add_cte(payload)
 
     def _existing(self) -> sa.CompoundSelect[Any]:
         """Stored tasks holding any of the ids ``:ids`` or keys ``(:k_type, :k_key)``."""
