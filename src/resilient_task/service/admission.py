@@ -79,7 +79,10 @@ class Admission:
                 try:
                     for slots in (node, policy, connection):
                         if slots is not None:
-                            await slots.acquire()
+                            # A free slot is taken without a checkpoint (anyio's acquire yields
+                            # even then, in a shielded cancel scope of its own).
+                            if not _try_acquire(slots):
+                                await slots.acquire()
                             taken.append(slots)
                 finally:
                     self._waiting.discard(scope)

@@ -53,39 +53,49 @@ class WorkerPool(Generic[J]):
         if self._idle:
             worker = self._idle.pop()
             worker.job = (job, context)
-            worker.wake.set()
+            worker.wake.release()
         else:
             self.spawned += 1
             task_group.start_soon(self._run, job, context)
 
     async def _run(self, job: J, context: contextvars.Context) -> None:
+        worker: _Worker[J] | None = None  # made once the worker first waits, then reused
         while True:
             await run_in_context(context, self._work(job))
             del job, context  # an idle worker keeps no finished task alive
             if len(self._idle) >= self._max_idle:
                 return
-            worker: _Worker[J] = _Worker()
+            if worker is None:
+                worker = _Worker()
             self._idle.append(worker)
             try:
-                await worker.wake.wait()
+                await worker.wake.acquire()
             except BaseException:
                 if worker.job is None:
                     self._idle.remove(worker)
                     raise
                 # Handed a job just as it was cancelled: the job still starts (and meets the
                 # cancellation at its first checkpoint), as a task spawned for it would.
-                await run_in_context(worker.job[1], self._work(worker.job[0]))
+                (job, context), worker.job = worker.job, None
+                await run_in_context(context, self._work(job))
                 raise
             assert worker.job is not None
-            job, context = worker.job
+            (job, context), worker.job = worker.job, None
 
 
 class _Worker(Generic[J]):
+    """An idle worker: ``submit`` hands it ``job`` and releases ``wake``.
+
+    One per worker task, reused for each of its waits: a semaphore (one future per wait)
+    rather than a new ``anyio.Event`` each time (an Event, an asyncio Event, a deque and the
+    backend look-up).
+    """
+
     __slots__ = ("job", "wake")
 
     def __init__(self) -> None:
         self.job: tuple[J, contextvars.Context] | None = None
-        self.wake = anyio.Event()
+        self.wake = anyio.Semaphore(0)
 
 
 def run_in_context(context: contextvars.Context, coro: Coroutine[Any, Any, T]) -> Awaitable[T]:

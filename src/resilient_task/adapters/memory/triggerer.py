@@ -213,22 +213,24 @@ class InMemoryTriggerer:
                 if idle:
                     deliverer = idle.pop()
                     deliverer.task = task
-                    deliverer.wake.set()
+                    deliverer.wake.release()
                 else:
                     task_group.start_soon(self._deliverer, run, task, on_trigger)
 
     async def _deliverer(self, run: _Run, task: BaseTask, on_trigger: TriggerCallback) -> None:
         """Deliver ``task``, then the next queued triggers, then wait idle for more."""
+        waiting: _Deliverer | None = None  # made once this task first waits, then reused
         while True:
             await self._deliver(task, on_trigger)
             if self._pending and not run.pull_scope.cancel_called:
                 task = self._pending.popleft()  # keeps its slot: in_flight stays
                 continue
             self._slot_freed()
-            waiting = _Deliverer()
+            if waiting is None:
+                waiting = _Deliverer()
             self._deliverers.append(waiting)
             try:
-                await waiting.wake.wait()
+                await waiting.wake.acquire()
             except BaseException:
                 if waiting.task is None:
                     self._deliverers.remove(waiting)
@@ -237,7 +239,7 @@ class InMemoryTriggerer:
                     self._slot_freed()
                 raise
             assert waiting.task is not None
-            task = waiting.task
+            task, waiting.task = waiting.task, None
 
     def _slot_freed(self) -> None:
         self._in_flight -= 1
@@ -265,10 +267,13 @@ class InMemoryTriggerer:
 
 
 class _Deliverer:
-    """An idle delivery task: ``wake`` is set once ``task`` is handed to it."""
+    """An idle delivery task: ``wake`` is released once ``task`` is handed to it.
+
+    One per delivery task, reused for each of its waits (a semaphore: one future per wait).
+    """
 
     __slots__ = ("task", "wake")
 
     def __init__(self) -> None:
         self.task: BaseTask | None = None
-        self.wake = anyio.Event()
+        self.wake = anyio.Semaphore(0)
