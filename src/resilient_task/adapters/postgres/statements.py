@@ -77,6 +77,20 @@ def _status(status: TaskStatus) -> sa.BindParameter[str]:
 _HEADER = f"[{PAYLOAD_VERSION},"
 _LIMIT = MAX_PAYLOAD_BYTES - len(_HEADER) - len("]")
 """Bytes of a payload left for its references and the commas between them."""
+_LONGEST = 3100
+"""Bytes of the longest reference the insert's NOTIFY can write, and more: a type and a
+sub-type of 250 characters each escaped by ``to_json`` as ``\u001f`` (6 bytes; a character
+takes at most 4 in UTF-8), 32 hex digits, a bigint version, a priority, quotes and commas
+(3,069)."""
+
+
+def _concat(*parts: str | Any) -> Any:
+    """``a || b || ...``; a ``str`` part is SQL (a literal written out)."""
+    items = [sa.literal_column(p) if isinstance(p, str) else p for p in parts]
+    result = items[0]
+    for item in items[1:]:
+        result = result.op("||")(item)
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +151,11 @@ class Statements:
         of its own and PostgreSQL delivers it when the insert commits (the caller's COMMIT,
         inside a caller's transaction; never after a rollback). The payloads are those
         ``notify_payloads`` reads: ``[1,[<id hex>, version, type, sub_type, priority],...]``,
-        built by ``json_build_array`` (spaces after its commas; non-ASCII characters as
-        they are), grouped into payloads under PostgreSQL's limit of 8000 bytes by the
-        running sum of the references' lengths: a reference starting beyond ``k`` times
-        (limit - the longest reference) goes into payload ``k``, so no payload can be longer.
+        texts escaped by ``to_json`` (non-ASCII characters as they are, where Python's encoder
+        escapes them: the same JSON values), grouped into payloads under PostgreSQL's limit of
+        8000 bytes by the running sum of the references' lengths: a reference starting beyond
+        ``k`` times (limit - the longest possible reference) goes into payload ``k``, so no
+        payload can be longer.
         Only SUBMITTED tasks are referenced: a WAITING one is due later (``claim_due``).
         """
         return self._inserts(channel)
@@ -150,25 +165,26 @@ class Statements:
         if channel is None:
             return sa.select(inserted.c.id)
         i = inserted
-        ref = sa.func.json_build_array(
-            sa.func.replace(sa.cast(i.c.id, sa.Text()), sa.literal_column("'-'"),
-                            sa.literal_column("''")),
-            i.c.version, i.c.type, i.c.sub_type, i.c.priority,
+        ref = _concat(
+            "'[\"'", sa.func.encode(sa.func.uuid_send(i.c.id), sa.literal_column("'hex'")),
+            "'\",'", sa.cast(i.c.version, sa.Text()),
+            "','", sa.cast(sa.func.to_json(i.c.type), sa.Text()),
+            "','", sa.func.coalesce(sa.cast(sa.func.to_json(i.c.sub_type), sa.Text()),
+                                    sa.literal_column("'null'")),
+            "','", sa.cast(i.c.priority, sa.Text()), "']'",
         )  # fmt: skip
         r = (
-            sa.select(i.c.id, sa.cast(ref, sa.Text()).label("ref"))
+            sa.select(ref.label("ref"))
             .where(i.c.status == _status(TaskStatus.SUBMITTED))
             .subquery("r")
         )
         size = sa.func.octet_length(r.c.ref) + sa.literal_column("1")  # with its comma
-        refs = sa.select(
-            r.c.ref,
-            (sa.func.sum(size).over(order_by=r.c.id) - size).label("start"),
-            sa.func.max(size).over().label("longest"),
-        ).cte("refs")
-        # The references of one payload span less than (_LIMIT + 1 - longest) from the first
-        # one's start, plus the last one: at most _LIMIT - 1 bytes with their commas.
-        chunk = sa.func.div(refs.c.start, sa.literal_column(str(_LIMIT + 1)) - refs.c.longest)
+        # Where each reference starts in the concatenation, in any order (no sort).
+        start = sa.func.sum(size).over(rows=(None, 0)) - size
+        refs = sa.select(r.c.ref, start.label("start")).cte("refs")
+        # A payload takes the references starting in a span of (_LIMIT + 1 - _LONGEST), and
+        # the last one may reach _LONGEST beyond: at most _LIMIT - 1 bytes with the commas.
+        chunk = sa.func.div(refs.c.start, sa.literal_column(str(_LIMIT + 1 - _LONGEST)))
         payload = sa.func.concat(
             sa.literal_column(f"'{_HEADER}'"),
             sa.func.string_agg(refs.c.ref, sa.literal_column("','")),
