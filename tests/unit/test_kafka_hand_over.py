@@ -11,18 +11,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
 import pytest
 
 from resilient_task import AddTaskRequest, KafkaTriggers, ResilientTask, TaskStatus
+from resilient_task.adapters.kafka.messages import decode_trigger
 from resilient_task.adapters.kafka.properties import KafkaProperties
 from resilient_task.adapters.kafka.triggerer import KafkaTriggerer
 from resilient_task.adapters.memory import FakeClock, InMemoryTaskDAO
+from resilient_task.domain.task import BaseTask
 from resilient_task.errors import ConfigurationError
 from resilient_task.service.registry import HandlerRegistry
 from resilient_task.service.task_service import TaskService
+from resilient_task.testing.triggerer_contract import make_tasks
 from tests.unit.fake_kafka import FakeProducer, install_fake_producer
 from tests.unit.helpers import START, properties
 
@@ -175,3 +179,80 @@ async def test_wait_for_ack_makes_add_task_wait_for_the_broker(
 async def test_wait_for_ack_must_be_a_bool() -> None:
     with pytest.raises(ConfigurationError, match="wait_for_ack"):
         KafkaTriggers(wait_for_ack="no")  # type: ignore[arg-type]
+
+
+# --- coalescing ----------------------------------------------------------------------------
+
+
+class Lost:
+    def __init__(self) -> None:
+        self.tasks: list[BaseTask] = []
+
+    async def __call__(self, tasks: Sequence[BaseTask]) -> None:
+        self.tasks.extend(tasks)
+
+
+def _coalescing(coalesce: float) -> KafkaTriggerer:
+    return KafkaTriggerer(
+        properties=KafkaProperties(), send_timeout=SEND_TIMEOUT, retry_after=60, coalesce=coalesce
+    )
+
+
+async def test_hand_overs_soon_after_a_send_wait_and_go_out_together(
+    fake_kafka: type[FakeProducer],
+) -> None:
+    lost = Lost()
+    async with _coalescing(0.05) as triggerer:
+        first, second, third = make_tasks(3)
+        await triggerer.hand_over([first], lost)
+        assert len(fake_kafka.sent) == 1  # after a quiet spell: at once
+        await triggerer.hand_over([second], lost)
+        await triggerer.hand_over([third], lost)
+        assert len(fake_kafka.sent) == 1  # within 50 ms of it: held
+        async with asyncio.timeout(5):
+            while len(fake_kafka.sent) < 3:  # noqa: ASYNC110 - the fake's record
+                await asyncio.sleep(0.01)
+        assert [decode_trigger(value) for value in fake_kafka.sent] == [first, second, third]
+    assert lost.tasks == []
+
+
+async def test_stop_sends_the_held_hand_overs(fake_kafka: type[FakeProducer]) -> None:
+    lost = Lost()
+    tasks = make_tasks(3)
+    async with _coalescing(60) as triggerer:
+        for task in tasks:
+            await triggerer.hand_over([task], lost)
+        assert len(fake_kafka.sent) == 1
+    assert [decode_trigger(value) for value in fake_kafka.sent] == tasks
+    assert lost.tasks == []
+
+
+async def test_held_hand_overs_the_broker_refuses_go_to_the_callback(
+    fake_kafka: type[FakeProducer],
+) -> None:
+    lost = Lost()
+    first, second = make_tasks(2)
+    async with _coalescing(0.05) as triggerer:
+        await triggerer.hand_over([first], lost)
+        fake_kafka.mode = "refuse"
+        await triggerer.hand_over([second], lost)  # held: no error for the caller
+        async with asyncio.timeout(5):
+            while not lost.tasks:  # noqa: ASYNC110 - the callback's record
+                await asyncio.sleep(0.01)
+    assert lost.tasks == [second]
+
+
+async def test_held_hand_overs_are_not_sent_once_the_topic_is_down(
+    fake_kafka: type[FakeProducer],
+) -> None:
+    lost = Lost()
+    first, second = make_tasks(2)
+    async with _coalescing(0.2) as triggerer:
+        fake_kafka.mode = "refuse"
+        await triggerer.hand_over([first], lost)  # refused: the topic counts as down
+        await triggerer.hand_over([second], lost)  # held, then handed to polling unsent
+        async with asyncio.timeout(5):
+            while len(lost.tasks) < 2:  # noqa: ASYNC110 - the callback's record
+                await asyncio.sleep(0.01)
+    assert lost.tasks == [first, second]
+    assert len(fake_kafka.sent) == 1

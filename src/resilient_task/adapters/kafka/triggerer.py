@@ -6,6 +6,12 @@ Tuned for trigger latency, not throughput (a trigger is ~150 bytes):
   request is in flight), ``acks="all"`` (a trigger acknowledged by a leader that then dies would
   otherwise cost a whole ``expected_queue_time``; in one data centre the extra replica
   round-trip is around a millisecond), no idempotence (duplicates are harmless);
+- hand-overs (:meth:`KafkaTriggerer.hand_over`, what ``add_task`` uses) are coalesced: one
+  after a quiet spell of ``coalesce`` (5 ms) goes out at once, the next ones within that time
+  wait for its end and go out together, in one produce request. aiokafka spends about as much
+  CPU on a request of one trigger as of ten, so a node adding one task after another spends
+  about half as much per task (measured: ~640 -> ~350 µs of CPU per trigger at one trigger per
+  1.4 ms), for at most ``coalesce`` of delay under such load and none when adds are spaced;
 - consumer: ``fetch_max_wait_ms=5`` and ``fetch_min_bytes=1`` (an idle consumer's fetch returns
   within 5 ms of a new message; the price is one fetch request per 5 ms per broker),
   ``auto_offset_reset="earliest"`` (a new group also gets triggers sent before it first joined;
@@ -21,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -55,6 +61,14 @@ _PARTITION_CHECK_INTERVAL = 1.0
 _SEND_ERRORS: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, BackendError, ConfigurationError)
 
 
+class _HandOver(NamedTuple):
+    """Triggers handed over in one call: their tasks, messages and lost-trigger callback."""
+
+    tasks: Sequence[BaseTask]
+    messages: list[tuple[bytes, bytes]]
+    on_unacknowledged: Unacknowledged
+
+
 def task_id_key(task: BaseTask) -> bytes:
     """The default partition key: the task id, spreading triggers evenly over partitions."""
     return task.id.bytes
@@ -80,6 +94,9 @@ class KafkaTriggerer:
             caller waits ``send_timeout`` at most once per outage, never once per window.
         connect_timeout: seconds :meth:`start` waits to subscribe before returning anyway.
         commit_interval: seconds between offset commits.
+        coalesce: seconds a :meth:`hand_over` within this time of the previous produce request
+            waits, so that those of one such spell share one request (see above); 0 sends each
+            at once.
         on_unacknowledged: when given, every :meth:`trigger` is a :meth:`hand_over` to this
             callback. ``None`` (the default): :meth:`trigger` waits for the acknowledgement
             and raises TriggerError. (A node's task service calls :meth:`hand_over` itself,
@@ -98,11 +115,12 @@ class KafkaTriggerer:
         connect_timeout: float = 10.0,
         commit_interval: float = 0.1,
         retry_after: float = 5.0,
+        coalesce: float = 0.005,
         on_unacknowledged: Unacknowledged | None = None,
         observer: Observer = NULL_OBSERVER,
     ) -> None:
         validate_extra(properties)
-        if max_in_flight < 1 or min(stop_timeout, send_timeout, connect_timeout) < 0:
+        if max_in_flight < 1 or min(stop_timeout, send_timeout, connect_timeout, coalesce) < 0:
             raise ConfigurationError("max_in_flight must be positive and timeouts not negative")
         if commit_interval <= 0:
             raise ConfigurationError("commit_interval must be positive")
@@ -125,6 +143,12 @@ class KafkaTriggerer:
         # Acknowledgements being waited for, and on_unacknowledged calls running; their tasks.
         self._unacknowledged: dict[asyncio.Future[Any], Sequence[BaseTask]] = {}
         self._hurrying: dict[asyncio.Future[None], Sequence[BaseTask]] = {}
+        # Hand-overs waiting for the end of a coalescing spell, and flushes running.
+        self._coalesce = coalesce
+        self._buffer: list[_HandOver] = []
+        self._flush_at: asyncio.TimerHandle | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
+        self._last_request = -coalesce
         self.probes = 0
         """How many background probes of a failed broker were sent."""
 
@@ -173,13 +197,23 @@ class KafkaTriggerer:
                 f"for it (tasks are left to database polling)",
                 transient=True,
             )
+        if on_unacknowledged is not None:
+            now = asyncio.get_running_loop().time()
+            if self._flush_at is not None or now < self._last_request + self._coalesce:
+                self._buffer.append(_HandOver(tasks, messages, on_unacknowledged))
+                if self._flush_at is None:
+                    self._flush_at = asyncio.get_running_loop().call_at(
+                        self._last_request + self._coalesce, self._flush_later
+                    )
+                return
+            self._last_request = now
         try:
             if on_unacknowledged is None:
                 await self._send(messages)
             else:
                 acknowledged = await self._send(messages, wait=False)
                 if acknowledged is not None:
-                    self._watch(tasks, acknowledged, on_unacknowledged)
+                    self._watch([_HandOver(tasks, messages, on_unacknowledged)], acknowledged)
         except _SEND_ERRORS as exc:
             self._failed(exc)
             raise TriggerError(
@@ -187,6 +221,39 @@ class KafkaTriggerer:
                 f"{exc!r}",
                 transient=is_transient(exc),
             ) from exc
+
+    def _flush_later(self) -> None:
+        """The coalescing spell is over: send what was handed over meanwhile, in the background."""
+        self._flush_at = None
+        hand_overs, self._buffer = self._buffer, []
+        self._last_request = asyncio.get_running_loop().time()
+        flush = asyncio.ensure_future(self._flush(hand_overs))
+        self._flushing.add(flush)
+        flush.add_done_callback(self._flushing.discard)
+
+    async def _flush(self, hand_overs: list[_HandOver]) -> None:
+        """Send ``hand_overs`` in one go; what cannot be sent goes to their callbacks."""
+        if not hand_overs:
+            return
+        if self._down:  # failed since: no send, straight to polling
+            self._lost(hand_overs, TriggerError("the Kafka topic failed", transient=True))
+            return
+        messages = [message for hand_over in hand_overs for message in hand_over.messages]
+        try:
+            acknowledged = await self._send(messages, wait=False)
+        except asyncio.CancelledError:  # stop gave up on this send: never drop them silently
+            self._lost(hand_overs, TimeoutError("stopped while sending"))
+            raise
+        except _SEND_ERRORS as exc:
+            self._failed(exc)
+            self._lost(hand_overs, exc)
+            return
+        except Exception as exc:
+            logger.exception("sending %d coalesced trigger(s) failed", len(messages))
+            self._lost(hand_overs, exc)
+            return
+        if acknowledged is not None:
+            self._watch(hand_overs, acknowledged)
 
     async def _send(
         self, messages: list[tuple[bytes, bytes]], *, wait: bool = True
@@ -212,19 +279,16 @@ class KafkaTriggerer:
                     )
         return acknowledged
 
-    def _watch(
-        self,
-        tasks: Sequence[BaseTask],
-        acknowledged: asyncio.Future[Any],
-        on_unacknowledged: Unacknowledged,
-    ) -> None:
-        """Hand triggers not acknowledged within ``send_timeout`` to ``on_unacknowledged``."""
-        self._unacknowledged[acknowledged] = tasks
+    def _watch(self, hand_overs: list[_HandOver], acknowledged: asyncio.Future[Any]) -> None:
+        """Hand triggers not acknowledged within ``send_timeout`` to their callbacks."""
+        self._unacknowledged[acknowledged] = [
+            t for hand_over in hand_overs for t in hand_over.tasks
+        ]
         timer = asyncio.get_running_loop().call_later(self._send_timeout, acknowledged.cancel)
 
         def done(future: asyncio.Future[Any]) -> None:
             timer.cancel()
-            del self._unacknowledged[future]
+            self._unacknowledged.pop(future, None)
             if future.cancelled():
                 error: BaseException = TimeoutError(f"no acknowledgement in {self._send_timeout} s")
             elif future.exception() is None:
@@ -232,11 +296,19 @@ class KafkaTriggerer:
             else:
                 error = future.exception()  # type: ignore[assignment]
             self._failed(error)
+            self._lost(hand_overs, error)
+
+        acknowledged.add_done_callback(done)
+
+    def _lost(self, hand_overs: list[_HandOver], error: BaseException) -> None:
+        """Pass the tasks of lost hand-overs to their callbacks (one call per callback)."""
+        by_callback: dict[Unacknowledged, list[BaseTask]] = {}
+        for hand_over in hand_overs:
+            by_callback.setdefault(hand_over.on_unacknowledged, []).extend(hand_over.tasks)
+        for on_unacknowledged, tasks in by_callback.items():
             hurry = asyncio.ensure_future(self._hurry(tasks, error, on_unacknowledged))
             self._hurrying[hurry] = tasks
             hurry.add_done_callback(self._hurrying.pop)
-
-        acknowledged.add_done_callback(done)
 
     async def _hurry(
         self, tasks: Sequence[BaseTask], error: BaseException, on_unacknowledged: Unacknowledged
@@ -326,8 +398,9 @@ class KafkaTriggerer:
         """Stop consuming (handled offsets committed) and close the producer. Idempotent.
 
         Takes at most ``stop_timeout`` (running callbacks) plus 3 s (the last commit and
-        leaving the group) plus 1 s (the producer's unacknowledged triggers), whatever the
-        broker does; what is left finishes in the background.
+        leaving the group) plus twice ``send_timeout`` (handed-over triggers: sent and
+        acknowledged, else passed to their callbacks) plus 1 s (closing the producer), whatever
+        the broker does; what is left finishes in the background.
         """
         consumer, self._consumer = self._consumer, None
         probe, self._probe = self._probe, None
@@ -348,15 +421,33 @@ class KafkaTriggerer:
                 await close_client(producer, what="Kafka trigger producer", wait=wait)
 
     async def _settle(self) -> None:
-        """Wait for acknowledgements; hand what is left to its callback; wait for the callbacks.
+        """Send what is coalesced, wait for acknowledgements, hand the rest to its callbacks.
 
-        Each wait takes ``send_timeout`` at most. Never silent: tasks whose callback is still
+        ``send_timeout`` at most for the sends and acknowledgements, as long again for the
+        callbacks. Never silent: tasks whose callback is still
         running when this gives up are logged (they are in the store and run after their
         expected queue time).
         """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._send_timeout
+        if self._flush_at is not None:  # send the coalesced hand-overs now
+            self._flush_at.cancel()
+            self._flush_at = None
+        hand_overs, self._buffer = self._buffer, []
+        if hand_overs:
+            flush = asyncio.ensure_future(self._flush(hand_overs))
+            self._flushing.add(flush)
+            flush.add_done_callback(self._flushing.discard)
+        if self._flushing:
+            flushing = list(self._flushing)
+            _, stuck = await asyncio.wait(flushing, timeout=max(0, deadline - loop.time()))
+            for sending in stuck:
+                sending.cancel()  # its hand-overs go to their callbacks
+            await asyncio.gather(*flushing, return_exceptions=True)
         if self._unacknowledged:
-            await asyncio.wait(list(self._unacknowledged), timeout=self._send_timeout)
-            for future in list(self._unacknowledged):
+            unacknowledged = list(self._unacknowledged)
+            await asyncio.wait(unacknowledged, timeout=max(0, deadline - loop.time()))
+            for future in unacknowledged:
                 future.cancel()  # its done callback starts the hand-over to polling
             await asyncio.sleep(0)  # let those callbacks run
         if self._hurrying:
