@@ -42,6 +42,18 @@ class PayloadCodec:
             packed = zlib.compress(data, self._level)
         return (ZLIB, packed) if len(packed) < len(data) else (RAW, data)
 
+    async def encode_all(self, payloads: list[bytes]) -> tuple[list[int], list[bytes]]:
+        """:meth:`encode` of each payload: the ``data_format`` and stored bytes columns.
+
+        A batch of payloads none of which is compressed (the common case) costs no await
+        per payload.
+        """
+        threshold = self._threshold
+        if threshold is None or max(map(len, payloads), default=0) <= threshold:
+            return [RAW] * len(payloads), payloads
+        encoded = [await self.encode(data) for data in payloads]
+        return [e[0] for e in encoded], [e[1] for e in encoded]
+
     @staticmethod
     async def decode(data_format: int | None, stored: bytes | None) -> bytes:
         """The payload stored as ``stored`` in ``data_format`` (no row means empty)."""

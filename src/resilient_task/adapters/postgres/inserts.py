@@ -18,6 +18,7 @@ order of its statements is the caller's to keep.)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from uuid import UUID
 
 from resilient_task.adapters.postgres.codec import PayloadCodec, task_columns, task_values
@@ -66,11 +67,10 @@ async def _insert(
     if len(tasks) == 1:
         return await _insert_one(conn, sql, codec, tasks[0])
     columns = task_columns(tasks, BATCH_INSERT_COLUMNS)
-    params: dict[str, list[object]] = {f"t_{c}": v for c, v in columns.items()}
-    payloads = [(t.id, *await codec.encode(t.data)) for t in tasks if t.data]
-    params["d_task_id"] = [p[0] for p in payloads]
-    params["d_data_format"] = [p[1] for p in payloads]
-    params["d_data"] = [p[2] for p in payloads]
+    params: dict[str, list[Any]] = {f"t_{c}": v for c, v in columns.items()}
+    with_data = [t for t in tasks if t.data]
+    params["d_task_id"] = [t.id for t in with_data]
+    params["d_data_format"], params["d_data"] = await codec.encode_all([t.data for t in with_data])
     return set(await fetch_scalars(conn, sql.batch, params))
 
 
