@@ -38,6 +38,7 @@ from resilient_task.service.outage import OutageLog
 from resilient_task.service.registry import HandlerRegistry
 from resilient_task.service.run import Job, Runner
 from resilient_task.service.stores import AnyTaskDAO
+from resilient_task.service.timeouts import Watchdog
 from resilient_task.service.workers import WorkerPool
 
 __all__ = ["ProcessingTimeoutError", "TaskExecutor"]
@@ -78,10 +79,11 @@ class TaskExecutor:
             dao=dao, clock=clock, observer=observer, outage=db, stats=self.stats
         )
         self._grabs, self._completions = self._grabber.batcher, self._completer.batcher
+        self._watchdog = Watchdog(clock)
         self._runner = Runner(
             dao=dao, registry=registry, clock=clock, properties=properties, observer=observer,
             admission=self._admission, completions=self._completer, stats=self.stats,
-            finished=self._finished,
+            finished=self._finished, watchdog=self._watchdog,
         )  # fmt: skip
         self._workers: WorkerPool[Job] = WorkerPool(self._runner.execute)
         self._limits = LimitWaits(self._grabber, self._admission, clock)
@@ -109,6 +111,7 @@ class TaskExecutor:
         self._stopped = anyio.Event()
         try:
             async with anyio.create_task_group() as tg:
+                await tg.start(self._watchdog.run)  # processing timeouts
                 self._tg = tg
                 self._admission.accepting = True
                 task_status.started()

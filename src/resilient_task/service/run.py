@@ -31,6 +31,7 @@ from resilient_task.service.completion import Completions, change_of
 from resilient_task.service.context import ProcessingContext, set_context
 from resilient_task.service.registry import HandlerRegistry
 from resilient_task.service.stores import AnyTaskDAO
+from resilient_task.service.timeouts import Watchdog
 
 __all__ = ["Job", "Runner"]
 
@@ -63,6 +64,7 @@ class Runner:
         completions: Completions,
         stats: Counter[str],
         finished: Callable[[TaskHandler], None],
+        watchdog: Watchdog,
     ) -> None:
         self._dao = dao
         self._registry = registry
@@ -73,6 +75,7 @@ class Runner:
         self._completions = completions
         self._stats = stats
         self._finished = finished
+        self._watchdog = watchdog
         self.blocking_scopes: set[anyio.CancelScope] = set()
         """Scopes of tasks waiting for a thread (see blocking_processor); stop cancels them."""
 
@@ -157,13 +160,17 @@ class Runner:
         )  # fmt: skip
         outcome: object = None
         try:
-            with self._clock.timeout_scope(timeout.total_seconds()) as scope:
+            # Cancelled by the executor's watchdog at the deadline (a timer per run costs more).
+            with anyio.CancelScope() as scope:
+                deadline = self._watchdog.watch(scope, now + timeout)
                 try:
                     outcome = await handler.processor(task)
                 except BaseException as exc:
                     if _stops_the_run(exc):
                         raise
                     outcome = exc
+                finally:
+                    self._watchdog.forget(deadline)
         finally:
             set_context(None)
         if scope.cancel_called:
