@@ -1,9 +1,11 @@
-"""cProfile of the add path: ``python -m bench.profile_add MODE single|bulk N``.
+"""cProfile of the add path: ``python -m bench.profile_add MODE single|bulk N [TOP] [cpu]``.
 
 A ``run_workers=False`` node of MODE (``postgres``, ``postgres_notify``, ``postgres_kafka``)
 adds N tasks one at a time (``single``) or in batches of 1000 (``bulk``) in a scratch
 schema, under cProfile, and prints the top functions by cumulative time per task (and their
-own time), in µs. The profiler inflates every figure; compare runs of the same command.
+own time), in µs. The profiler inflates every figure; compare runs of the same command. By
+default the times are wall-clock (a process preempted inside a system call shows it as that
+call's own time); with ``cpu`` they are the process's CPU time (``time.process_time``).
 Run it with ``PYTHONPATH=<other tree>/src`` for a before/after of the same script.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import cProfile
 import pstats
 import sys
+import time
 
 import anyio
 
@@ -21,7 +24,7 @@ _HIDDEN = ("base_events", "events.py", "runners.py", "_contextvars", "anyio/_bac
            "profile_add.py", "builtins.next", "greenlet")  # fmt: skip
 
 
-async def _run(mode: str, kind: str, n: int, top: int) -> None:
+async def _run(mode: str, kind: str, n: int, top: int, cpu: bool) -> None:
     from resilient_task import AddTaskRequest
 
     cfg = Config()
@@ -35,7 +38,7 @@ async def _run(mode: str, kind: str, n: int, top: int) -> None:
             await add.add_tasks(warm)
             for _ in range(100):
                 await add.add_task(AddTaskRequest(type="bench_warmup", data=PAYLOAD_BYTES))
-            profile = cProfile.Profile()
+            profile = cProfile.Profile(time.process_time) if cpu else cProfile.Profile()
             profile.enable()
             if kind == "single":
                 for _ in range(n):
@@ -52,7 +55,8 @@ async def _run(mode: str, kind: str, n: int, top: int) -> None:
         short = path.split("site-packages/")[-1].split("/src/")[-1]
         rows.append((cumulative, own, f"{short.rsplit('/lib/python3', 1)[-1]}:{line}({name})"))
     rows.sort(reverse=True)
-    print(f"# {mode} {kind}, {n} tasks: cumulative / own µs per task, under cProfile")
+    clock = "CPU" if cpu else "wall-clock"
+    print(f"# {mode} {kind}, {n} tasks: cumulative / own {clock} µs per task, under cProfile")
     shown = [r for r in rows if not any(h in r[2] for h in _HIDDEN)][:top]
     for cumulative, own, label in shown:
         print(f"{cumulative / n * 1e6:9.1f} {own / n * 1e6:8.1f}  {label}")
@@ -61,7 +65,7 @@ async def _run(mode: str, kind: str, n: int, top: int) -> None:
 def main() -> None:
     mode, kind, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     top = int(sys.argv[4]) if len(sys.argv) > 4 else 20
-    anyio.run(_run, mode, kind, n, top)
+    anyio.run(_run, mode, kind, n, top, sys.argv[5:6] == ["cpu"])
 
 
 if __name__ == "__main__":

@@ -213,8 +213,11 @@ class PostgresTaskDAO:
             if transaction is not None:
                 yield await connection_of(transaction)
             elif self._hot is not None:
-                async with self._hot.connection() as hot:
+                hot = await self._hot.take()
+                try:
                     yield hot
+                finally:
+                    await self._hot.give_back(hot)
             else:
                 async with self.engine.connect() as conn:
                     try:

@@ -16,9 +16,10 @@ Two choices are made per statement that SQLAlchemy's dialect cannot make:
   parameters are (see the grab's status test in ``statements``). The other statements are
   never prepared (``engine``): their best plan depends on the values.
 
-The statements run on the connection the DAO lent (a hot one, see ``hot``, or the caller's
-transaction), so transactions, after-commit callbacks and error translation work as for any
-other statement. A connection a driver error left broken or busy is discarded, not reused.
+The statements run on the connection the DAO lent (a hot one, see ``hot``, whose cursors are
+reused, or the caller's transaction), so transactions, after-commit callbacks and error
+translation work as for any other statement. A connection a driver error left broken or busy
+is discarded, not reused.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from psycopg.rows import dict_row
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+from resilient_task.adapters.postgres.hot import HotConnection
 
 __all__ = ["Connection", "DriverStatement", "fetch_dicts", "fetch_scalars"]
 
@@ -81,10 +84,15 @@ async def fetch_dicts(
     conn: Connection, statement: DriverStatement, values: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Run ``statement`` on ``conn``'s psycopg connection; the rows as dictionaries."""
+    if isinstance(conn, HotConnection):
+        cursor = conn.cursor(dicts=True)
+        await cursor.execute(statement.sql, statement.params(values), prepare=statement.prepare)
+        rows: list[dict[str, Any]] = await cursor.fetchall()
+        return rows
     driver = await _driver_connection(conn)
     async with driver.cursor(row_factory=dict_row, binary=True) as cursor:
         await cursor.execute(statement.sql, statement.params(values), prepare=statement.prepare)
-        rows: list[dict[str, Any]] = await cursor.fetchall()
+        rows = await cursor.fetchall()
         return rows
 
 
@@ -92,6 +100,10 @@ async def fetch_scalars(
     conn: Connection, statement: DriverStatement, values: dict[str, Any]
 ) -> list[Any]:
     """Run ``statement`` on ``conn``'s psycopg connection; the first column of every row."""
+    if isinstance(conn, HotConnection):
+        cursor = conn.cursor(dicts=False)
+        await cursor.execute(statement.sql, statement.params(values), prepare=statement.prepare)
+        return [row[0] for row in await cursor.fetchall()]
     driver = await _driver_connection(conn)
     async with driver.cursor(binary=True) as cursor:
         await cursor.execute(statement.sql, statement.params(values), prepare=statement.prepare)

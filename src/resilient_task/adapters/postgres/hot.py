@@ -38,6 +38,7 @@ from typing import Any, Self
 import anyio
 import psycopg
 from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row, tuple_row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from resilient_task.adapters.postgres import engine
@@ -51,14 +52,30 @@ _IDLE = TransactionStatus.IDLE
 
 
 class HotConnection:
-    """One lent connection: what the store's statements run on (see ``driver.Connection``)."""
+    """One lent connection: what the store's statements run on (see ``driver.Connection``).
 
-    __slots__ = ("connection", "driver_connection", "leased_at", "used_at")
+    It keeps its psycopg cursors (binary; rows as tuples and as dictionaries) from one
+    statement to the next: a new cursor, and its adaptation context, cost more client CPU
+    than the dumping of a single add's parameters.
+    """
+
+    __slots__ = ("_cursors", "connection", "driver_connection", "leased_at", "used_at")
 
     def __init__(self, connection: AsyncConnection, driver_connection: Any) -> None:
         self.connection = connection
         self.driver_connection: psycopg.AsyncConnection[Any] = driver_connection
         self.leased_at = self.used_at = time.monotonic()
+        self._cursors: dict[bool, psycopg.AsyncCursor[Any]] = {}
+
+    def cursor(self, *, dicts: bool) -> psycopg.AsyncCursor[Any]:
+        """This connection's binary cursor, rows as tuples or (``dicts``) dictionaries."""
+        found = self._cursors.get(dicts)
+        if found is None:
+            factory = dict_row if dicts else tuple_row
+            found = self._cursors[dicts] = self.driver_connection.cursor(
+                row_factory=factory, binary=True
+            )
+        return found
 
     async def get_raw_connection(self) -> Self:
         """Itself: its ``driver_connection`` is the psycopg connection (no greenlet hop)."""
@@ -113,11 +130,11 @@ class HotConnections:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[HotConnection]:
         """Lend a connection for the block (driver errors propagate untranslated)."""
-        hot = await self._take()
+        hot = await self.take()
         try:
             yield hot
         finally:
-            await self._give_back(hot)
+            await self.give_back(hot)
 
     async def close(self) -> None:
         """Return every idle connection to the pool; keep none from now on."""
@@ -125,7 +142,8 @@ class HotConnections:
         while self._idle:
             await _finish(self._idle.pop(), invalidate=False)
 
-    async def _take(self) -> HotConnection:
+    async def take(self) -> HotConnection:
+        """A connection to use; :meth:`give_back` it afterwards, whatever happened."""
         while self._idle:
             hot = self._idle.pop()  # the most recently used: the least likely to be stale
             if await self._alive(hot):
@@ -148,9 +166,8 @@ class HotConnections:
         if self._recycle is not None and now - hot.leased_at >= self._recycle:
             await _finish(hot, invalidate=False)
             return False
-        if not hot.usable():
-            await _finish(hot, invalidate=True)
-            return False
+        # It was usable when given back; a server that ended the session since says so only
+        # on the socket (unread input), which the driver reads at its next statement.
         if self._ping_after_idle is None:
             return True
         driver = hot.driver_connection
@@ -165,7 +182,8 @@ class HotConnections:
             return False
         return True
 
-    async def _give_back(self, hot: HotConnection) -> None:
+    async def give_back(self, hot: HotConnection) -> None:
+        """Keep ``hot`` for the next operation if usable and there is room, else return it."""
         if not hot.usable():
             await _finish(hot, invalidate=True)
         elif self._closed or len(self._idle) >= self.size:
