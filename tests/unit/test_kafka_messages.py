@@ -27,6 +27,20 @@ def test_every_trigger_round_trips(task: BaseTask) -> None:
     assert decode_trigger(encode_trigger(task)) == task
 
 
+@given(tasks)
+def test_the_message_is_what_json_dumps_writes(task: BaseTask) -> None:
+    document = {
+        "v": MESSAGE_VERSION,
+        "id": str(task.id),
+        "version": task.version,
+        "type": task.type,
+        "sub_type": task.sub_type,
+        "priority": task.priority,
+    }
+    expected = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    assert encode_trigger(task) == expected
+
+
 def test_the_message_is_small_versioned_json() -> None:
     task = BaseTask(uuid.uuid4(), 3, "send-email", None, 5)
     document = json.loads(encode_trigger(task))

@@ -15,6 +15,7 @@ fields can be added without bumping ``v``.
 from __future__ import annotations
 
 import json
+from json.encoder import encode_basestring
 from typing import Any
 
 from resilient_task.adapters.task_references import is_int, read_reference
@@ -37,16 +38,18 @@ type and sub-type, each character escaped) is about 3 KB."""
 
 
 def encode_trigger(task: BaseTask) -> bytes:
-    """The message value for ``task``: compact UTF-8 JSON."""
-    document = {
-        "v": MESSAGE_VERSION,
-        "id": str(task.id),
-        "version": task.version,
-        "type": task.type,
-        "sub_type": task.sub_type,
-        "priority": task.priority,
-    }
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    """The message value for ``task``: compact UTF-8 JSON.
+
+    The bytes ``json.dumps(document, separators=(",", ":"), ensure_ascii=False)`` gives,
+    written directly (a third of its time: one per task added): the strings through json's own
+    escaping.
+    """
+    sub_type = "null" if task.sub_type is None else encode_basestring(task.sub_type)
+    return (
+        f'{{"v":{MESSAGE_VERSION},"id":"{task.id}","version":{task.version:d},'
+        f'"type":{encode_basestring(task.type)},"sub_type":{sub_type},'
+        f'"priority":{task.priority:d}}}'
+    ).encode()
 
 
 def decode_trigger(value: bytes | None) -> BaseTask | None:

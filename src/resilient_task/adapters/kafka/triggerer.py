@@ -261,22 +261,28 @@ class KafkaTriggerer:
         """Send; with ``wait`` also await the acknowledgements, else return their future."""
         topic = self._properties.triggers_topic
         acknowledged: asyncio.Future[Any] | None = None
-        async with asyncio.timeout(self._send_timeout):
-            producer = await self._open_producer()
-            if wait:
-                await _send_all(producer, topic, messages)
-            else:
-                acknowledged = await _hand_over(producer, topic, messages)
-            now = asyncio.get_running_loop().time()
-            if now >= self._next_partition_check:
-                # A topic re-created by the broker's auto-creation takes sends all the same,
-                # on fewer partitions: look at our metadata now and then (a dictionary look-up).
-                self._next_partition_check = now + _PARTITION_CHECK_INTERVAL
+        producer = self._producer
+        if wait or producer is None or self._producer_generation != self._topic.generation:
+            async with asyncio.timeout(self._send_timeout):
+                producer = await self._open_producer()
+                if wait:
+                    await _send_all(producer, topic, messages)
+                else:
+                    acknowledged = await _hand_over(producer, topic, messages)
+        else:
+            # The hot path of add_task: the producer is open, and hands over without waiting
+            # for the broker (aiokafka bounds a send blocked on metadata or a full buffer by
+            # its request_timeout_ms, our send_timeout): no timer, no lock.
+            acknowledged = await _hand_over(producer, topic, messages)
+        now = asyncio.get_running_loop().time()
+        if now >= self._next_partition_check:
+            # A topic re-created by the broker's auto-creation takes sends all the same, on
+            # fewer partitions: look at our metadata now and then (a dictionary look-up).
+            self._next_partition_check = now + _PARTITION_CHECK_INTERVAL
+            async with asyncio.timeout(self._send_timeout):
                 known = await producer.partitions_for(topic)
-                if len(known) < self._topic.partitions:
-                    self._topic.suspect(
-                        f"the producer's metadata shows partitions {known}", len(known)
-                    )
+            if len(known) < self._topic.partitions:
+                self._topic.suspect(f"the producer's metadata shows partitions {known}", len(known))
         return acknowledged
 
     def _watch(self, hand_overs: list[_HandOver], acknowledged: asyncio.Future[Any]) -> None:
@@ -538,7 +544,7 @@ async def _hand_over(
     finally:
         for future in futures:
             future.add_done_callback(_discard_outcome)
-    return asyncio.gather(*futures)
+    return futures[0] if len(futures) == 1 else asyncio.gather(*futures)
 
 
 def _ids(tasks: Sequence[BaseTask], shown: int = 5) -> str:
