@@ -197,6 +197,8 @@ def _release(slots: Iterable[anyio.Semaphore | None]) -> None:
 
 
 def _try_acquire(semaphore: anyio.Semaphore) -> bool:
+    if semaphore.value <= 0:  # full: no WouldBlock raised and caught (the common miss)
+        return False
     try:
         semaphore.acquire_nowait()
     except anyio.WouldBlock:
