@@ -14,7 +14,15 @@ from resilient_task.adapters.postgres.statements import INSERT_COLUMNS
 from resilient_task.domain.task import Task, TaskStatus
 from resilient_task.errors import BackendError
 
-__all__ = ["RAW", "ZLIB", "PayloadCodec", "task_columns", "task_from_row", "task_values"]
+__all__ = [
+    "RAW",
+    "ZLIB",
+    "PayloadCodec",
+    "task_columns",
+    "task_from_row",
+    "task_params",
+    "task_values",
+]
 
 RAW = 0
 """``data_format`` of a payload stored as given."""
@@ -116,6 +124,7 @@ _GETTERS: dict[str, Callable[[Task], Any]] = {name: attrgetter(name) for name in
 _GETTERS["status"] = attrgetter("status._value_")
 _GETTERS["last_error"] = lambda task: _error_text(task.last_error)
 _INSERTED = tuple(_GETTERS.items())
+_PARAMS = tuple((f"t_{name}", get) for name, get in _INSERTED)
 _GETTERS["last_traceback"] = lambda task: _error_text(task.last_traceback)
 
 
@@ -130,3 +139,8 @@ def task_columns(tasks: Sequence[Task], names: Iterable[str]) -> dict[str, list[
 def task_values(task: Task) -> dict[str, Any]:
     """The ``tasks`` columns an insert writes of ``task`` (everything but the payload)."""
     return {name: get(task) for name, get in _INSERTED}
+
+
+def task_params(task: Task) -> dict[str, Any]:
+    """:func:`task_values` as the single insert's parameters, ``t_<column>``."""
+    return {name: get(task) for name, get in _PARAMS}

@@ -86,14 +86,12 @@ class HotConnection:
         return await self.connection.execute(statement, parameters)
 
     def usable(self) -> bool:
-        """Open, not broken, and neither in a transaction nor running a statement."""
-        driver = self.driver_connection
-        return (
-            not self.connection.invalidated
-            and not driver.closed
-            and not driver.broken
-            and driver.pgconn.transaction_status == _IDLE
-        )
+        """Open, not broken, and neither in a transaction nor running a statement.
+
+        libpq says IDLE only for an open, healthy connection between transactions: a closed
+        one (SQLAlchemy closes what it invalidates) or a broken one is UNKNOWN.
+        """
+        return self.driver_connection.pgconn.transaction_status == _IDLE
 
 
 class HotConnections:

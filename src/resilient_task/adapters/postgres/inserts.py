@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from resilient_task.adapters.postgres.codec import PayloadCodec, task_columns, task_values
+from resilient_task.adapters.postgres.codec import PayloadCodec, task_columns, task_params
 from resilient_task.adapters.postgres.driver import Connection, fetch_scalars
 from resilient_task.adapters.postgres.statements import BATCH_INSERT_COLUMNS, Inserts, Statements
 from resilient_task.domain.task import Task, TaskStatus
@@ -75,7 +75,7 @@ async def _insert(
 
 
 async def _insert_one(conn: Connection, sql: Inserts, codec: PayloadCodec, task: Task) -> set[UUID]:
-    params: dict[str, object] = {f"t_{c}": v for c, v in task_values(task).items()}
+    params = task_params(task)
     params["d_data_format"], params["d_data"] = (
         await codec.encode(task.data) if task.data else (None, None)
     )
@@ -113,9 +113,12 @@ async def insert_batch(
     (``Statements.notifying_inserts``) the created due tasks' outcomes say ``triggered``.
     """
     inserts = inserts or sql.inserts
-    leaders = _leaders(tasks)
+    if len(tasks) == 1:  # a single add: nothing to deduplicate or order
+        leaders = pending = [0]
+    else:
+        leaders = _leaders(tasks)
+        pending = sorted(set(leaders), key=lambda i: _lock_order(tasks[i]))
     outcomes: dict[int, InsertOutcome] = {}
-    pending = sorted(set(leaders), key=lambda i: _lock_order(tasks[i]))
     for _ in range(_ATTEMPTS):
         created = await _insert(conn, inserts, codec, [tasks[i] for i in pending])
         for i in pending:
