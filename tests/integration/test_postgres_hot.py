@@ -129,3 +129,19 @@ async def test_a_dao_on_your_engine_keeps_none_unless_asked(
         assert engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
     finally:
         await engine.dispose()
+
+
+async def test_an_operation_cancelled_while_its_connection_is_pinged_returns_it(
+    database_url: str, settings: PostgresSettings
+) -> None:
+    dao, _ = _dao(database_url, settings, ping_after_idle=0.0)
+    async with dao:
+        task = make_task()
+        await dao.insert_tasks([task])
+        pool = dao.engine.sync_engine.pool
+        assert pool.checkedout() == 1  # type: ignore[attr-defined]
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await dao.get_task(task.id)  # cancelled inside the ping
+        assert pool.checkedout() == 0  # type: ignore[attr-defined]
+        assert await dao.get_task(task.id) == task

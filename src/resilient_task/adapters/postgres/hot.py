@@ -31,8 +31,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any, Self
 
 import anyio
@@ -125,15 +123,6 @@ class HotConnections:
         """How many connections are kept and not lent right now."""
         return len(self._idle)
 
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[HotConnection]:
-        """Lend a connection for the block (driver errors propagate untranslated)."""
-        hot = await self.take()
-        try:
-            yield hot
-        finally:
-            await self.give_back(hot)
-
     async def close(self) -> None:
         """Return every idle connection to the pool; keep none from now on."""
         self._closed = True
@@ -178,6 +167,9 @@ class HotConnections:
             while self._idle:  # a restart or failover ended them all
                 await _finish(self._idle.pop(), invalidate=True)
             return False
+        except BaseException:  # cancelled mid-ping: in no known state, and no one's to return
+            await _finish(hot, invalidate=True)
+            raise
         return True
 
     async def give_back(self, hot: HotConnection) -> None:
