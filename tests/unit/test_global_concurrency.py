@@ -157,6 +157,31 @@ async def test_the_slots_of_a_dead_nodes_tasks_free_when_they_are_recovered() ->
         assert gate.most == 1
 
 
+async def test_a_trigger_over_the_limit_grabs_as_soon_as_the_resumer_recovers_the_slot_holder() -> (
+    None
+):
+    # The waiting trigger rechecks only hourly; the recovery of the dead node's task on this
+    # node frees the key's slot, and wakes it at once.
+    gate, clock, dao = Gate(), FakeClock(), InMemoryTaskDAO()
+    orphan = Task(
+        id=uuid4(), type="pay", data=b"", status=TaskStatus.PROCESSING,
+        next_event_time=clock.now() + timedelta(minutes=5), created_at=clock.now(),
+        updated_at=clock.now(), version=1, processing_tries_count=1, processing_node="dead",
+    )  # fmt: skip
+    dao.put(orphan)
+    handler = limited(gate, limit=1, recheck_interval=timedelta(hours=1))
+    async with FakeNode(handler, dao=dao, clock=clock) as node:
+        waiting = await node.add("pay")
+        await settle(lambda: node.executor.stats["over_limit"] == 1)
+        await clock.advance(timedelta(minutes=6))  # past the orphan's processing deadline
+        await settle(lambda: node.resumer.stats["recovered"] == 1)
+        await settle(lambda: gate.running == 1)
+        assert node.status(waiting) is TaskStatus.PROCESSING
+        assert node.status(orphan.id) is TaskStatus.SUBMITTED
+        gate.open()
+        await settle(lambda: node.status(waiting) is TaskStatus.DONE)
+
+
 async def test_shutdown_releases_a_trigger_waiting_over_the_limit() -> None:
     gate, dao, clock = Gate(), InMemoryTaskDAO(), FakeClock()
     async with (

@@ -190,6 +190,16 @@ class TaskExecutor:
                 if task is not None:
                     self._observer.task_released(task.type)
 
+    def slot_freed(self, task: BaseTask) -> None:
+        """``task`` left PROCESSING outside this node's runs (the resumer resolved it stuck).
+
+        Its global concurrency slot is free: the triggers waiting for its key grab again now,
+        not a ``recheck_interval`` later.
+        """
+        handler = self._registry.find(task)
+        if handler is not None:
+            self._limits.ended(handler)
+
     def _finished(self, handler: TaskHandler) -> None:
         """A job ended: one task fewer running (shutdown waits for none)."""
         self._limits.ended(handler)

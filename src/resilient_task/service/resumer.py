@@ -199,6 +199,8 @@ class TaskResumer:
         won = await self._apply(changes)
         for task in won:  # only the node whose compare-and-set won logs and counts
             self._log_resolution(before[task.id], task)
+            if self._executor is not None:  # no longer PROCESSING: its global slot is free
+                self._executor.slot_freed(task.base)
         recovered = [t for t in won if t.status is TaskStatus.SUBMITTED]
         if recovered and self._executor is not None:
             # The dead node's trigger partitions deliver nothing until the group has waited out
