@@ -32,14 +32,17 @@ class KafkaTriggers:
         wait_for_ack: whether ``add_task`` (and the operator's resume) waits for the broker to
             acknowledge the task's trigger. ``False`` (the default): it returns once the task
             is committed and its trigger handed to the Kafka producer -- the task is durable
-            once committed and a trigger is only a hint. A trigger the broker then refuses or
-            does not acknowledge within the send timeout (3 s) is logged with its task id and
-            the task's pick-up deadline is pulled to now, so database polling takes it at
-            once, as after a failed send; so are triggers still unacknowledged when the node
-            stops. ``True``: wait for the acknowledgement (a failed send is then seen by the
-            caller's ``add_task`` taking up to the send timeout). Either way a task is never
-            lost, and the resumer's own triggers always wait for the acknowledgement (it
-            runs the tasks itself when the broker fails).
+            once committed and a trigger is only a hint. Under load the triggers of adds
+            within 5 ms of the node's previous produce request wait for the end of those 5 ms
+            and go out together, in one request (about half the CPU per add; an add after a
+            quiet spell is sent at once). A trigger the broker then refuses or does not
+            acknowledge within the send timeout (3 s) is logged with its task id and the
+            task's pick-up deadline is pulled to now, so database polling takes it at once, as
+            after a failed send; so are triggers still unacknowledged when the node stops.
+            ``True``: wait for the acknowledgement (a failed send is then seen by the caller's
+            ``add_task`` taking up to the send timeout). Either way a task is never lost, and
+            the resumer's own triggers always wait for the acknowledgement (it runs the tasks
+            itself when the broker fails).
     """
 
     properties: KafkaProperties | None = None

@@ -430,9 +430,8 @@ class KafkaTriggerer:
         """Send what is coalesced, wait for acknowledgements, hand the rest to its callbacks.
 
         ``send_timeout`` at most for the sends and acknowledgements, as long again for the
-        callbacks. Never silent: tasks whose callback is still
-        running when this gives up are logged (they are in the store and run after their
-        expected queue time).
+        callbacks. Never silent: tasks whose callback is still running when this gives up are
+        logged (they are in the store and run after their expected queue time).
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._send_timeout
