@@ -6,6 +6,7 @@ at WARNING. Prints READY once the node runs; on SIGTERM writes its results file 
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any
 
@@ -14,6 +15,8 @@ import anyio
 from bench import breakdown
 from bench.common import Config, child_main, monitored, node, write_json
 from bench.recorder import Recorder, node_stats
+from resilient_task.environment import gc_threshold_from_env
+from resilient_task.gc_tuning import tune_gc
 
 
 async def serve(args: dict[str, Any]) -> None:
@@ -39,6 +42,7 @@ async def serve(args: dict[str, Any]) -> None:
         async with app, monitoring:
             if args.get("breakdown"):
                 breakdown.install_dao_hook(app)
+            tune_gc(gc_threshold_from_env(os.environ))  # as ``resilient-task worker`` does
             print("READY", flush=True)
             async for _ in signals:
                 break

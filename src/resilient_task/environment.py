@@ -29,6 +29,7 @@ from resilient_task.settings import KafkaTriggers, NotifyTriggers, Triggers
 
 __all__ = [
     "VARIABLES",
+    "gc_threshold_from_env",
     "kafka_extra_from_env",
     "log_level_from_env",
     "node_settings_from_env",
@@ -60,6 +61,8 @@ VARIABLES: Mapping[str, str] = {
     "KAFKA_CLIENT_ID": "kafka.client_id",
     "KAFKA_EXTRA": "kafka.extra as a JSON object (TLS, SASL)",
     "LOG_LEVEL": "`resilient-task worker` log level: DEBUG, INFO (default), WARNING, ERROR",
+    "GC_THRESHOLD": "`resilient-task worker` garbage collector's first threshold "
+    "(default 10000; `0`: Python's own settings)",
 }
 """Every variable, without the ``RESILIENT_TASK_`` prefix, and what it sets."""
 
@@ -202,6 +205,32 @@ def log_level_from_env(environ: Mapping[str, str], default: int = logging.INFO) 
         )
     level: int = logging.getLevelNamesMapping()[raw.upper()]
     return level
+
+
+GC_THRESHOLD = 10_000
+"""``resilient-task worker``'s default first collection threshold (Python's own is 700)."""
+
+
+def gc_threshold_from_env(environ: Mapping[str, str]) -> int:
+    """``RESILIENT_TASK_GC_THRESHOLD``: the worker's first GC threshold; 0 keeps Python's.
+
+    Raises:
+        ConfigurationError: not an integer from 0 to 2**31 - 1.
+    """
+    name = ENV_PREFIX + "GC_THRESHOLD"
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return GC_THRESHOLD
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= _MAX_INT:
+        raise ConfigurationError(
+            f"{name} must be an integer from 0 to {_MAX_INT} (0: Python's own settings), "
+            f"got {_shown(raw)}"
+        )
+    return value
 
 
 def _ssl_context(name: str, tls: dict[str, Any]) -> ssl.SSLContext:

@@ -13,9 +13,10 @@ from typing import Any
 import anyio
 
 from resilient_task.bootstrap import ResilientTask
-from resilient_task.environment import log_level_from_env
+from resilient_task.environment import gc_threshold_from_env, log_level_from_env
 from resilient_task.errors import ConfigurationError
 from resilient_task.extras import require_extra
+from resilient_task.gc_tuning import tune_gc
 from resilient_task.logtext import loggable
 
 __all__ = ["load_app", "run_worker"]
@@ -44,9 +45,10 @@ def load_app(target: str) -> ResilientTask:
     return obj
 
 
-async def _serve(app: ResilientTask, monitoring: Any = None) -> None:
+async def _serve(app: ResilientTask, monitoring: Any = None, gc_threshold: int = 0) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with app, monitoring or contextlib.nullcontext():
+            tune_gc(gc_threshold)
             log.warning(
                 "worker %s running; SIGTERM or SIGINT stops it gracefully", app.properties.node_id
             )
@@ -77,6 +79,7 @@ def run_worker(
         level=log_level_from_env(os.environ),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    gc_threshold = gc_threshold_from_env(os.environ)  # a bad value stops before the node loads
     if app is None:
         app = load_app(target)
     monitoring = None
@@ -86,7 +89,7 @@ def run_worker(
 
         monitoring = NodeMonitoring(app, port=metrics_port, host=metrics_host)
     try:
-        anyio.run(_serve, app, monitoring)
+        anyio.run(_serve, app, monitoring, gc_threshold)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # SystemExit from user code included: the node is gone

@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 
 from resilient_task import ConfigurationError, TaskProperties
 from resilient_task.environment import (
+    GC_THRESHOLD,
     VARIABLES,
+    gc_threshold_from_env,
     kafka_extra_from_env,
     log_level_from_env,
     node_settings_from_env,
@@ -29,7 +31,7 @@ TLS_KEYS = {"ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password", "ssl_ch
 CERT, KEY = DATA / "test-client-cert.pem", DATA / "test-client-key.pem"
 
 # Read by ResilientTask.from_env or the worker command, not by TaskProperties.from_env.
-NOT_PROPERTIES = {"DATABASE_URL", "NOTIFY", "KAFKA_BOOTSTRAP_SERVERS", "LOG_LEVEL"}
+NOT_PROPERTIES = {"DATABASE_URL", "NOTIFY", "KAFKA_BOOTSTRAP_SERVERS", "LOG_LEVEL", "GC_THRESHOLD"}
 
 Getter = Callable[[TaskProperties], object]
 SETS: list[tuple[str, str, Getter, object]] = [
@@ -129,7 +131,7 @@ def test_a_bad_value_is_a_configuration_error_naming_the_variable(name: str, val
 @given(name=st.sampled_from(sorted(set(VARIABLES) - {"DATABASE_URL", "NOTIFY"})), value=st.text())
 def test_any_value_of_any_variable_is_accepted_or_refused_by_name(name: str, value: str) -> None:
     environ = env(**{name: value})
-    for read in (log_level_from_env, TaskProperties.from_env):
+    for read in (log_level_from_env, gc_threshold_from_env, TaskProperties.from_env):
         message = refusal(read, environ)
         assert message is None or f"RESILIENT_TASK_{name}" in message
 
@@ -217,3 +219,16 @@ def test_the_environment_chooses_the_store_and_the_trigger_transport() -> None:
     assert kafka["properties"].kafka.bootstrap_servers == "k:9092"
     assert (notify["triggers"], notify["database_url"]) == (NotifyTriggers(), url)
     assert neither["triggers"] is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.text() | st.integers(min_value=-(2**40), max_value=2**40).map(str))
+def test_the_gc_threshold_is_an_int_from_zero_or_refused_by_name(value: str) -> None:
+    environ = env(GC_THRESHOLD=value)
+    message = refusal(gc_threshold_from_env, environ)
+    if message is None:
+        read = gc_threshold_from_env(environ)
+        assert read == (int(value) if value.strip() else GC_THRESHOLD)
+        assert 0 <= read <= 2**31 - 1
+    else:
+        assert "RESILIENT_TASK_GC_THRESHOLD" in message
