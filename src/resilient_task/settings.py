@@ -120,6 +120,10 @@ class PostgresOptions:
         application_name: shown in ``pg_stat_activity``.
         ping_after_idle: seconds a pooled connection may idle before it is pinged
             (``None``: never).
+        hot_connections: connections of the pool kept checked out, in autocommit, for
+            one-statement operations (adds outside a transaction, grabs, completions);
+            ``None``: 2, at most ``pool_size + max_overflow - 1``. Each one above 2 lowers the
+            number of transactional tasks a node runs at once by one.
         engine_options: more SQLAlchemy ``create_async_engine`` options.
     """
 
@@ -138,7 +142,15 @@ class PostgresOptions:
     connect_timeout: int = 10
     application_name: str = "resilient-task"
     ping_after_idle: float | None = 10.0
+    hot_connections: int | None = None
     engine_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        hot = self.hot_connections
+        if hot is not None and (isinstance(hot, bool) or not isinstance(hot, int) or hot < 0):
+            raise ConfigurationError(
+                f"PostgresOptions.hot_connections must be None or an int >= 0, got {hot!r}"
+            )
 
     def dao_options(self) -> dict[str, Any]:
         """Keyword arguments for :func:`~resilient_task.adapters.postgres.open_postgres_dao`."""

@@ -64,3 +64,10 @@ def test_kafka_triggers_take_kafka_properties_only() -> None:
     assert KafkaTriggers(properties=KafkaProperties(topics_namespace="x")).properties
     with pytest.raises(ConfigurationError, match="KafkaProperties"):
         KafkaTriggers(properties={"bootstrap_servers": "k:9092"})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [-1, True, 1.5, "2"])
+def test_hot_connections_must_be_none_or_a_non_negative_int(bad: object) -> None:
+    assert PostgresOptions(hot_connections=0).dao_options()["hot_connections"] == 0
+    with pytest.raises(ConfigurationError, match="hot_connections"):
+        PostgresOptions(hot_connections=bad)  # type: ignore[arg-type]

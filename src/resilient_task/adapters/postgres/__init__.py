@@ -66,6 +66,7 @@ async def open_postgres_dao(
     lock_timeout: timedelta | None = _DEFAULTS.lock_timeout,
     idle_in_transaction_timeout: timedelta | None = _DEFAULTS.idle_in_transaction_timeout,
     migrate: bool = False,
+    hot_connections: int | None = None,
     **pool_options: Any,
 ) -> AsyncIterator[PostgresTaskDAO]:
     """A :class:`PostgresTaskDAO` with its own engine, schema-checked, disposed of on exit.
@@ -75,6 +76,8 @@ async def open_postgres_dao(
     ``idle_in_transaction_timeout`` are set on every session; None leaves the server's own).
     ``migrate=True`` creates or upgrades the tables first (as ``resilient-task db upgrade``);
     by default a missing or outdated schema is an error, so deployments migrate explicitly.
+    ``hot_connections`` (None: 2) pool connections stay checked out for one-statement
+    operations (see :class:`PostgresTaskDAO`).
 
     Raises:
         SchemaVersionError: the tables are missing or at another version.
@@ -89,7 +92,9 @@ async def open_postgres_dao(
         lock_timeout=lock_timeout,
         idle_in_transaction_timeout=idle_in_transaction_timeout,
     )
-    dao = PostgresTaskDAO.from_url(database_url, settings=settings, **pool_options)
+    dao = PostgresTaskDAO.from_url(
+        database_url, settings=settings, hot_connections=hot_connections, **pool_options
+    )
     try:
         if migrate:
             await upgrade(dao.engine, schema=schema, prefix=prefix)
