@@ -12,6 +12,26 @@ __all__ = ["uuid7"]
 _last_ms = 0
 _counter = 0
 _lock = threading.Lock()
+_POOL_BYTES = 4096
+_pool = b""  # random bytes drawn from the OS in blocks: one syscall per ~400 ids, not two per id
+_used = 0
+
+
+def _forget_pool() -> None:
+    """A forked child must not reuse its parent's random bytes (the two would make equal ids)."""
+    global _pool, _used
+    _pool, _used = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _random(n: int) -> int:
+    global _pool, _used
+    if _used + n > len(_pool):
+        _pool, _used = os.urandom(_POOL_BYTES), 0
+    start, _used = _used, _used + n
+    return int.from_bytes(_pool[start:_used])
 
 
 def uuid7() -> UUID:
@@ -34,7 +54,7 @@ def _next() -> UUID:
         ms = _last_ms
     else:
         _last_ms = ms
-        _counter = int.from_bytes(os.urandom(2)) & 0x3FF  # leave head-room to count up
-    rand = int.from_bytes(os.urandom(8)) & ((1 << 62) - 1)
+        _counter = _random(2) & 0x3FF  # leave head-room to count up
+    rand = _random(8) & ((1 << 62) - 1)
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | _counter << 64 | 0b10 << 62 | rand
     return UUID(int=value)

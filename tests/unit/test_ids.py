@@ -64,3 +64,22 @@ def test_ids_stay_increasing_when_the_clock_steps_back(monkeypatch: pytest.Monke
     first = uuid7()
     clock.time_ns = lambda: (now_ms - 5_000) * 1_000_000
     assert uuid7() > first
+
+
+def test_a_forked_child_draws_other_random_bits_than_its_parent() -> None:
+    import os
+
+    uuid7()  # the parent's pool of random bytes is filled
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one id, written back, then exit without pytest's teardown
+        os.close(read)
+        os.write(write, uuid7().bytes)
+        os._exit(0)
+    os.close(write)
+    child = uuid.UUID(bytes=os.read(read, 16))
+    os.close(read)
+    os.waitpid(pid, 0)
+    parent = uuid7()
+    # Same process state at the fork: without a fresh pool, both would draw the same 62 bits.
+    assert child.int & ((1 << 62) - 1) != parent.int & ((1 << 62) - 1)

@@ -46,10 +46,23 @@ def check_limit(limit: int) -> int:
     return limit
 
 
+# The last time and type found valid. A batch of new tasks shares one ``now`` and usually one
+# type: each distinct object is checked once. Both are immutable, and a reference is kept, so
+# ``is`` can never match another object; a race between threads only checks one again.
+_valid_time: object = None
+_valid_type: object = None
+
+
 def _check_times(task: Task) -> None:
-    check_time("next_event_time", task.next_event_time)
-    check_time("created_at", task.created_at)
-    check_time("updated_at", task.updated_at)
+    global _valid_time
+    for name, value in (
+        ("next_event_time", task.next_event_time),
+        ("created_at", task.created_at),
+        ("updated_at", task.updated_at),
+    ):
+        if value is not _valid_time:
+            check_time(name, value)
+            _valid_time = value
 
 
 def check_filters(status: TaskStatus | str | None, type_: object) -> TaskStatus | None:
@@ -86,7 +99,10 @@ def check_new(task: Task) -> None:
         raise ValidationError("new tasks must not carry a last_error")
     if task.last_traceback is not None:
         raise ValidationError("new tasks must not carry a last_traceback")
-    check_text("type", task.type, MAX_TYPE_LENGTH, required=True)
+    global _valid_type
+    if task.type is not _valid_type:
+        check_text("type", task.type, MAX_TYPE_LENGTH, required=True)
+        _valid_type = task.type
     check_text("sub_type", task.sub_type, MAX_TYPE_LENGTH, required=False)
     check_text("unique_key", task.unique_key, MAX_UNIQUE_KEY_LENGTH, required=False)
     if not isinstance(task.data, bytes):
