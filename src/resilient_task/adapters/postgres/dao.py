@@ -272,10 +272,20 @@ class PostgresTaskDAO:
         if not requests:
             return []
         async with self._connect(None, "grab tasks") as conn:
-            rows = await fetch_dicts(conn, self._sql.grab, _grab_params(requests, now))
+            rows = await self._grab(conn, requests, now)
         tasks = await self._from_mappings(rows, with_data=True)
         grabbed = {t.id: Grabbed(t, row["queued_at"]) for t, row in zip(tasks, rows, strict=True)}
         return [grabbed.pop(r.task_id) for r in requests if r.task_id in grabbed]
+
+    async def _grab(
+        self, conn: Connection, requests: Sequence[GrabRequest], now: datetime
+    ) -> list[dict[str, Any]]:
+        if len(requests) == 1:  # an idle worker's grab: scalar parameters, no arrays to dump
+            r = requests[0]
+            values = {"g_id": r.task_id, "g_version": r.version, "g_node": r.node_id,
+                      "g_deadline": r.deadline, "now": now}  # fmt: skip
+            return await fetch_dicts(conn, self._sql.grab_one, values)
+        return await fetch_dicts(conn, self._sql.grab, _grab_params(requests, now))
 
     async def grab_limited(
         self,
@@ -324,7 +334,7 @@ class PostgresTaskDAO:
                         chosen.append(request)
                     else:
                         over.add(row.id)
-                rows = await fetch_dicts(conn, self._sql.grab, _grab_params(chosen, now))
+                rows = await self._grab(conn, chosen, now)
                 if over:
                     await conn.execute(
                         self._sql.hold_submitted, {"ids": list(over), "until": hold_until}

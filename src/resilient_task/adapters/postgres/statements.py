@@ -116,6 +116,7 @@ class Statements:
         self.inserts = self._inserts(None)
         self.insert, self.insert_one = self.inserts.batch, self.inserts.one
         self.grab = DriverStatement.compile(self._grab(), prepare=prepare)
+        self.grab_one = DriverStatement.compile(self._grab(one=True), prepare=prepare)
         self.update = DriverStatement.compile(self._update(), prepare=prepare)
         self.delete = DriverStatement.compile(self._delete(), prepare=prepare)
         # The rest, through SQLAlchemy.
@@ -268,22 +269,34 @@ class Statements:
         )
         return sa.union_all(by_id, by_key)
 
-    def _grab(self) -> sa.Select[Any]:
+    def _grab(self, *, one: bool = False) -> sa.Select[Any]:
+        """The grab of a batch (array parameters, ``unnest``) or, ``one``, of a single task.
+
+        A single task's parameters are scalars: dumping four one-element arrays cost more
+        client CPU than the rest of the grab's parameters and rows.
+        """
         t, d = self.tables.tasks, self.tables.task_data
-        v = _unnest(
-            "g",
-            {"id": sa.Uuid(), "version": sa.BigInteger(), "node": sa.Text(),
-             "deadline": sa.DateTime(timezone=True)},
-        )  # fmt: skip
+        columns: dict[str, Any] = {
+            "id": sa.Uuid(),
+            "version": sa.BigInteger(),
+            "node": sa.Text(),
+            "deadline": sa.DateTime(timezone=True),
+        }
+        g: dict[str, Any]
+        if one:
+            g = {c: sa.bindparam(f"g_{c}", type_=k) for c, k in columns.items()}
+        else:
+            v = _unnest("g", columns)
+            g = {c: v.c[c] for c in columns}
         # The row as it was before this UPDATE (the snapshot's): its updated_at is when the
         # task became SUBMITTED. Where the version check passes, no write came in between.
         before = t.alias("before")
         grabbed = (
             sa.update(t)
             .where(
-                t.c.id == v.c.id,
-                before.c.id == v.c.id,
-                t.c.version == v.c.version,
+                t.c.id == g["id"],
+                before.c.id == g["id"],
+                t.c.version == g["version"],
                 # ``|| ''`` keeps the planner off the poll index (status, next_event_time): on a
                 # busy queue most of its SUBMITTED entries are dead, and a plan that scans them
                 # took 11 ms where the primary-key lookups of the batch take 0.05 ms.
@@ -292,8 +305,8 @@ class Statements:
             .values(
                 status=_status(TaskStatus.PROCESSING),
                 version=t.c.version + 1,
-                next_event_time=v.c.deadline,
-                processing_node=v.c.node,
+                next_event_time=g["deadline"],
+                processing_node=g["node"],
                 processing_tries_count=t.c.processing_tries_count + 1,
                 updated_at=sa.bindparam("now", type_=sa.DateTime(timezone=True)),
             )
