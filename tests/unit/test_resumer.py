@@ -22,7 +22,8 @@ from resilient_task.adapters.memory import (
     InMemoryTransaction,
     InMemoryTriggerer,
 )
-from resilient_task.domain.task import BaseTask
+from resilient_task.domain.handler import TaskHandler
+from resilient_task.domain.task import BaseTask, Task
 from resilient_task.ports.task_dao import GrabRequest, TaskChange
 from resilient_task.service.resumer import TaskResumer
 from tests.unit.helpers import (
@@ -185,6 +186,43 @@ async def test_stuck_submitted_task_in_the_store_is_triggered_again() -> None:
     assert (again.status, again.version) == (TaskStatus.SUBMITTED, 5)
     assert again.next_event_time == START + MICROSECOND + QUEUE_TIME
     assert triggerer.sent == [again.base]
+
+
+async def test_overdue_tasks_get_their_handlers_expected_queue_time_by_type() -> None:
+    def policy(seconds: int) -> SimpleProcessingPolicy:
+        return SimpleProcessingPolicy(expected_queue_time=seconds * SECOND)
+
+    def overdue(type_: str) -> Task:
+        return stored_task(status=TaskStatus.SUBMITTED, next_event_time=START, type=type_)
+
+    tasks = {t: overdue(t) for t in ("fast", "slow", "plain", "by-predicate", "unknown")}
+    dao = InMemoryTaskDAO(tasks=tasks.values())
+    clock = FakeClock()
+    calls = Calls()
+    resumer = make_resumer(
+        handler(calls, types=["fast"], processing_policy=policy(2)),
+        # A predicate names no type: its tasks get the node default ...
+        TaskHandler(
+            predicate=lambda t: t.type in ("by-predicate", "slow"),
+            processor=calls,
+            processing_policy=policy(3),
+        ),
+        # ... and it does not change the time of a type a later handler names.
+        handler(calls, types=["slow", "fast"], processing_policy=policy(7)),
+        handler(calls, types=["plain"]),
+        dao=dao,
+        clock=clock,
+    )
+
+    await clock.advance(MICROSECOND)
+    assert await resumer.run_once() == len(tasks)
+
+    now = START + MICROSECOND
+    waits = {t: QUEUE_TIME for t in tasks} | {"fast": 2 * SECOND, "slow": 7 * SECOND}
+    for type_, task in tasks.items():
+        again = dao.tasks[task.id]
+        assert (again.status, again.version) == (TaskStatus.SUBMITTED, task.version + 1)
+        assert again.next_event_time == now + waits[type_], type_
 
 
 @pytest.mark.parametrize("status", [TaskStatus.SUBMITTED, TaskStatus.PROCESSING])

@@ -9,10 +9,12 @@ Contract (checked by ``resilient_task.testing.task_dao_contract`` against every 
   with ``created=False`` and the *existing* task id, and nothing is written. Concurrent inserts of
   the same key produce exactly one task.
 - ``claim_due`` moves due WAITING tasks to SUBMITTED in one step, and two concurrent claimers
-  never receive the same task (``FOR UPDATE SKIP LOCKED`` in PostgreSQL).
+  never receive the same task (``FOR UPDATE SKIP LOCKED`` in PostgreSQL); likewise
+  ``resubmit_overdue`` for SUBMITTED tasks past their pick-up deadline.
 - Orderings: ``claim_due`` takes the oldest ``next_event_time`` first, then the lowest
-  ``priority``; ``find_tasks`` orders by ``next_event_time``. Due means ``<= now`` for
-  ``claim_due`` and overdue means ``< now`` for ``find_overdue``.
+  ``priority`` (``resubmit_overdue`` too); ``find_tasks`` orders by ``next_event_time``. Due
+  means ``<= now`` for ``claim_due`` and overdue means ``< now`` for ``find_overdue`` and
+  ``resubmit_overdue``.
 - Inside ``transaction()``, a write whose version check no longer holds at commit raises
   :class:`~resilient_task.errors.VersionConflictError` and nothing of the transaction is kept.
 - Times are UTC-aware datetimes in and out.
@@ -35,7 +37,7 @@ Contract (checked by ``resilient_task.testing.task_dao_contract`` against every 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -177,6 +179,28 @@ class TaskDAO(Protocol[TxT]):
         """Submit up to ``limit`` WAITING tasks due at ``now`` (oldest first), without payload.
 
         Each returned task is already SUBMITTED with ``next_event_time=deadline``.
+        """
+        ...
+
+    async def resubmit_overdue(
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        deadline: datetime,
+        deadlines: Mapping[str, datetime] | None = None,
+    ) -> list[Task]:
+        """Re-submit up to ``limit`` SUBMITTED tasks overdue at ``now`` (oldest first).
+
+        Overdue: ``next_event_time`` before ``now``. Each gets the transition of
+        :meth:`Task.resubmit <resilient_task.domain.task.Task.resubmit>` -- ``version + 1``,
+        ``updated_at=now``, ``next_event_time=deadlines.get(task.type, deadline)`` -- in one step
+        (one statement in PostgreSQL), and is returned as stored, without payload, oldest
+        ``next_event_time`` first, then lowest ``priority``. A task another session is changing
+        meanwhile is skipped; two concurrent callers never receive the same task.
+
+        Added before 1.0: a user adapter of this protocol must implement it (it may do so with
+        :meth:`find_overdue`, :meth:`Task.resubmit` and :meth:`apply`, returning the winners).
         """
         ...
 

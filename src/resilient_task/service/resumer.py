@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
+from datetime import timedelta
 from uuid import UUID
 
 import anyio
@@ -141,18 +142,12 @@ class TaskResumer:
         batch = self._props.resumer.batch_size
         while self._claiming:
             now = self._clock.now()
-            overdue = await self._dao.find_overdue(TaskStatus.SUBMITTED, now=now, limit=batch)
-            changes = [
-                TaskChange(
-                    t.resubmit(
-                        now=now,
-                        deadline=now + self._registry.expected_queue_time(t.base, self._props),
-                    ),
-                    t.version,
-                )
-                for t in overdue
-            ]
-            won = await self._apply(changes)
+            won = await self._dao.resubmit_overdue(
+                now=now,
+                limit=batch,
+                deadline=now + self._props.expected_queue_time,
+                deadlines={type_: now + wait for type_, wait in self._queue_times().items()},
+            )
             total += len(won)
             # A task this node already re-triggered that is overdue again was not delivered
             # although the broker accepted the trigger (e.g. a broker that lost its log): run
@@ -181,9 +176,28 @@ class TaskResumer:
                     self._retriggered.pop(task.id, None)
                 await self._run_locally([t.base for t in again])
             await self._trigger(fresh)
-            if len(overdue) < batch or not won:
+            if len(won) < batch:
                 return total
         return total
+
+    def _queue_times(self) -> dict[str, timedelta]:
+        """Each task type's ``expected_queue_time`` where its handler sets one.
+
+        The store applies them by type in the same statement that re-submits the tasks, so a
+        type's time is that of the first registered handler naming it (``types=``). A handler
+        matched by a predicate names no type: tasks only it accepts get the node default, and
+        one ahead of a handler naming a type does not change that type's time.
+        """
+        times: dict[str, timedelta] = {}
+        named: set[str] = set()
+        for handler in self._registry.handlers:
+            wait = handler.processing_policy.expected_queue_time
+            for type_ in handler.types or ():
+                if type_ not in named:
+                    named.add(type_)
+                    if wait is not None:
+                        times[type_] = wait
+        return times
 
     async def _resolve_stuck(self) -> int:
         now = self._clock.now()

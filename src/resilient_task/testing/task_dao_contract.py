@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 from uuid import UUID, uuid4
 
 import anyio
@@ -578,6 +579,92 @@ class TaskDAOContract:
         ids = [task.id for claim in claims for task in claim]
         assert len(ids) == len(set(ids)) == 30
         assert (await dao.count_by_status())[TaskStatus.SUBMITTED] == 30
+
+    # -- resubmit_overdue -----------------------------------------------------------------
+
+    @pytest.mark.anyio
+    async def test_resubmit_overdue_resubmits_overdue_submitted_tasks(
+        self, dao: AnyTaskDAO
+    ) -> None:
+        sms = make_submitted(type="sms", next_event_time=NOW - 2 * SECOND)
+        email = make_submitted(type="email", next_event_time=NOW - timedelta(microseconds=1))
+        exactly = make_submitted(next_event_time=NOW)
+        waiting = make_task(next_event_time=NOW - SECOND)
+        await insert(dao, sms, email, exactly, waiting)
+        stuck = await processing(dao)  # PROCESSING until NOW + 300 s
+        failed = await finished(dao, TaskStatus.FAILED, at=NOW - SECOND)
+        now = NOW + timedelta(microseconds=7)
+        deadline, sms_deadline = now + 30 * SECOND, now + 5 * SECOND
+        resubmitted = await dao.resubmit_overdue(
+            now=now, limit=10, deadline=deadline, deadlines={"sms": sms_deadline, "x": now}
+        )
+        assert resubmitted == [
+            replace(sms.resubmit(now=now, deadline=sms_deadline), data=b""),
+            replace(email.resubmit(now=now, deadline=deadline), data=b""),
+            replace(exactly.resubmit(now=now, deadline=deadline), data=b""),
+        ]
+        for task, new in zip((sms, email, exactly), resubmitted, strict=True):
+            assert new.version == task.version + 1
+            assert await dao.get_task(task.id) == replace(new, data=task.data)
+        for untouched in (waiting, stuck, failed):
+            assert await dao.get_task(untouched.id) == untouched
+
+    @pytest.mark.anyio
+    async def test_resubmit_overdue_takes_oldest_first_then_most_urgent_up_to_limit(
+        self, dao: AnyTaskDAO
+    ) -> None:
+        oldest = make_submitted(next_event_time=NOW - 3 * SECOND, priority=9)
+        urgent = make_submitted(next_event_time=NOW - SECOND, priority=0)
+        normal = make_submitted(next_event_time=NOW - SECOND, priority=5)
+        newest = make_submitted(next_event_time=NOW - timedelta(microseconds=1), priority=0)
+        await insert(dao, newest, normal, urgent, oldest)
+        resubmitted = await dao.resubmit_overdue(now=NOW, limit=3, deadline=NOW + SECOND)
+        assert [t.id for t in resubmitted] == [oldest.id, urgent.id, normal.id]
+        assert await dao.get_task(newest.id) == newest
+        assert await dao.resubmit_overdue(now=NOW, limit=0, deadline=NOW + SECOND) == []
+        assert await dao.get_task(newest.id) == newest
+        # The re-submitted ones are due again only at their new deadline.
+        again = await dao.resubmit_overdue(now=NOW, limit=10, deadline=NOW + SECOND)
+        assert [t.id for t in again] == [newest.id]
+        assert await dao.resubmit_overdue(now=NOW + SECOND, limit=10, deadline=NOW) == []
+
+    @pytest.mark.anyio
+    async def test_resubmit_overdue_validates_its_arguments(self, dao: AnyTaskDAO) -> None:
+        task = make_submitted(next_event_time=NOW - SECOND)
+        await insert(dao, task)
+        naive = datetime(2030, 1, 1)
+        calls: list[dict[str, Any]] = [
+            {"now": naive, "limit": 1, "deadline": NOW},
+            {"now": NOW, "limit": 1, "deadline": naive},
+            {"now": NOW, "limit": 1, "deadline": NOW, "deadlines": {"email": naive}},
+            {"now": NOW, "limit": -1, "deadline": NOW},
+            {"now": NOW, "limit": "1", "deadline": NOW},
+        ]
+        for call in calls:
+            with pytest.raises(ValidationError):
+                await dao.resubmit_overdue(**call)
+        assert await dao.get_task(task.id) == task
+
+    @pytest.mark.anyio
+    async def test_concurrent_resubmitters_never_receive_the_same_task(
+        self, dao: AnyTaskDAO
+    ) -> None:
+        tasks = [make_submitted(next_event_time=NOW - i * SECOND) for i in range(30)]
+        await insert(dao, *tasks)
+        calls: list[list[Task]] = []
+
+        async def resubmit() -> None:
+            calls.append(await dao.resubmit_overdue(now=NOW, limit=10, deadline=NOW + SECOND))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(resubmit)
+        ids = [task.id for call in calls for task in call]
+        assert len(ids) == len(set(ids)) <= 30
+        for task in tasks:
+            stored = await dao.get_task(task.id)
+            assert stored is not None
+            assert stored.version == task.version + ids.count(task.id)
 
     # -- find_overdue, find_tasks, count_by_status ----------------------------------------
 

@@ -378,6 +378,32 @@ class InMemoryTaskDAO:
         self.put(*claimed)
         return [replace(task, data=b"") for task in claimed]
 
+    async def resubmit_overdue(
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        deadline: datetime,
+        deadlines: Mapping[str, datetime] | None = None,
+    ) -> list[Task]:
+        """Re-submit up to ``limit`` overdue SUBMITTED tasks, earliest then most urgent first."""
+        await anyio.lowlevel.checkpoint()
+        self._enter("resubmit_overdue")
+        check_time("now", now)
+        check_time("deadline", deadline)
+        per_type = dict(deadlines or {})
+        for at in per_type.values():
+            check_time("deadlines", at)
+        overdue = self._select(
+            lambda t: t.status is TaskStatus.SUBMITTED and t.next_event_time < now
+        )
+        resubmitted = [
+            task.resubmit(now=now, deadline=per_type.get(task.type, deadline))
+            for task in overdue[: check_limit(limit)]
+        ]
+        self.put(*resubmitted)
+        return [replace(task, data=b"") for task in resubmitted]
+
     async def find_overdue(self, status: TaskStatus, *, now: datetime, limit: int) -> list[Task]:
         """Up to ``limit`` tasks in ``status`` past their ``next_event_time``, without payload."""
         await anyio.lowlevel.checkpoint()

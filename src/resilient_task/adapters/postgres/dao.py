@@ -366,6 +366,33 @@ class PostgresTaskDAO:
             rows = (await conn.execute(self._sql.claim_due, params)).all()
         return await self._tasks(rows, with_data=False)
 
+    async def resubmit_overdue(
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        deadline: datetime,
+        deadlines: Mapping[str, datetime] | None = None,
+    ) -> list[Task]:
+        """Re-submit up to ``limit`` overdue SUBMITTED tasks in one statement, oldest first."""
+        check_time("now", now)
+        check_time("deadline", deadline)
+        per_type = dict(deadlines or {})
+        for at in per_type.values():
+            check_time("deadlines", at)
+        if check_limit(limit) == 0:
+            return []
+        params = {
+            "now": now,
+            "limit": limit,
+            "deadline": deadline,
+            "types": list(per_type),
+            "deadlines": list(per_type.values()),
+        }
+        async with self._connect(None, "re-submit overdue tasks") as conn:
+            rows = (await conn.execute(self._sql.resubmit_overdue, params)).all()
+        return await self._tasks(rows, with_data=False)
+
     async def find_overdue(self, status: TaskStatus, *, now: datetime, limit: int) -> list[Task]:
         """Up to ``limit`` tasks in ``status`` due before ``now``, earliest first, no payload."""
         check_time("now", now)

@@ -122,6 +122,7 @@ class Statements:
         # The rest, through SQLAlchemy.
         self.existing = self._existing()
         self.claim_due = self._claim_due()
+        self.resubmit_overdue = self._resubmit_overdue()
         self.find_overdue = (
             sa.select(t)
             .where(t.c.status == sa.bindparam("status"), t.c.next_event_time < sa.bindparam("now"))
@@ -399,6 +400,48 @@ class Statements:
             .cte("claimed")
         )
         return sa.select(claimed).order_by(claimed.c.due_at, claimed.c.priority, claimed.c.id)
+
+    def _resubmit_overdue(self) -> sa.Select[Any]:
+        """SUBMITTED tasks overdue at ``:now`` -> SUBMITTED, version + 1, a new deadline.
+
+        The deadline of a task is ``:deadlines[i]`` where ``:types[i]`` is its type, else
+        ``:deadline``. Like ``claim_due``: one index range of ``(status, next_event_time)``,
+        rows another session holds skipped, the status checked again by the UPDATE.
+        """
+        t = self.tables.tasks
+        now = sa.bindparam("now", type_=sa.DateTime(timezone=True))
+        due = (
+            sa.select(t.c.id, t.c.next_event_time.label("due_at"))
+            .where(t.c.status == _status(TaskStatus.SUBMITTED), t.c.next_event_time < now)
+            .order_by(t.c.next_event_time, t.c.priority, t.c.id)
+            .limit(sa.bindparam("limit"))
+            # FOR NO KEY UPDATE, what the UPDATE takes: rows locked only by key-share readers
+            # stay in; a row another session is changing is left out rather than waited for.
+            .with_for_update(skip_locked=True, key_share=True)
+            .cte("due")
+        )
+        types = sa.bindparam("types", type_=pg.ARRAY(sa.Text()))
+        deadlines = sa.bindparam("deadlines", type_=pg.ARRAY(sa.DateTime(timezone=True)))
+        # (:deadlines)[array_position(:types, type)]: NULL where the type is not listed.
+        per_type = sa.type_coerce(sa.Grouping(deadlines), deadlines.type)[
+            sa.func.array_position(types, t.c.type)
+        ]
+        resubmitted = (
+            sa.update(t)
+            .where(t.c.id == due.c.id, t.c.status == _status(TaskStatus.SUBMITTED))
+            .values(
+                version=t.c.version + 1,
+                next_event_time=sa.func.coalesce(
+                    per_type, sa.bindparam("deadline", type_=sa.DateTime(timezone=True))
+                ),
+                updated_at=now,
+            )
+            .returning(*t.c, due.c.due_at)
+            .cte("resubmitted")
+        )
+        return sa.select(resubmitted).order_by(
+            resubmitted.c.due_at, resubmitted.c.priority, resubmitted.c.id
+        )
 
     def _delete_finished(self) -> sa.Delete:
         t = self.tables.tasks
