@@ -91,3 +91,40 @@ async def test_an_overrunning_processor_is_cancelled_by_its_watched_scope() -> N
         await clock.advance(1)
         assert outcome == ["timed out"]
         tg.cancel_scope.cancel()
+
+
+async def test_an_idle_watchdog_is_not_woken_by_the_next_run_of_the_same_timeout() -> None:
+    clock = FakeClock()
+    watchdog = Watchdog(clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(watchdog.run)
+        await clock.settle()  # asleep, nothing watched
+        for _ in range(3):  # quick runs one after the other, the node idle in between
+            watchdog.forget(watchdog.watch(anyio.CancelScope(), clock.now() + 10 * SECOND))
+            await clock.settle()
+            await clock.advance(1)
+        assert watchdog.wakes == 1  # only the first run woke it
+        scope = anyio.CancelScope()
+        watchdog.watch(scope, clock.now() + 10 * SECOND)
+        await clock.settle()
+        assert watchdog.wakes == 1
+        await clock.advance(9.9)
+        assert not scope.cancel_called
+        await clock.advance(0.1)
+        assert scope.cancel_called  # on time all the same
+        tg.cancel_scope.cancel()
+
+
+async def test_past_the_latest_deadline_an_idle_watchdog_sleeps_until_woken() -> None:
+    clock = FakeClock()
+    watchdog = Watchdog(clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(watchdog.run)
+        watchdog.forget(watchdog.watch(anyio.CancelScope(), clock.now() + 10 * SECOND))
+        await clock.advance(20)  # the latest deadline passed: nothing left to sleep for
+        scope = anyio.CancelScope()
+        watchdog.watch(scope, clock.now() + 5 * SECOND)
+        await clock.advance(5)
+        assert scope.cancel_called
+        assert watchdog.wakes == 2
+        tg.cancel_scope.cancel()

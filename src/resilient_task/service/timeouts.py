@@ -12,8 +12,14 @@ processor.
 The watchdog wakes once per deadline it slept for, not once per run: under a steady load of
 quick runs, the run it slept for has long ended when it wakes; it then sleeps until the
 earliest deadline of the runs going on. A new deadline earlier than the one it sleeps for
-(a handler with a shorter timeout, or the first run after an idle spell) wakes it to sleep
-again for that one.
+(a handler with a shorter timeout) wakes it to sleep again for that one.
+
+An idle spell does not wake it either. Finding no run going on, the watchdog still sleeps
+until the latest deadline it was given (not forever): the next run's deadline -- same
+timeout, later start -- lies past that wake-up, so its ``watch`` cancels no sleep. Waking
+the sleeping watchdog (cancelling its sleep's scope, then one more task switch) cost an
+idle worker's run more than the rest of its start together. Once the latest deadline has
+passed with nothing watched, the watchdog sleeps until a run wakes it.
 """
 
 from __future__ import annotations
@@ -46,6 +52,10 @@ class Watchdog:
         self._watched: set[Deadline] = set()
         self._wake_at: datetime | None = None
         """When the watchdog wakes next (None: only when a deadline is watched)."""
+        self._latest: datetime | None = None
+        """The latest deadline ever watched: an idle watchdog sleeps until then."""
+        self.wakes = 0
+        """How many times a new deadline woke the sleeping watchdog (for tests)."""
         self._nap: anyio.CancelScope | None = None
         """The watchdog's current sleep; cancelled to wake it for an earlier deadline."""
 
@@ -61,9 +71,12 @@ class Watchdog:
             scope.cancel()
             return deadline
         self._watched.add(deadline)
+        if self._latest is None or at > self._latest:
+            self._latest = at
         if self._wake_at is None or at < self._wake_at:
             self._wake_at = at
             if self._nap is not None:
+                self.wakes += 1
                 self._nap.cancel()
         return deadline
 
@@ -86,6 +99,8 @@ class Watchdog:
                     deadline.scope.cancel()
                 elif earliest is None or deadline.at < earliest:
                     earliest = deadline.at
+            if earliest is None and self._latest is not None and self._latest > now:
+                earliest = self._latest  # idle: later runs' deadlines lie past it
             self._wake_at = earliest
             with anyio.CancelScope() as self._nap:
                 if earliest is None:
