@@ -162,7 +162,7 @@ class Runner:
         try:
             # Cancelled by the executor's watchdog at the deadline (a timer per run costs more).
             with anyio.CancelScope() as scope:
-                deadline = self._watchdog.watch(scope, now + timeout)
+                deadline = self._watchdog.watch(scope, now + timeout, now=now)
                 try:
                     outcome = await handler.processor(task)
                 except BaseException as exc:

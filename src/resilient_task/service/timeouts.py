@@ -64,10 +64,15 @@ class Watchdog:
         """How many running processors have a deadline (for tests and statistics)."""
         return len(self._watched)
 
-    def watch(self, scope: anyio.CancelScope, at: datetime) -> Deadline:
-        """Cancel ``scope`` at ``at`` (clock time) unless forgotten before; at once if past."""
+    def watch(
+        self, scope: anyio.CancelScope, at: datetime, *, now: datetime | None = None
+    ) -> Deadline:
+        """Cancel ``scope`` at ``at`` (clock time) unless forgotten before; at once if past.
+
+        ``now``: the clock's time, when the caller just read it (saves a read).
+        """
         deadline = Deadline(at, scope)
-        if at <= self._clock.now():
+        if at <= (self._clock.now() if now is None else now):
             scope.cancel()
             return deadline
         self._watched.add(deadline)
