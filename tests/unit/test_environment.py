@@ -228,7 +228,7 @@ def test_the_gc_threshold_is_an_int_from_zero_or_refused_by_name(value: str) -> 
     message = refusal(gc_threshold_from_env, environ)
     if message is None:
         read = gc_threshold_from_env(environ)
-        assert read == (int(value) if value.strip() else GC_THRESHOLD)
+        assert read == (int(value.strip()) if value.strip() else GC_THRESHOLD)
         assert 0 <= read <= 2**31 - 1
     else:
         assert "RESILIENT_TASK_GC_THRESHOLD" in message
