@@ -13,6 +13,7 @@ year 10000 in UTC, which no Python datetime can hold, and every later read of th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from resilient_task.domain.requests import (
@@ -27,7 +28,14 @@ from resilient_task.domain.task import Task, TaskStatus, status_of
 from resilient_task.errors import ValidationError
 from resilient_task.ports.task_dao import TaskChange
 
-__all__ = ["check_change", "check_filters", "check_limit", "check_new", "check_time"]
+__all__ = [
+    "check_change",
+    "check_deadlines",
+    "check_filters",
+    "check_limit",
+    "check_new",
+    "check_time",
+]
 
 _INSERTABLE = frozenset({TaskStatus.WAITING, TaskStatus.SUBMITTED})
 
@@ -35,6 +43,14 @@ _INSERTABLE = frozenset({TaskStatus.WAITING, TaskStatus.SUBMITTED})
 def check_time(name: str, value: datetime) -> None:
     """Raise ValidationError unless ``value`` is aware and within the storable range."""
     require_time(name, value)
+
+
+def check_deadlines(deadlines: Mapping[str, datetime] | None) -> dict[str, datetime]:
+    """``resubmit_overdue``'s deadlines by type, as a dict; ValidationError for a bad time."""
+    per_type = dict(deadlines or {})
+    for at in per_type.values():
+        check_time("deadlines", at)
+    return per_type
 
 
 def check_limit(limit: int) -> int:

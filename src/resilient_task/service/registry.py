@@ -55,3 +55,22 @@ class HandlerRegistry:
         if handler is not None and handler.processing_policy.expected_queue_time is not None:
             return handler.processing_policy.expected_queue_time
         return properties.expected_queue_time
+
+    def queue_times_by_type(self) -> dict[str, timedelta]:
+        """Each task type's ``expected_queue_time`` where its handler sets one.
+
+        For a store that applies them by type (``TaskDAO.resubmit_overdue``): a type's time is
+        that of the first registered handler naming it (``types=``). A handler matched by a
+        predicate names no type: tasks only it accepts get the node default, and one ahead of a
+        handler naming a type does not change that type's time.
+        """
+        times: dict[str, timedelta] = {}
+        named: set[str] = set()
+        for handler in self._handlers:
+            wait = handler.processing_policy.expected_queue_time
+            for type_ in handler.types or ():
+                if type_ not in named:
+                    named.add(type_)
+                    if wait is not None:
+                        times[type_] = wait
+        return times

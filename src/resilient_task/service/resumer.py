@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
-from datetime import timedelta
 from uuid import UUID
 
 import anyio
@@ -146,7 +145,10 @@ class TaskResumer:
                 now=now,
                 limit=batch,
                 deadline=now + self._props.expected_queue_time,
-                deadlines={type_: now + wait for type_, wait in self._queue_times().items()},
+                deadlines={
+                    type_: now + wait
+                    for type_, wait in self._registry.queue_times_by_type().items()
+                },
             )
             total += len(won)
             # A task this node already re-triggered that is overdue again was not delivered
@@ -179,25 +181,6 @@ class TaskResumer:
             if len(won) < batch:
                 return total
         return total
-
-    def _queue_times(self) -> dict[str, timedelta]:
-        """Each task type's ``expected_queue_time`` where its handler sets one.
-
-        The store applies them by type in the same statement that re-submits the tasks, so a
-        type's time is that of the first registered handler naming it (``types=``). A handler
-        matched by a predicate names no type: tasks only it accepts get the node default, and
-        one ahead of a handler naming a type does not change that type's time.
-        """
-        times: dict[str, timedelta] = {}
-        named: set[str] = set()
-        for handler in self._registry.handlers:
-            wait = handler.processing_policy.expected_queue_time
-            for type_ in handler.types or ():
-                if type_ not in named:
-                    named.add(type_)
-                    if wait is not None:
-                        times[type_] = wait
-        return times
 
     async def _resolve_stuck(self) -> int:
         now = self._clock.now()

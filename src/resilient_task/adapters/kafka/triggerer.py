@@ -227,6 +227,10 @@ class KafkaTriggerer:
         self._flush_at = None
         hand_overs, self._buffer = self._buffer, []
         self._last_request = asyncio.get_running_loop().time()
+        self._start_flush(hand_overs)
+
+    def _start_flush(self, hand_overs: list[_HandOver]) -> None:
+        """Send ``hand_overs`` in the background (:meth:`_settle` waits for it)."""
         flush = asyncio.ensure_future(self._flush(hand_overs))
         self._flushing.add(flush)
         flush.add_done_callback(self._flushing.discard)
@@ -440,9 +444,7 @@ class KafkaTriggerer:
             self._flush_at = None
         hand_overs, self._buffer = self._buffer, []
         if hand_overs:
-            flush = asyncio.ensure_future(self._flush(hand_overs))
-            self._flushing.add(flush)
-            flush.add_done_callback(self._flushing.discard)
+            self._start_flush(hand_overs)
         if self._flushing:
             flushing = list(self._flushing)
             _, stuck = await asyncio.wait(flushing, timeout=max(0, deadline - loop.time()))

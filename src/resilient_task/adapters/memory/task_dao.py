@@ -33,6 +33,7 @@ import anyio
 
 from resilient_task.adapters.validation import (
     check_change,
+    check_deadlines,
     check_filters,
     check_limit,
     check_new,
@@ -391,9 +392,7 @@ class InMemoryTaskDAO:
         self._enter("resubmit_overdue")
         check_time("now", now)
         check_time("deadline", deadline)
-        per_type = dict(deadlines or {})
-        for at in per_type.values():
-            check_time("deadlines", at)
+        per_type = check_deadlines(deadlines)
         overdue = self._select(
             lambda t: t.status is TaskStatus.SUBMITTED and t.next_event_time < now
         )

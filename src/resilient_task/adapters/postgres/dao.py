@@ -35,6 +35,7 @@ from resilient_task.adapters.postgres.transactions import (
 )
 from resilient_task.adapters.validation import (
     check_change,
+    check_deadlines,
     check_filters,
     check_limit,
     check_new,
@@ -377,9 +378,7 @@ class PostgresTaskDAO:
         """Re-submit up to ``limit`` overdue SUBMITTED tasks in one statement, oldest first."""
         check_time("now", now)
         check_time("deadline", deadline)
-        per_type = dict(deadlines or {})
-        for at in per_type.values():
-            check_time("deadlines", at)
+        per_type = check_deadlines(deadlines)
         if check_limit(limit) == 0:
             return []
         params = {
