@@ -13,9 +13,12 @@ safety net. What it promises, and what it does not:
   stops reading: the notifications wait in the server's queue instead of in this process
   (that queue is shared by the whole cluster, 8 GB; a listener that stays blocked holds it
   back, see ``pg_notification_queue_usage()``).
-- PostgreSQL serialises the commits of NOTIFYing transactions on one global lock. One small
-  autocommit NOTIFY per ``add_tasks`` call keeps that lock short (it is never held across the
-  task insert), but it is a hint channel, not a bus for many thousands of tiny transactions.
+- A node's adds do not call ``trigger``: its store NOTIFYs in the insert statement itself
+  (``PostgresTaskDAO.notify_on_insert``, set for ``NotifyTriggers``), delivered when the insert
+  commits; ``trigger`` serves the resumer's re-triggers.
+- PostgreSQL serialises the commits of NOTIFYing transactions on one global lock, so an add's
+  commit (the caller's, with ``transaction=``) takes it too: a hint channel, not a bus for
+  many thousands of tiny transactions.
 - **Not durable, but catching up**: a notification reaches only the connections listening
   when it is committed. Triggers sent while no node listens (before ``start``, after
   ``stop``, while the listener reconnects) are lost, and so are triggers whose callback
@@ -58,9 +61,6 @@ from resilient_task.ports.triggerer import TriggerCallback
 
 __all__ = ["PostgresNotifyTriggerer"]
 
-_NOTIFY = "SELECT count(pg_notify(%s, p)) FROM unnest(%s::text[]) AS p"
-"""Text parameters, any number of payloads: ``resilient_task.sync`` runs it in the caller's
-transaction, on a connection whose adapters are the caller's."""
 _NOTIFY_ONE = "SELECT pg_notify(%b, %b)"
 _NOTIFY_MANY = "SELECT count(pg_notify(%b, p)) FROM unnest(%b::text[]) AS p"
 """Prepared, with binary parameters: most calls carry one payload (one ``add_task``), and the

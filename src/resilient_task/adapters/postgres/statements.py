@@ -114,7 +114,6 @@ class Statements:
         self._prepare = prepare
         # The hot path, run on psycopg directly and prepared (see ``driver``).
         self.inserts = self._inserts(None)
-        self.insert, self.insert_one = self.inserts.batch, self.inserts.one
         self.grab = DriverStatement.compile(self._grab(), prepare=prepare)
         self.grab_one = DriverStatement.compile(self._grab(one=True), prepare=prepare)
         self.update = DriverStatement.compile(self._update(), prepare=prepare)
