@@ -71,3 +71,10 @@ def test_hot_connections_must_be_none_or_a_non_negative_int(bad: object) -> None
     assert PostgresOptions(hot_connections=0).dao_options()["hot_connections"] == 0
     with pytest.raises(ConfigurationError, match="hot_connections"):
         PostgresOptions(hot_connections=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, 0, None])
+def test_wait_for_ack_must_be_a_bool(bad: object) -> None:
+    assert KafkaTriggers(wait_for_ack=True).wait_for_ack is True
+    with pytest.raises(ConfigurationError, match="wait_for_ack must be a bool"):
+        KafkaTriggers(wait_for_ack=bad)  # type: ignore[arg-type]
